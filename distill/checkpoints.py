@@ -1,0 +1,130 @@
+"""Orbax checkpoints of training state and parameters.
+
+Each checkpoint step holds two items: ``state`` (everything needed to resume exactly: parameters,
+optimiser states, environments, replay buffer, rng) and ``params`` (just the networks, which is what
+compression and export read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from distill.errors import DistillError
+
+# Orbax logs every save at INFO and damaged files at ERROR; we report both ourselves, in one line.
+logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
+class RunCheckpoints:
+    """The ``last`` (rolling) and ``best`` (by time_at_goal) checkpoints of a run."""
+
+    def __init__(self, run: Path, keep: int = 3):
+        root = Path(run).absolute() / "checkpoints"
+        self.root = root
+        try:
+            self.last = ocp.CheckpointManager(
+                root / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            )
+            self.best = ocp.CheckpointManager(
+                root / "best",
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, best_fn=lambda metrics: metrics["time_at_goal"], best_mode="max", create=True
+                ),
+            )
+            best_step = self.best.latest_step()
+            self._best_score = None if best_step is None else _read_score(self.best, best_step)
+        except DistillError:
+            raise
+        except Exception as err:
+            raise _checkpoint_error(err, root) from None
+
+    def save(self, step: int, state: Any, params: Any, time_at_goal: float) -> None:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(params))
+        self.last.save(step, args=args)
+        if self._best_score is None or time_at_goal > self._best_score:
+            self.best.save(
+                step,
+                args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
+                metrics={"time_at_goal": float(time_at_goal)},
+            )
+            self._best_score = float(time_at_goal)
+        self.wait()
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self.last.latest_step()
+
+    def restore_state(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
+        step = self.last.latest_step() if step is None else step
+        if step is None:
+            raise DistillError(f"no checkpoint to resume from in {self.root / 'last'}")
+        restored = _restore(self.last, step, {"state": abstract_state}, self.root / "last")
+        return step, restored["state"]
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()
+
+
+def _read_score(manager: ocp.CheckpointManager, step: int) -> float | None:
+    for info in manager._checkpoints:  # orbax keeps the metrics it was given per step
+        if info.step == step and info.metrics:
+            return float(info.metrics.get("time_at_goal"))
+    return None
+
+
+def _describe(err: Exception) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def _checkpoint_error(err: Exception, where: Path) -> DistillError:
+    """Damaged files (unparsable metadata, missing or truncated arrays) vs. a different network."""
+    message = str(err)
+    mismatch = isinstance(err, (ValueError, TypeError, KeyError)) and not isinstance(err, json.JSONDecodeError) and any(
+        word in message.lower() for word in ("shape", "structure", "mismatch", "tree", "dtype", "key")
+    )
+    if mismatch:
+        return DistillError(f"checkpoint {where} does not match this configuration: {_describe(err)}")
+    return DistillError(f"checkpoint {where} is corrupt or unreadable: {_describe(err)}")
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, abstract: dict, where: Path) -> dict:
+    args = ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()})
+    try:
+        restored = manager.restore(step, args=args)
+    except Exception as err:  # orbax raises many types for damaged or foreign files
+        raise _checkpoint_error(err, where / str(step)) from None
+    return {k: restored[k] for k in abstract}
+
+
+def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[int, Any]:
+    """Restores the network parameters of a run's ``best`` (or ``last``) checkpoint."""
+    where = Path(run).absolute() / "checkpoints" / which
+    if not where.is_dir():
+        raise DistillError(f"{run} has no checkpoints ({where} is missing)")
+    try:
+        manager = ocp.CheckpointManager(where, options=ocp.CheckpointManagerOptions(read_only=True))
+        step = manager.latest_step()
+    except Exception as err:
+        raise _checkpoint_error(err, where) from None
+    if step is None:
+        raise DistillError(f"{run} has no checkpoints in {where}")
+    try:
+        return step, _restore(manager, step, {"params": abstract_params}, where)["params"]
+    finally:
+        manager.close()
+
+
+def abstract_of(tree: Any) -> Any:
+    """Shape/dtype/sharding skeleton of a pytree, as orbax restore targets expect."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -1,0 +1,227 @@
+"""The ``distill`` command line: a thin typer layer over the library functions."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from distill.errors import DistillError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Teacher-student distillation for deep contrastive RL: train, compress, export.",
+)
+
+
+def _quiet_libraries() -> None:
+    """Silences import-time chatter of optional backends so that errors stay one line."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*Brax System, piplines and environments.*")
+    logging.getLogger().setLevel(logging.CRITICAL)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
+def one_line_errors(fn):
+    """User errors become one line on stderr and exit code 2; Ctrl-C exits 130 keeping all files."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _quiet_libraries()
+        try:
+            return fn(*args, **kwargs)
+        except DistillError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: everything written so far is kept; rerun with --resume to continue", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@one_line_errors
+def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the goal-conditioned environments and their dimensions."""
+    from distill.envs import DEFAULT_ENV, REGISTRY
+
+    rows = [
+        {
+            "name": s.name,
+            "state_dim": s.state_dim,
+            "goal_indices": list(s.goal_indices),
+            "action_dim": s.action_dim,
+            "success_radius": s.success_radius,
+            "episode_length": s.episode_length,
+            "default": s.name == DEFAULT_ENV,
+            "description": s.description,
+        }
+        for s in REGISTRY.values()
+    ]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="goal-conditioned environments (observation = concat[state, goal])")
+    for col in ("name", "state", "goal indices", "action", "radius", "episode", "description"):
+        table.add_column(col)
+    for r in rows:
+        name = r["name"] + (" (default)" if r["default"] else "")
+        table.add_row(
+            name, str(r["state_dim"]), str(r["goal_indices"]), str(r["action_dim"]), str(r["success_radius"]),
+            str(r["episode_length"]), r["description"],
+        )
+    Console().print(table)
+
+
+@app.command("train-teacher")
+@one_line_errors
+def train_teacher_cmd(
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or to continue with --resume)."),
+    env: str = typer.Option("reacher", "--env", help="Environment name; see `distill envs`."),
+    critic_depth: Optional[int] = typer.Option(None, help="Critic depth, a positive multiple of 4 (default 4)."),
+    actor_depth: Optional[int] = typer.Option(None, help="Actor depth, a positive multiple of 4 (default 4)."),
+    width: Optional[int] = typer.Option(None, help="Hidden width (default 256)."),
+    repr_dim: Optional[int] = typer.Option(None, help="Dimension of phi and psi (default 64)."),
+    num_envs: Optional[int] = typer.Option(None, help="Parallel environments."),
+    batch_size: Optional[int] = typer.Option(None, help="InfoNCE batch size."),
+    total_steps: Optional[int] = typer.Option(None, help="Environment steps to train for."),
+    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per training step."),
+    updates_per_step: Optional[int] = typer.Option(None, help="SGD steps per training step (update-to-data ratio)."),
+    num_evals: Optional[int] = typer.Option(None, help="Epochs, each followed by an evaluation."),
+    eval_episodes: Optional[int] = typer.Option(None, help="Deterministic episodes per evaluation."),
+    replay_rows: Optional[int] = typer.Option(None, help="Replay buffer time rows."),
+    prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
+    remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Rematerialise residual blocks."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    distributed: bool = typer.Option(False, "--distributed", help="Call jax.distributed.initialize() (multi-host)."),
+):
+    """Train a deep contrastive RL teacher."""
+    if distributed:
+        import jax
+
+        jax.distributed.initialize()
+    from distill.envs import get_spec
+    from teachers.config import teacher_config
+    from teachers.train import train_teacher
+
+    get_spec(env)
+    config = teacher_config(
+        env, critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim, num_envs=num_envs,
+        batch_size=batch_size, total_steps=total_steps, unroll_length=unroll_length,
+        updates_per_step=updates_per_step, num_evals=num_evals, eval_episodes=eval_episodes,
+        replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, seed=seed,
+    )
+    config.resolved().validate()
+    final = train_teacher(config, out, resume=resume, show_progress=progress)
+    typer.echo(
+        f"teacher trained: time_at_goal {final['time_at_goal']:.1f}/{final['episode_length']}, "
+        f"success_any {final['success_any']:.2f} after {final['env_steps']:,} env steps -> {out}"
+    )
+
+
+@app.command()
+@one_line_errors
+def compress(
+    teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
+    out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
+    student_depth: int = typer.Option(4, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only)."),
+    student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps (default 2400)."),
+    env: Optional[str] = typer.Option(None, "--env", help="Expected environment; must match the teacher's."),
+    policy_loss: str = typer.Option("mse", help="'mse' on deterministic actions, 'kl' between tanh-Gaussians, or 'both'."),
+    representation_weight: float = typer.Option(1.0, help="Weight of direct phi/psi regression (0 = off)."),
+    relational_weight: float = typer.Option(1.0, help="Weight of the relational softmax KL over goals (0 = off)."),
+    temperature: float = typer.Option(1.0, help="Temperature tau of the relational softmax."),
+    critic_guidance_weight: float = typer.Option(0.0, help="Weight of -Q_teacher(s, pi_student) in the actor loss."),
+    dagger: bool = typer.Option(True, "--dagger/--no-dagger", help="DAgger (student acts) or plain cloning on teacher rollouts."),
+    seed: int = typer.Option(0, "--seed"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted compression in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Distil a deep teacher into a shallow student (policy with DAgger, critic representations)."""
+    import warnings
+
+    from distill.runs import read_config
+    from students.config import DEPLOYABLE_WIDTH, StudentConfig
+    from students.report import build_report
+    from students.train import compress as run_compress
+
+    teacher_record = read_config(teacher_run, kind="teacher")
+    if env is not None and env != teacher_record["config"]["env"]:
+        raise DistillError(f"environment mismatch: the teacher in {teacher_run} was trained on '{teacher_record['config']['env']}', not '{env}'")
+    if steps is not None and steps <= 0:
+        raise DistillError(f"--steps must be positive, got {steps}")
+    if student_width is not None and student_width <= 0:
+        raise DistillError(f"--student-width must be positive, got {student_width}")
+    config = StudentConfig(
+        student_depth=student_depth, student_width=student_width or 0, policy_loss=policy_loss,
+        representation_weight=representation_weight, relational_weight=relational_weight, temperature=temperature,
+        critic_guidance_weight=critic_guidance_weight, seed=seed,
+        beta_start=1.0 if not dagger else StudentConfig.beta_start, beta_decay=1.0 if not dagger else StudentConfig.beta_decay,
+    )
+    if steps is not None:
+        import dataclasses
+        import math
+
+        config = dataclasses.replace(config, iterations=max(1, math.ceil(steps / config.updates_per_iteration)))
+    config.validate()
+    if config.student_width > DEPLOYABLE_WIDTH:
+        typer.echo(f"warning: student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})", err=True)
+    warnings.filterwarnings("ignore", message=".*wider than is sensible.*")
+    final = run_compress(config, teacher_run, out, resume=resume, show_progress=progress)
+    report = build_report(out, baseline=baseline, show_progress=progress)
+    typer.echo(
+        f"student trained in {final['compress_seconds']:.0f} s: time_at_goal {report['student']['time_at_goal']:.1f} vs teacher "
+        f"{report['teacher']['time_at_goal']:.1f} (retention {report['retention']:.3f}) -> {out}/report.md"
+    )
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    run: Path = typer.Argument(..., help="A teacher or student run directory, or an exported .onnx file."),
+    episodes: int = typer.Option(128, "--episodes", help="Deterministic evaluation episodes."),
+    env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
+    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of a run."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Evaluate a policy: time_at_goal and success_any over deterministic episodes."""
+    from distill.evaluate_cli import evaluate_target
+
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
+    if which not in ("best", "last"):
+        raise DistillError(f"--checkpoint must be 'best' or 'last', got '{which}'")
+    result = evaluate_target(run, episodes=episodes, env=env, seed=seed, which=which)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        typer.echo(
+            f"{result['policy']} on {result['env']}: time_at_goal {result['time_at_goal']:.2f}/{result['episode_length']} "
+            f"(std {result['time_at_goal_std']:.2f}), success_any {result['success_any']:.3f} over {result['episodes']} episodes"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

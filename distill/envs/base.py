@@ -1,0 +1,97 @@
+"""Goal-conditioned Brax environments.
+
+Every environment observes concat[state, goal]. The goal lives in the same space as
+``state[goal_indices]``, so a future state of a trajectory is a valid goal (hindsight relabelling).
+Episodes have a fixed length and never terminate early: this keeps every trajectory the same
+length and lets the vector wrapper reset all environments together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import PipelineEnv, State
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What a goal-conditioned environment declares about itself."""
+
+    name: str
+    state_dim: int
+    goal_indices: tuple[int, ...]
+    action_dim: int
+    success_radius: float
+    episode_length: int
+    description: str
+    factory: Callable[..., "GoalEnv"]
+
+    @property
+    def goal_dim(self) -> int:
+        return len(self.goal_indices)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.state_dim + self.goal_dim
+
+    def make(self, **kwargs) -> "GoalEnv":
+        return self.factory(**kwargs)
+
+
+class GoalEnv(PipelineEnv):
+    """Base for goal-conditioned pipeline environments.
+
+    Subclasses implement ``_initial_q``, ``_state`` (the state vector from a pipeline state) and
+    ``_sample_goal``. The success radius and goal slice are class attributes so that jitted code
+    sees them as constants.
+    """
+
+    state_dim: int
+    goal_indices: tuple[int, ...]
+    success_radius: float
+
+    def _initial_q(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+    def _sample_goal(self, rng: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _state(self, pipeline_state) -> jax.Array:
+        raise NotImplementedError
+
+    def _place_goal_marker(self, q: jax.Array, goal: jax.Array) -> jax.Array:
+        """Environments with a visual target body move it to the goal; default: nothing."""
+        return q
+
+    def reset(self, rng: jax.Array) -> State:
+        rng_q, rng_goal = jax.random.split(rng)
+        goal = self._sample_goal(rng_goal)
+        q, qd = self._initial_q(rng_q)
+        q = self._place_goal_marker(q, goal)
+        pipeline_state = self.pipeline_init(q, qd)
+        state = self._state(pipeline_state)
+        distance = self.goal_distance(state, goal)
+        metrics = {"distance": distance, "success": (distance < self.success_radius).astype(jnp.float32)}
+        zero = jnp.zeros(())
+        return State(pipeline_state, jnp.concatenate([state, goal]), zero, zero, metrics, {})
+
+    def step(self, env_state: State, action: jax.Array) -> State:
+        pipeline_state = self.pipeline_step(env_state.pipeline_state, action)
+        state = self._state(pipeline_state)
+        goal = env_state.obs[self.state_dim :]
+        distance = self.goal_distance(state, goal)
+        success = (distance < self.success_radius).astype(jnp.float32)
+        metrics = {"distance": distance, "success": success}
+        return env_state.replace(
+            pipeline_state=pipeline_state,
+            obs=jnp.concatenate([state, goal]),
+            reward=success,
+            metrics=metrics,
+        )
+
+    def goal_distance(self, state: jax.Array, goal: jax.Array) -> jax.Array:
+        achieved = state[..., jnp.asarray(self.goal_indices)]
+        return jnp.linalg.norm(achieved - goal, axis=-1)

@@ -1,0 +1,140 @@
+"""Run directories: resolved config, versions and seed, metrics, plots and orbax checkpoints.
+
+A run directory holds ``config.json`` (what produced it), ``metrics.jsonl`` (one line per epoch),
+``learning_curve.png`` and ``checkpoints/{last,best}``. The ``last`` manager keeps the few most recent
+checkpoints for resuming; ``best`` keeps the one with the highest time_at_goal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+
+PACKAGES = (
+    "distill", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint",
+    "onnx", "onnxruntime", "numpy",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def prepare_out_dir(out: Path, resume: bool) -> Path:
+    """Creates ``out`` for a new run, or checks it holds a run to resume. Never clears anything."""
+    out = Path(out)
+    if resume:
+        if not (out / "config.json").is_file():
+            raise DistillError(f"cannot resume: {out} holds no run (no config.json)")
+        return out
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise DistillError(f"output directory {out} already exists and is not empty; pass --resume to continue it or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise DistillError(f"cannot write to output directory {out}: {err.strerror}") from None
+    return out
+
+
+def write_config(out: Path, kind: str, config: Any, extra: dict | None = None) -> dict:
+    """Writes config.json: the resolved config, the kind of run, package versions and the seed."""
+    record = {
+        "kind": kind,
+        "config": dataclasses.asdict(config),
+        "seed": getattr(config, "seed", None),
+        "versions": package_versions(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if extra:
+        record.update(extra)
+    atomic_write_text(Path(out) / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def read_config(run: Path, kind: str | None = None) -> dict:
+    """Reads a run's config.json, checking it is a run of ``kind`` (teacher, student)."""
+    run = Path(run)
+    path = run / "config.json"
+    if not run.is_dir():
+        raise DistillError(f"run directory {run} does not exist")
+    if not path.is_file():
+        raise DistillError(f"{run} is not a run directory (no config.json)")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DistillError(f"{path} is unreadable: {err}") from None
+    if kind is not None and record.get("kind") != kind:
+        raise DistillError(f"{run} is a {record.get('kind', 'unknown')} run, not a {kind} run")
+    return record
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes through a temporary file so that an interrupted write never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def append_metrics(out: Path, record: dict) -> None:
+    with open(Path(out) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(out: Path, max_epoch: int) -> None:
+    """Drops metric lines past the epoch a resume restarts from, so no epoch is logged twice."""
+    records = [r for r in read_metrics(out) if r.get("epoch", 0) <= max_epoch]
+    atomic_write_text(Path(out) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def plot_learning_curve(out: Path, records: list[dict], title: str, filename: str = "learning_curve.png") -> Path | None:
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["env_steps"] for r in records]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].plot(steps, [r["time_at_goal"] for r in records], marker="o")
+    axes[0].set_ylabel("time_at_goal (steps)")
+    axes[1].plot(steps, [r["success_any"] for r in records], marker="o", color="tab:green")
+    axes[1].set_ylabel("success_any")
+    axes[1].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(out) / filename
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

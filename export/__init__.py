@@ -1,0 +1,1 @@
+"""ONNX export and a JAX-free runtime for students."""

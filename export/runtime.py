@@ -1,0 +1,186 @@
+"""Running exported students without JAX: what a robot imports.
+
+This module imports only numpy, onnxruntime and the standard library, so a controller can copy it next
+to a ``.onnx`` file and run the policy with nothing else of this project installed.
+
+    policy = OnnxPolicy("policy.onnx")
+    action = policy(obs, goal)          # obs (state_dim,), goal (goal_dim,) -> (action_dim,)
+    actions = policy(obs_b, goal_b)     # (batch, state_dim), (batch, goal_dim) -> (batch, action_dim)
+
+The returned actions are final: any action scale and offset are applied inside the graph
+(``policy.metadata["action_transform"]`` says so in the file itself).
+
+Input rules, checked on every call because a bad observation on a robot must fail loudly, not act:
+- float32 is used as is; float64 is cast to float32 (the network computes in float32 anyway), and a
+  value that float32 cannot hold counts as inf. Integers, booleans, complex numbers, strings and
+  objects are refused: they are almost always the wrong array, and casting would hide that.
+- NaN or inf anywhere is refused.
+- One observation is 1-D, a batch is 2-D; all inputs of a call have the same rank and batch size.
+Bad inputs raise ``PolicyInputError``; unusable files raise ``PolicyFileError`` (both ValueErrors).
+
+Sessions use one intra-op and one inter-op thread with sequential execution: more threads lower the
+median latency of these small networks but add millisecond spikes, which a control loop cannot afford.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+SUPPORTED_FORMATS = frozenset({"1"})
+FORMAT_KEY = "distill_format"
+JSON_KEYS = "distill_json_keys"  # which metadata values are JSON-encoded (see export.onnx_graph)
+DIM_KEYS = {"obs": "state_dim", "goal": "goal_dim", "action": "action_dim"}
+
+
+class PolicyInputError(ValueError):
+    """An observation, goal or action that the network must not be run on."""
+
+
+class PolicyFileError(ValueError):
+    """A file that is not a usable distill export."""
+
+
+def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    try:
+        json_keys = set(json.loads(raw.get(JSON_KEYS, "[]")))
+        return {k: (json.loads(v) if k in json_keys else v) for k, v in raw.items() if k != JSON_KEYS}
+    except (TypeError, ValueError) as err:
+        raise PolicyFileError(f"the file's distill metadata is corrupt: {err}") from None
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        message = " ".join(str(err).split())[:300]
+        raise PolicyFileError(f"onnxruntime cannot load {path}: {message}") from None
+
+
+def _as_float32(name: str, value: Any, dim: int) -> np.ndarray:
+    """One input checked and converted to a contiguous float32 array of rank 1 or 2."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise PolicyInputError(f"{name} is not a rectangular array of numbers: {err}") from None
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+        raise PolicyInputError(f"{name} has dtype {arr.dtype}; pass float32 or float64 (other types are refused)")
+    if arr.ndim not in (1, 2) or arr.shape[-1] != dim:
+        raise PolicyInputError(f"{name} has shape {arr.shape}; expected ({dim},) for one or (batch, {dim}) for a batch")
+    if arr.ndim == 2 and arr.shape[0] == 0:
+        raise PolicyInputError(f"{name} is an empty batch")
+    # Cast first: a float64 beyond float32's range becomes inf and must be refused too.
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        where = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise PolicyInputError(f"{name} contains NaN or inf (first at index {where})")
+    return arr
+
+
+class _OnnxModel:
+    """A distill ONNX export in an onnxruntime session, with its metadata checked."""
+
+    kind = ""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PolicyFileError(f"no ONNX file at {self.path}")
+        self._session = _session(self.path)
+        raw = dict(self._session.get_modelmeta().custom_metadata_map)
+        if FORMAT_KEY not in raw:
+            raise PolicyFileError(
+                f"{self.path} has no distill metadata ('{FORMAT_KEY}'); it was not written by distill's exporter"
+            )
+        if raw[FORMAT_KEY] not in SUPPORTED_FORMATS:
+            supported = ", ".join(sorted(SUPPORTED_FORMATS))
+            raise PolicyFileError(f"{self.path} has distill format {raw[FORMAT_KEY]!r}; this runtime reads {supported}")
+        self.metadata = _decode_metadata(raw)
+        if self.metadata.get("kind") != self.kind:
+            raise PolicyFileError(f"{self.path} holds a {self.metadata.get('kind')!r} network, not a {self.kind}")
+        self._input_dims = self._check_inputs()
+        self._output_names = [o.name for o in self._session.get_outputs()]
+
+    def _check_inputs(self) -> dict[str, int]:
+        """Input name -> feature size, where the graph and its metadata agree."""
+        dims = {}
+        for spec in self._session.get_inputs():
+            key = DIM_KEYS.get(spec.name)
+            if key is None or key not in self.metadata:
+                raise PolicyFileError(f"{self.path} has an unexpected input '{spec.name}'")
+            dims[spec.name] = int(self.metadata[key])
+            if len(spec.shape) != 2 or spec.shape[1] != dims[spec.name]:
+                raise PolicyFileError(
+                    f"{self.path}: input '{spec.name}' has shape {spec.shape}, metadata says {key}={dims[spec.name]}"
+                )
+        return dims
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.metadata["state_dim"])
+
+    @property
+    def goal_dim(self) -> int:
+        return int(self.metadata["goal_dim"])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.metadata["action_dim"])
+
+    def _run(self, **inputs: Any) -> tuple[dict[str, np.ndarray], bool]:
+        """All outputs by name, and whether the call was for a single (1-D) input."""
+        arrays = {name: _as_float32(name, inputs[name], dim) for name, dim in self._input_dims.items()}
+        ranks = {a.ndim for a in arrays.values()}
+        if len(ranks) > 1:
+            shapes = ", ".join(f"{n} {a.shape}" for n, a in arrays.items())
+            raise PolicyInputError(f"mix of single and batched inputs: {shapes}")
+        single = ranks == {1}
+        if single:
+            arrays = {n: a[None, :] for n, a in arrays.items()}
+        elif len({a.shape[0] for a in arrays.values()}) > 1:
+            shapes = ", ".join(f"{n} {a.shape}" for n, a in arrays.items())
+            raise PolicyInputError(f"inputs have different batch sizes: {shapes}")
+        outputs = self._session.run(self._output_names, arrays)
+        return dict(zip(self._output_names, outputs)), single
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{n}={d}" for n, d in self._input_dims.items())
+        return f"{type(self).__name__}({str(self.path)!r}, {dims})"
+
+
+class OnnxPolicy(_OnnxModel):
+    """The deterministic policy of an exported student: ``policy(obs, goal) -> action``."""
+
+    kind = "policy"
+
+    def __call__(self, obs: Any, goal: Any) -> np.ndarray:
+        outputs, single = self._run(obs=obs, goal=goal)
+        action = outputs["action"]
+        return action[0] if single else action
+
+
+class OnnxCritic(_OnnxModel):
+    """An exported contrastive critic: ``critic(obs, action, goal) -> q = -||phi - psi||``."""
+
+    kind = "critic"
+
+    @property
+    def repr_dim(self) -> int:
+        return int(self.metadata["repr_dim"])
+
+    def outputs(self, obs: Any, action: Any, goal: Any) -> dict[str, np.ndarray]:
+        """phi, psi and q; without the batch axis for a single (1-D) input."""
+        outputs, single = self._run(obs=obs, action=action, goal=goal)
+        return {n: o[0] for n, o in outputs.items()} if single else outputs
+
+    def __call__(self, obs: Any, action: Any, goal: Any) -> np.ndarray | np.float32:
+        return self.outputs(obs, action, goal)["q"]

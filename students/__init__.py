@@ -1,0 +1,1 @@
+"""Shallow students distilled from deep teachers."""

@@ -1,0 +1,95 @@
+"""Student (compression) configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from distill.errors import DistillError
+
+# Wider than this is no longer a shallow, fast student for a robot; allowed, but warned about.
+DEPLOYABLE_WIDTH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """How a teacher is distilled into a student. Defaults are chosen by the ablation in the README."""
+
+    teacher_run: str = ""
+    """The teacher's run directory."""
+    env: str = ""
+    """Filled from the teacher run."""
+    student_depth: int = 4
+    """Residual depth of every student network; 0 means input projection and heads only."""
+    student_width: int = 0
+    """Hidden width; 0 takes the teacher's width."""
+    repr_dim: int = 0
+    """Filled from the teacher (the student's phi, psi live in the teacher's space)."""
+    iterations: int = 8
+    """DAgger rounds: collect with the mixed policy, aggregate, train."""
+    num_envs: int = 64
+    """Environments stepped in parallel while collecting."""
+    unroll_length: int = 50
+    """Steps per environment per DAgger round."""
+    updates_per_iteration: int = 300
+    """SGD steps per round, on batches drawn from all data aggregated so far."""
+    batch_size: int = 256
+    dataset_rows: int = 0
+    """Time rows the aggregated dataset keeps; 0 keeps every round."""
+    beta_start: float = 1.0
+    """Probability that the teacher's action is executed in the first round."""
+    beta_decay: float = 0.5
+    """beta is multiplied by this every round; 1.0 with beta_start 1.0 is plain cloning on teacher rollouts."""
+    env_goal_fraction: float = 0.5
+    """Share of each batch that uses the episode's goal; the rest use hindsight future states."""
+    policy_loss: str = "mse"
+    """'kl' (closed form between the pre-tanh Gaussians), 'mse' (deterministic actions) or 'both'."""
+    representation_weight: float = 1.0
+    """Weight of the direct phi/psi regression (0 disables representation distillation)."""
+    relational_weight: float = 1.0
+    """Weight of the KL between teacher and student softmax over a batch of goals."""
+    temperature: float = 1.0
+    """tau of the relational softmax."""
+    critic_guidance_weight: float = 0.0
+    """Weight of -Q_teacher(s, pi_student(s, g), g) in the actor loss (0 disables)."""
+    learning_rate: float = 1e-3
+    """Adam step size; supervised targets tolerate a larger step than RL."""
+    gamma: float = 0.99
+    eval_episodes: int = 128
+    num_evals: int = 4
+    """Evaluations (and checkpoints) spread over the rounds."""
+    seed: int = 0
+    keep_checkpoints: int = 3
+    backend: str = "spring"
+
+    def resolved(self, teacher_width: int, repr_dim: int, env: str) -> "StudentConfig":
+        rows = self.dataset_rows or self.iterations * self.unroll_length
+        return dataclasses.replace(
+            self,
+            student_width=self.student_width or teacher_width,
+            repr_dim=repr_dim,
+            env=env,
+            dataset_rows=rows,
+            num_evals=min(self.num_evals, self.iterations),
+        )
+
+    def validate(self, num_devices: int = 1) -> "StudentConfig":
+        if self.student_depth < 0 or self.student_depth % 4:
+            raise DistillError(f"--student-depth must be a non-negative multiple of 4, got {self.student_depth}")
+        for name in ("iterations", "num_envs", "unroll_length", "updates_per_iteration", "batch_size", "eval_episodes"):
+            if getattr(self, name) <= 0:
+                raise DistillError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.student_width < 0:
+            raise DistillError(f"--student-width must be positive, got {self.student_width}")
+        if self.policy_loss not in ("kl", "mse", "both"):
+            raise DistillError(f"--policy-loss must be 'kl', 'mse' or 'both', got '{self.policy_loss}'")
+        if not 0.0 <= self.beta_start <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
+            raise DistillError("beta start and decay must lie in [0, 1]")
+        if not 0.0 <= self.env_goal_fraction <= 1.0:
+            raise DistillError("env goal fraction must lie in [0, 1]")
+        if self.temperature <= 0:
+            raise DistillError(f"--temperature must be positive, got {self.temperature}")
+        if min(self.representation_weight, self.relational_weight, self.critic_guidance_weight) < 0:
+            raise DistillError("loss weights must be non-negative")
+        if self.num_envs % num_devices or self.batch_size % num_devices:
+            raise DistillError(f"--num-envs and --batch-size must be divisible by the {num_devices} devices")
+        return self

@@ -1,0 +1,49 @@
+"""Pure distillation losses: policy matching, representation matching and critic guidance."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from distill.networks import pairwise_energy
+
+
+def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> jax.Array:
+    """KL(p || q) of diagonal Gaussians, summed over the last axis.
+
+    tanh is a bijection, so this is also the KL between the two tanh-Gaussian policies.
+    """
+    var_p, var_q = jnp.exp(2 * log_std_p), jnp.exp(2 * log_std_q)
+    kl = log_std_q - log_std_p + (var_p + jnp.square(mean_p - mean_q)) / (2 * var_q) - 0.5
+    return jnp.sum(kl, axis=-1)
+
+
+def policy_loss(kind: str, teacher_mean, teacher_log_std, student_mean, student_log_std) -> tuple[jax.Array, dict]:
+    """KL(teacher || student), MSE between deterministic actions, or their sum."""
+    kl = jnp.mean(gaussian_kl(teacher_mean, teacher_log_std, student_mean, student_log_std))
+    mse = jnp.mean(jnp.sum(jnp.square(jnp.tanh(student_mean) - jnp.tanh(teacher_mean)), axis=-1))
+    loss = {"kl": kl, "mse": mse, "both": kl + mse}[kind]
+    return loss, {"policy/kl": kl, "policy/action_mse": mse}
+
+
+def representation_regression(student_phi, student_psi, teacher_phi, teacher_psi) -> jax.Array:
+    """Direct matching: mean squared error of phi and psi against the teacher's."""
+    return jnp.mean(jnp.sum(jnp.square(student_phi - teacher_phi), -1)) + jnp.mean(
+        jnp.sum(jnp.square(student_psi - teacher_psi), -1)
+    )
+
+
+def relational_kl(student_phi, student_psi, teacher_phi, teacher_psi, temperature: float) -> jax.Array:
+    """KL between the teacher's and the student's softmax over the batch of goals, row by row.
+
+    The logits are the contrastive energies, so a student that matches this ranks goals for each
+    (s, a) the way the teacher's critic does, even where the embeddings differ.
+    """
+    teacher_logp = jax.nn.log_softmax(pairwise_energy(teacher_phi, teacher_psi) / temperature, axis=1)
+    student_logp = jax.nn.log_softmax(pairwise_energy(student_phi, student_psi) / temperature, axis=1)
+    return jnp.mean(jnp.sum(jnp.exp(teacher_logp) * (teacher_logp - student_logp), axis=1))
+
+
+def critic_guidance(teacher_q: jax.Array) -> jax.Array:
+    """Pushes the student's action up the teacher's critic: minimise -Q_teacher(s, pi_student, g)."""
+    return -jnp.mean(teacher_q)

@@ -1,0 +1,234 @@
+"""Teacher vs student vs same-depth CRL from scratch, on the same evaluation episodes.
+
+Writes ``report.json`` (with top-level ``retention`` = student time_at_goal / teacher time_at_goal),
+``report.md`` and ``report.png`` into the student's run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill import runs
+from distill.evaluation import make_evaluator, random_policy_baseline, summarize
+from distill.networks import count_params, deterministic_action, pairwise_energy
+from students.train import load_student
+from teachers.train import load_teacher, train_teacher
+
+
+def _policy(networks):
+    def policy(actor_params, obs):
+        mean, _ = networks.policy(actor_params, obs)
+        return deterministic_action(mean)
+
+    return policy
+
+
+def _evaluate(spec, env, networks, params, episodes: int, key) -> dict:
+    return summarize(make_evaluator(env, spec, _policy(networks), episodes)(params["actor"], key))
+
+
+def jax_latency_us(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:
+    """p50/p99 microseconds of one jitted deterministic-policy call at batch 1."""
+    fn = jax.jit(_policy(networks))
+    obs = jnp.ones((1, obs_dim), jnp.float32) * 0.1
+    jax.block_until_ready(fn(actor_params, obs))
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(actor_params, obs))
+        times[i] = time.perf_counter() - t0
+    return {"p50_us": float(np.percentile(times, 50) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6)}
+
+
+def visited_observations(spec, env, networks, params, episodes: int, key, count: int = 4096) -> jax.Array:
+    """Observations the student's own deterministic policy visits (where its errors matter)."""
+    policy = _policy(networks)
+
+    @jax.jit
+    def rollout(key):
+        env_state = jax.vmap(env.reset)(jax.random.split(key, episodes))
+
+        def step(env_state, _):
+            next_state = jax.vmap(env.step)(env_state, policy(params["actor"], env_state.obs))
+            return next_state, env_state.obs
+
+        return jax.lax.scan(step, env_state, None, length=spec.episode_length)[1].reshape(-1, spec.obs_dim)
+
+    obs = rollout(key)
+    pick = jax.random.choice(jax.random.fold_in(key, 1), obs.shape[0], (min(count, obs.shape[0]),), replace=False)
+    return obs[pick]
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(x, axis=1), axis=1).astype(np.float64)
+
+
+def critic_agreement(spec, teacher, teacher_params, student, student_params, obs, batch: int = 256) -> dict:
+    """Top-1 goal retrieval agreement and Spearman correlation of Q over a batch of goals."""
+    obs = obs[:batch]
+    state, goal = obs[:, : spec.state_dim], obs[:, spec.state_dim :]
+    action = deterministic_action(teacher.policy(teacher_params["actor"], obs)[0])
+
+    def logits(nets, params):
+        return np.asarray(pairwise_energy(nets.phi(params["sa_encoder"], state, action), nets.psi(params["goal_encoder"], goal)))
+
+    t, s = logits(teacher, teacher_params), logits(student, student_params)
+    rt, rs = _ranks(t), _ranks(s)
+    rt -= rt.mean(1, keepdims=True)
+    rs -= rs.mean(1, keepdims=True)
+    spearman = (rt * rs).sum(1) / np.sqrt((rt**2).sum(1) * (rs**2).sum(1))
+    return {
+        "top1_agreement": float(np.mean(t.argmax(1) == s.argmax(1))),
+        "q_rank_correlation": float(np.mean(spearman)),
+        "goals_per_query": int(t.shape[1]),
+    }
+
+
+def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline: bool = True, show_progress: bool = False) -> dict:
+    student_run = Path(student_run)
+    record = runs.read_config(student_run, kind="student")
+    s_config, spec, student, s_params, s_step = load_student(student_run)
+    teacher_run = Path(record["teacher"]["run"])
+    t_config, _, teacher, t_params, t_step = load_teacher(teacher_run)
+    env = spec.make(backend=t_config.backend)
+    key = jax.random.PRNGKey(seed)
+
+    teacher_eval = _evaluate(spec, env, teacher, t_params, episodes, key)
+    student_eval = _evaluate(spec, env, student, s_params, episodes, key)
+    obs = visited_observations(spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7))
+    t_action = deterministic_action(teacher.policy(t_params["actor"], obs)[0])
+    s_action = deterministic_action(student.policy(s_params["actor"], obs)[0])
+    action_error = np.abs(np.asarray(t_action - s_action))
+
+    rows = {
+        "teacher": {**teacher_eval, "depth": t_config.critic_depth, "actor_depth": t_config.actor_depth, "width": t_config.width,
+                    "params": {k: count_params(v) for k, v in t_params.items()},
+                    "jax_latency": jax_latency_us(teacher, t_params["actor"], spec.obs_dim)},
+        "student": {**student_eval, "depth": s_config.student_depth, "actor_depth": s_config.student_depth, "width": s_config.student_width,
+                    "params": {k: count_params(v) for k, v in s_params.items()},
+                    "jax_latency": jax_latency_us(student, s_params["actor"], spec.obs_dim),
+                    "action_error": {"mean_abs": float(action_error.mean()), "max_abs": float(action_error.max()),
+                                     "states": int(action_error.shape[0])},
+                    "critic_agreement": critic_agreement(spec, teacher, t_params, student, s_params, obs)},
+    }
+    rows["random"] = random_policy_baseline(env, spec, episodes, seed)
+
+    if baseline:
+        rows["scratch"] = _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress)
+
+    report = {
+        "env": spec.name,
+        "episodes": episodes,
+        "seed": seed,
+        "teacher_run": str(teacher_run),
+        "student_run": str(student_run),
+        "retention": student_eval["time_at_goal"] / max(teacher_eval["time_at_goal"], 1e-9),
+        "compress_seconds": _compress_seconds(student_run),
+        "teacher_train_seconds": _train_seconds(teacher_run),
+        **rows,
+    }
+    if report["compress_seconds"] and report["teacher_train_seconds"]:
+        report["compress_cost_fraction"] = report["compress_seconds"] / report["teacher_train_seconds"]
+    runs.atomic_write_text(student_run / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _write_markdown(student_run, report)
+    _plot(student_run, report)
+    return report
+
+
+def _train_seconds(run: Path) -> float | None:
+    metrics = runs.read_metrics(run)
+    return float(sum(m.get("epoch_seconds", 0.0) for m in metrics)) or None
+
+
+def _compress_seconds(run: Path) -> float | None:
+    return _train_seconds(run)
+
+
+def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress) -> dict:
+    """CRL at the student's depth and width, with the teacher's env-step budget and settings."""
+    import dataclasses
+
+    from distill.errors import DistillError
+
+    if s_config.student_depth == 0:
+        return {"skipped": "CRL from scratch needs a depth of at least 4"}
+    out = student_run / "scratch_baseline"
+    config = dataclasses.replace(
+        t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width
+    )
+    done = runs.read_metrics(out)
+    if not (done and done[-1]["env_steps"] >= config.total_steps - config.num_envs * config.unroll_length):
+        try:
+            train_teacher(config, out, resume=(out / "config.json").exists(), show_progress=show_progress)
+        except DistillError as err:
+            return {"skipped": str(err)}
+    b_config, _, networks, params, _ = load_teacher(out)
+    return {**_evaluate(spec, env, networks, params, episodes, key), "depth": b_config.critic_depth,
+            "width": b_config.width, "params": {k: count_params(v) for k, v in params.items()},
+            "env_steps": runs.read_metrics(out)[-1]["env_steps"]}
+
+
+def _write_markdown(run: Path, r: dict) -> None:
+    lines = [
+        f"# Distillation report: {r['env']}",
+        "",
+        f"Same {r['episodes']} deterministic evaluation episodes (seed {r['seed']}) for every policy.",
+        "",
+        "| policy | depth | width | parameters | time_at_goal | success_any | JAX latency p50 / p99 (us) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("teacher", "student", "scratch"):
+        row = r.get(name)
+        if not row or "skipped" in row:
+            continue
+        lat = row.get("jax_latency")
+        lat_text = f"{lat['p50_us']:.0f} / {lat['p99_us']:.0f}" if lat else "-"
+        label = {"scratch": "CRL from scratch (student size)"}.get(name, name)
+        lines.append(f"| {label} | {row['depth']} | {row['width']} | {sum(row['params'].values()):,} | "
+                     f"{row['time_at_goal']:.1f} | {row['success_any']:.3f} | {lat_text} |")
+    lines.append(f"| random actions | - | - | - | {r['random']['time_at_goal']:.1f} | {r['random']['success_any']:.3f} | - |")
+    s = r["student"]
+    lines += [
+        "",
+        f"**Retention** (student / teacher time_at_goal): **{r['retention']:.3f}**",
+        "",
+        f"- Action error vs teacher on the student's visited states: mean |da| {s['action_error']['mean_abs']:.4f}, max {s['action_error']['max_abs']:.3f}",
+        f"- Critic agreement: top-1 goal retrieval {s['critic_agreement']['top1_agreement']:.3f}, "
+        f"rank correlation of Q {s['critic_agreement']['q_rank_correlation']:.3f} over {s['critic_agreement']['goals_per_query']} goals",
+    ]
+    if r.get("compress_cost_fraction"):
+        lines.append(f"- Compression took {r['compress_seconds']:.0f} s, {100 * r['compress_cost_fraction']:.1f}% of the teacher's {r['teacher_train_seconds']:.0f} s of training")
+    if "scratch" in r and "skipped" in r["scratch"]:
+        lines.append(f"- CRL from scratch: skipped ({r['scratch']['skipped']})")
+    lines += ["", "![comparison](report.png)", ""]
+    runs.atomic_write_text(run / "report.md", "\n".join(lines))
+
+
+def _plot(run: Path, r: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("teacher", "student", "scratch") if n in r and "skipped" not in r[n]]
+    labels = {"teacher": f"teacher d{r['teacher']['depth']}", "student": f"student d{r['student']['depth']}", "scratch": "CRL scratch"}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    colors = ["tab:blue", "tab:orange", "tab:gray"]
+    for ax, key in zip(axes, ("time_at_goal", "success_any")):
+        ax.bar([labels[n] for n in names], [r[n][key] for n in names], color=colors[: len(names)])
+        ax.axhline(r["random"][key], color="k", ls="--", lw=1, label="random")
+        ax.set_title(key)
+        ax.legend()
+    fig.suptitle(f"{r['env']}: retention {r['retention']:.2f}")
+    fig.tight_layout()
+    fig.savefig(run / "report.png", dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["build_report", "critic_agreement", "jax_latency_us"]

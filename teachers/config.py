@@ -1,0 +1,114 @@
+"""Teacher configuration: the paper's defaults, plus small presets for CPU-friendly environments."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from distill.errors import DistillError
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """Everything that defines a teacher run. Defaults follow Wang et al. (2025) unless noted."""
+
+    env: str = "reacher"
+    """Registered environment name (``distill envs`` lists them)."""
+    critic_depth: int = 4
+    """Dense layers inside the critic encoders' residual blocks; a positive multiple of 4."""
+    actor_depth: int = 4
+    """Dense layers inside the actor's residual blocks; a positive multiple of 4."""
+    width: int = 256
+    """Hidden width of every network."""
+    repr_dim: int = 64
+    """Dimension of phi(s, a) and psi(g)."""
+    num_envs: int = 512
+    """Environments stepped in parallel."""
+    unroll_length: int = 62
+    """Environment steps per slot collected in one training step."""
+    batch_size: int = 256
+    """Transitions per SGD step (the InfoNCE batch)."""
+    updates_per_step: int = 0
+    """SGD steps per training step; 0 picks about one update per 40 collected transitions."""
+    total_steps: int = 50_000_000
+    """Environment steps to train for."""
+    num_evals: int = 20
+    """Epochs; an evaluation follows every epoch."""
+    eval_episodes: int = 128
+    """Deterministic episodes per evaluation."""
+    replay_rows: int = 10_000
+    """Time rows kept in the replay buffer (each row holds one step of every slot)."""
+    prefill_rows: int = 1_000
+    """Rows collected before the first update."""
+    gamma: float = 0.99
+    """Discount of the hindsight goal distribution."""
+    learning_rate: float = 3e-4
+    """Adam step size for actor, critic and alpha."""
+    logsumexp_penalty: float = 0.1
+    """Weight of the logsumexp^2 regulariser in the critic loss."""
+    target_entropy_scale: float = 0.5
+    """Target entropy is -scale * action_dim."""
+    remat: bool = False
+    """Rematerialise residual blocks in the backward pass (less memory, more compute)."""
+    backend: str = "spring"
+    """Brax physics pipeline."""
+    seed: int = 0
+    keep_checkpoints: int = 3
+    """How many recent checkpoints to keep (the best one is kept as well)."""
+
+    def resolved(self) -> "TeacherConfig":
+        """Fills derived defaults so that the written config is fully explicit."""
+        updates = self.updates_per_step or max(1, round(self.num_envs * self.unroll_length / 40))
+        return dataclasses.replace(self, updates_per_step=updates)
+
+    def validate(self, num_devices: int = 1) -> "TeacherConfig":
+        for name in ("critic_depth", "actor_depth"):
+            depth = getattr(self, name)
+            if depth <= 0 or depth % 4:
+                raise DistillError(f"--{name.replace('_', '-')} must be a positive multiple of 4, got {depth}")
+        for name in (
+            "width", "repr_dim", "num_envs", "unroll_length", "batch_size", "total_steps",
+            "num_evals", "eval_episodes", "replay_rows", "prefill_rows",
+        ):
+            if getattr(self, name) <= 0:
+                raise DistillError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.updates_per_step < 0:
+            raise DistillError(f"--updates-per-step must be non-negative, got {self.updates_per_step}")
+        if not 0.0 < self.gamma < 1.0:
+            raise DistillError(f"gamma must lie in (0, 1), got {self.gamma}")
+        if self.learning_rate <= 0:
+            raise DistillError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.num_envs % num_devices or self.batch_size % num_devices:
+            raise DistillError(
+                f"--num-envs ({self.num_envs}) and --batch-size ({self.batch_size}) must be divisible by "
+                f"the {num_devices} devices the data is sharded over"
+            )
+        if self.prefill_rows > self.replay_rows:
+            raise DistillError(
+                f"prefill rows ({self.prefill_rows}) exceed the replay buffer's {self.replay_rows} rows"
+            )
+        if self.unroll_length > self.replay_rows:
+            raise DistillError(f"--unroll-length ({self.unroll_length}) exceeds the replay buffer's rows")
+        return self
+
+
+# Settings under which an environment trains well on a 2-core CPU; flags given by the user win.
+ENV_PRESETS: dict[str, dict] = {
+    "reacher": dict(
+        num_envs=128,
+        unroll_length=50,
+        batch_size=256,
+        updates_per_step=50,
+        total_steps=1_000_000,
+        num_evals=10,
+        eval_episodes=128,
+        replay_rows=2_000,
+        prefill_rows=200,
+    ),
+}
+
+
+def teacher_config(env: str = "reacher", **overrides) -> TeacherConfig:
+    """The config for ``env``: its preset, then the given overrides (None means "not given")."""
+    values = dict(ENV_PRESETS.get(env, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TeacherConfig(env=env, **values)

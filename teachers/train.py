@@ -1,0 +1,386 @@
+"""Training loop of the CRL teacher.
+
+One training step (collect ``unroll_length`` steps in every slot, insert them, run
+``updates_per_step`` SGD steps on hindsight-relabelled batches) is a single jitted function. The
+replay buffer and environment slots are sharded over the local devices along the slot axis, each
+device draws its share of every batch from its own slots, and parameters are replicated: XLA inserts
+the cross-device reductions, so the same code runs on 1 device, N devices or N hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from distill import runs
+from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.envs import EnvSpec, GoalEnv, get_spec
+from distill.envs.vector import VecState, vec_reset, vec_step
+from distill.errors import DistillError
+from distill.evaluation import make_evaluator, summarize
+from distill.networks import deterministic_action, sample_action
+from distill.progress import TrainingProgress
+from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
+from teachers import losses
+from teachers.config import TeacherConfig
+from teachers.networks import CRLNetworks, make_crl_networks
+
+
+@struct.dataclass
+class TrainState:
+    params: dict  # actor, sa_encoder, goal_encoder
+    log_alpha: jax.Array
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+    env: VecState
+    buffer: TrajectoryBuffer
+    key: jax.Array
+    env_steps: jax.Array
+    updates: jax.Array
+
+
+def critic_params(params: dict) -> dict:
+    return {"sa_encoder": params["sa_encoder"], "goal_encoder": params["goal_encoder"]}
+
+
+def make_mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+def state_shardings(state_shape: TrainState, mesh: Mesh) -> TrainState:
+    """Slots and replay columns are split over devices; everything else is replicated."""
+    replicated = NamedSharding(mesh, P())
+    by_slot = NamedSharding(mesh, P("data"))
+    by_column = NamedSharding(mesh, P(None, "data"))
+
+    def env_sharding(path, leaf):
+        is_key = any(getattr(p, "name", None) == "key" for p in path)
+        return replicated if is_key or leaf.ndim == 0 else by_slot
+
+    buffer = state_shape.buffer
+    return state_shape.replace(
+        params=jax.tree.map(lambda _: replicated, state_shape.params),
+        log_alpha=replicated,
+        actor_opt=jax.tree.map(lambda _: replicated, state_shape.actor_opt),
+        critic_opt=jax.tree.map(lambda _: replicated, state_shape.critic_opt),
+        alpha_opt=jax.tree.map(lambda _: replicated, state_shape.alpha_opt),
+        env=jax.tree_util.tree_map_with_path(env_sharding, state_shape.env),
+        buffer=buffer.replace(
+            states=by_column, actions=by_column, traj_ids=by_column, steps=by_column, rows_written=replicated
+        ),
+        key=replicated,
+        env_steps=replicated,
+        updates=replicated,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """The static parts of a teacher run and its pure, jittable functions."""
+
+    config: TeacherConfig
+    spec: EnvSpec
+    env: GoalEnv
+    networks: CRLNetworks
+    optimizer: optax.GradientTransformation
+    mesh: Mesh
+
+    @property
+    def target_entropy(self) -> float:
+        return -self.config.target_entropy_scale * self.spec.action_dim
+
+    # ---- initialisation -------------------------------------------------------------------
+    def init(self, key: jax.Array) -> TrainState:
+        k_params, k_env, k_state = jax.random.split(key, 3)
+        params = self.networks.init(k_params)
+        log_alpha = jnp.zeros(())
+        return TrainState(
+            params=params,
+            log_alpha=log_alpha,
+            actor_opt=self.optimizer.init(params["actor"]),
+            critic_opt=self.optimizer.init(critic_params(params)),
+            alpha_opt=self.optimizer.init(log_alpha),
+            env=vec_reset(self.env, self.config.num_envs, k_env),
+            buffer=buffer_init(self.config.replay_rows, self.config.num_envs, self.spec.state_dim, self.spec.action_dim),
+            key=k_state,
+            env_steps=jnp.zeros((), jnp.int32),
+            updates=jnp.zeros((), jnp.int32),
+        )
+
+    # ---- collection -----------------------------------------------------------------------
+    def collect(self, actor_params, vec: VecState, key: jax.Array, length: int):
+        """Steps every slot ``length`` times with the stochastic policy; returns buffer rows."""
+
+        def one_step(carry, step_key):
+            vec = carry
+            mean, log_std = self.networks.policy(actor_params, vec.env.obs)
+            action, _ = sample_action(step_key, mean, log_std)
+            row = (vec.env.obs[:, : self.spec.state_dim], action, vec.traj_id, vec.steps)
+            return vec_step(self.env, self.spec.episode_length, vec, action), row
+
+        vec, rows = jax.lax.scan(one_step, vec, jax.random.split(key, length))
+        return vec, rows
+
+    # ---- one SGD step ---------------------------------------------------------------------
+    def sample(self, buffer: TrajectoryBuffer, key: jax.Array):
+        """Each device draws its share of the batch from its own replay columns."""
+        cfg, spec = self.config, self.spec
+        local_batch = cfg.batch_size // self.mesh.size
+
+        def local(buffer, key):
+            key = jax.random.fold_in(key, jax.lax.axis_index("data"))
+            return sample_batch(buffer, key, local_batch, cfg.gamma, spec.episode_length, spec.goal_indices)
+
+        buffer_spec = TrajectoryBuffer(P(None, "data"), P(None, "data"), P(None, "data"), P(None, "data"), P())
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(buffer_spec, P()), out_specs=P("data"))(buffer, key)
+
+    def sgd_step(self, state: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
+        cfg = self.config
+        k_batch, k_actor = jax.random.split(key)
+        batch = self.sample(state.buffer, k_batch)
+        params = state.params
+        alpha = jnp.exp(state.log_alpha)
+
+        (a_loss, a_metrics), a_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
+            params["actor"], critic_params(params), self.networks, batch, alpha, k_actor
+        )
+        updates, actor_opt = self.optimizer.update(a_grads, state.actor_opt, params["actor"])
+        actor = optax.apply_updates(params["actor"], updates)
+
+        log_prob = a_metrics.pop("log_prob")
+        al_loss, al_grad = jax.value_and_grad(losses.alpha_loss)(state.log_alpha, log_prob, batch.weight, self.target_entropy)
+        updates, alpha_opt = self.optimizer.update(al_grad, state.alpha_opt, state.log_alpha)
+        log_alpha = optax.apply_updates(state.log_alpha, updates)
+
+        (c_loss, c_metrics), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+            critic_params(params), self.networks, batch, cfg.logsumexp_penalty
+        )
+        updates, critic_opt = self.optimizer.update(c_grads, state.critic_opt, critic_params(params))
+        critic = optax.apply_updates(critic_params(params), updates)
+
+        metrics = {"actor_loss": a_loss, "critic_loss": c_loss, "alpha_loss": al_loss, "alpha": jnp.exp(log_alpha)}
+        metrics.update(a_metrics)
+        metrics.update(c_metrics)
+        new_state = state.replace(
+            params={"actor": actor, **critic},
+            log_alpha=log_alpha,
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            alpha_opt=alpha_opt,
+            updates=state.updates + 1,
+        )
+        return new_state, metrics
+
+    # ---- training step and prefill --------------------------------------------------------
+    def collect_and_insert(self, state: TrainState, key: jax.Array) -> TrainState:
+        vec, rows = self.collect(state.params["actor"], state.env, key, self.config.unroll_length)
+        buffer = buffer_insert(state.buffer, *rows)
+        steps = self.config.num_envs * self.config.unroll_length
+        return state.replace(env=vec, buffer=buffer, env_steps=state.env_steps + steps)
+
+    def prefill_step(self, state: TrainState) -> TrainState:
+        key, k_collect = jax.random.split(state.key)
+        return self.collect_and_insert(state, k_collect).replace(key=key)
+
+    def training_step(self, state: TrainState) -> tuple[TrainState, dict]:
+        key, k_collect, k_update = jax.random.split(state.key, 3)
+        state = self.collect_and_insert(state, k_collect)
+        state, metrics = jax.lax.scan(self.sgd_step, state, jax.random.split(k_update, self.config.updates_per_step))
+        return state.replace(key=key), jax.tree.map(jnp.mean, metrics)
+
+    def deterministic_policy(self, actor_params, obs):
+        mean, _ = self.networks.policy(actor_params, obs)
+        return deterministic_action(mean)
+
+
+def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, unrolled: bool = False) -> Teacher:
+    mesh = mesh or make_mesh()
+    config = config.resolved().validate(mesh.size)
+    spec = get_spec(config.env)
+    networks = make_crl_networks(
+        spec,
+        actor_depth=config.actor_depth,
+        critic_depth=config.critic_depth,
+        width=config.width,
+        repr_dim=config.repr_dim,
+        remat=config.remat,
+        unrolled=unrolled,
+    )
+    env = spec.make(backend=config.backend)
+    return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh)
+
+
+@dataclasses.dataclass
+class CompiledTeacher:
+    """Jitted, sharded entry points of a teacher."""
+
+    teacher: Teacher
+    init: Callable
+    prefill_step: Callable
+    training_step: Callable
+    shardings: TrainState
+
+
+def compile_teacher(teacher: Teacher) -> CompiledTeacher:
+    shape = jax.eval_shape(teacher.init, jax.random.PRNGKey(0))
+    shardings = state_shardings(shape, teacher.mesh)
+    replicated = NamedSharding(teacher.mesh, P())
+    return CompiledTeacher(
+        teacher=teacher,
+        init=jax.jit(teacher.init, out_shardings=shardings),
+        prefill_step=jax.jit(teacher.prefill_step, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0),
+        training_step=jax.jit(
+            teacher.training_step, in_shardings=(shardings,), out_shardings=(shardings, replicated), donate_argnums=0
+        ),
+        shardings=shardings,
+    )
+
+
+@dataclasses.dataclass
+class Schedule:
+    prefill_steps: int
+    training_steps: int
+    steps_per_epoch: int
+    epochs: int
+
+
+def schedule(config: TeacherConfig) -> Schedule:
+    per_step = config.num_envs * config.unroll_length
+    prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
+    training_steps = max(1, (config.total_steps - prefill_steps * per_step) // per_step)
+    epochs = min(config.num_evals, training_steps)
+    return Schedule(prefill_steps, training_steps, math.ceil(training_steps / epochs), epochs)
+
+
+def _check_batch_fillable(config: TeacherConfig, spec: EnvSpec) -> None:
+    prefill_rows = math.ceil(config.prefill_rows / config.unroll_length) * config.unroll_length
+    fillable = min(prefill_rows, config.replay_rows) * config.num_envs
+    if config.batch_size > fillable:
+        raise DistillError(
+            f"--batch-size {config.batch_size} cannot be filled: the prefilled replay holds only "
+            f"{fillable} transitions ({config.num_envs} envs x {prefill_rows} rows)"
+        )
+
+
+def train_teacher(config: TeacherConfig, out: Path, resume: bool = False, show_progress: bool = True) -> dict:
+    """Trains a teacher into ``out``; returns the final evaluation. See the module docstring."""
+    out = runs.prepare_out_dir(Path(out), resume)
+    if resume:
+        recorded = runs.read_config(out, kind="teacher")
+        config = TeacherConfig(**recorded["config"])
+    teacher = make_teacher(config)
+    config = teacher.config
+    _check_batch_fillable(config, teacher.spec)
+    if not resume:
+        runs.write_config(out, "teacher", config, {"num_devices": teacher.mesh.size})
+
+    compiled = compile_teacher(teacher)
+    plan = schedule(config)
+    checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
+    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
+    eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
+
+    try:
+        if resume:
+            if checkpoints.latest_step() is None:
+                raise DistillError(f"cannot resume: {out} has no checkpoint yet")
+            abstract = abstract_of(jax.eval_shape(teacher.init, jax.random.PRNGKey(0)))
+            abstract = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, compiled.shardings
+            )
+            start_epoch, state = checkpoints.restore_state(abstract)
+            runs.truncate_metrics(out, start_epoch)
+        else:
+            start_epoch = 0
+            state = compiled.init(jax.random.PRNGKey(config.seed))
+            for _ in range(plan.prefill_steps):
+                state = compiled.prefill_step(state)
+
+        final = _train_epochs(compiled, state, plan, start_epoch, out, checkpoints, evaluate, eval_key, show_progress)
+    finally:
+        checkpoints.close()
+    return final
+
+
+def _train_epochs(compiled, state, plan, start_epoch, out, checkpoints, evaluate, eval_key, show_progress) -> dict:
+    teacher = compiled.teacher
+    config = teacher.config
+    per_step = config.num_envs * config.unroll_length
+    records = [r for r in runs.read_metrics(out) if r.get("epoch", 0) <= start_epoch]
+    latest = records[-1] if records else None
+    progress = TrainingProgress(
+        total=plan.prefill_steps * per_step + plan.training_steps * per_step,
+        description=f"teacher {config.env} d{config.critic_depth}",
+        enabled=show_progress,
+    )
+    done_steps = start_epoch * plan.steps_per_epoch
+    with progress:
+        progress.advance_to(int(state.env_steps), latest)
+        for epoch in range(start_epoch + 1, plan.epochs + 1):
+            t0 = time.perf_counter()
+            steps_this_epoch = min(plan.steps_per_epoch, plan.training_steps - done_steps)
+            epoch_metrics = []
+            for _ in range(steps_this_epoch):
+                state, metrics = compiled.training_step(state)
+                metrics = jax.device_get(metrics)
+                if not all(np.isfinite(v) for v in metrics.values()):
+                    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+                    last = checkpoints.latest_step()
+                    kept = f"the last good checkpoint (epoch {last}) is kept" if last is not None else "no checkpoint was written yet"
+                    raise DistillError(
+                        f"training diverged: non-finite {', '.join(bad)} at {int(state.env_steps)} env steps; stopped, {kept} in {out}/checkpoints"
+                    )
+                epoch_metrics.append(metrics)
+                progress.advance_to(int(state.env_steps), latest)
+            done_steps += steps_this_epoch
+            train_seconds = time.perf_counter() - t0
+            evaluation = summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch)))
+            record = {
+                "epoch": epoch,
+                "env_steps": int(state.env_steps),
+                "sgd_updates": int(state.updates),
+                "steps_per_s": steps_this_epoch * per_step / max(train_seconds, 1e-9),
+                "epoch_seconds": time.perf_counter() - t0,
+                **{k: float(np.mean([m[k] for m in epoch_metrics])) for k in epoch_metrics[0]},
+                **evaluation,
+            }
+            runs.append_metrics(out, record)
+            records.append(record)
+            latest = record
+            checkpoints.save(epoch, state, state.params, record["time_at_goal"])
+            runs.plot_learning_curve(out, records, f"CRL teacher on {config.env} (critic depth {config.critic_depth})")
+            progress.advance_to(int(state.env_steps), latest)
+    return latest
+
+
+def load_teacher(run: Path, which: str = "best"):
+    """Rebuilds a trained teacher's networks and parameters from its run directory."""
+    from distill.checkpoints import load_params
+
+    record = runs.read_config(run, kind="teacher")
+    try:
+        config = TeacherConfig(**record["config"])
+    except TypeError as err:
+        raise DistillError(f"{run}/config.json does not describe a teacher: {err}") from None
+    spec = get_spec(config.env)
+    networks = make_crl_networks(
+        spec, actor_depth=config.actor_depth, critic_depth=config.critic_depth, width=config.width,
+        repr_dim=config.repr_dim,
+    )
+    abstract = abstract_of(jax.eval_shape(networks.init, jax.random.PRNGKey(0)))
+    step, params = load_params(run, abstract, which)
+    return config, spec, networks, params, step
+
+
+__all__ = ["Teacher", "TrainState", "compile_teacher", "load_teacher", "make_teacher", "train_teacher"]

@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests run on real components: Brax environments, orbax, onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs ``distill`` in a fresh process, as a user would."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "distill.cli", *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# A teacher small enough to train in seconds on 2 CPU cores.
+TINY_TEACHER = dict(
+    num_envs=8, unroll_length=10, batch_size=32, updates_per_step=2, total_steps=8 * 10 * 6,
+    num_evals=2, eval_episodes=4, replay_rows=100, prefill_rows=20, width=32, repr_dim=16,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tmp_path_factory):
+    """A real, tiny reacher teacher run directory shared by tests that need a trained teacher."""
+    from teachers.config import teacher_config
+    from teachers.train import train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    train_teacher(teacher_config("reacher", **TINY_TEACHER), out, show_progress=False)
+    return out

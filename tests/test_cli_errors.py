@@ -1,0 +1,76 @@
+"""Bad input gives a one-line error and a non-zero exit, and never destroys what exists."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
+
+
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--critic-depth", "6"], ["--critic-depth", "multiple of 4"]),
+        (["--actor-depth", "0"], ["--actor-depth", "positive multiple of 4"]),
+        (["--env", "walker"], ["unknown environment 'walker'", "reacher"]),
+        (["--width", "-3"], ["--width must be positive"]),
+        (["--num-envs", "0"], ["--num-envs must be positive"]),
+        (["--total-steps", "0"], ["--total-steps must be positive"]),
+        (["--batch-size", "100000", "--num-envs", "4", "--prefill-rows", "10"], ["cannot be filled"]),
+    ],
+)
+def test_bad_training_input(tmp_path, flags, fragments):
+    result = run_cli("train-teacher", "--out", str(tmp_path / "run"), "--no-progress", *flags)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_without_a_run_or_checkpoint(tmp_path):
+    assert_one_line_error(run_cli("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume")
+    run = tmp_path / "empty_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"kind": "teacher", "config": {"env": "reacher", **TINY_TEACHER}}))
+    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--resume"), "no checkpoint")
+
+
+def test_existing_output_directory_is_never_overwritten(tiny_teacher_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher_run, run)
+    before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--no-progress"), "already exists")
+    after = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_resume_from_corrupt_checkpoint(tiny_teacher_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher_run, run)
+    for path in (run / "checkpoints" / "last").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--resume", "--no-progress"), "checkpoint")
+
+
+def test_evaluate_bad_inputs(tiny_teacher_run, tmp_path):
+    assert_one_line_error(run_cli("evaluate", str(tmp_path / "missing")), "does not exist")
+    (tmp_path / "not_a_run").mkdir()
+    assert_one_line_error(run_cli("evaluate", str(tmp_path / "not_a_run")), "not a run directory")
+    assert_one_line_error(run_cli("evaluate", str(tiny_teacher_run), "--episodes", "0"), "--episodes")
+
+
+def test_evaluate_a_teacher_run(tiny_teacher_run):
+    result = run_cli("evaluate", str(tiny_teacher_run), "--episodes", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["episodes"] == 4 and record["env"] == "reacher"
+    assert 0.0 <= record["success_any"] <= 1.0 and 0.0 <= record["time_at_goal"] <= 100
+
+
+def test_envs_lists_dimensions():
+    result = run_cli("envs", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["reacher"]["default"] and rows["reacher"]["action_dim"] == 2
+    assert {"ant", "humanoid"} <= set(rows)
+    assert any("maze" in name for name in rows)

@@ -1,0 +1,17 @@
+"""Slow learning tests: run with `make test-slow` (pytest -m slow)."""
+
+import pytest
+
+from distill.evaluation import random_policy_baseline
+from distill.envs import get_spec
+from teachers.config import teacher_config
+from teachers.train import train_teacher
+
+
+@pytest.mark.slow
+def test_reacher_teacher_learns_with_its_defaults(tmp_path):
+    final = train_teacher(teacher_config("reacher"), tmp_path / "teacher", show_progress=False)
+    spec = get_spec("reacher")
+    random = random_policy_baseline(spec.make(), spec, num_episodes=128, seed=0)
+    assert final["success_any"] >= 0.8
+    assert final["time_at_goal"] >= 5 * max(random["time_at_goal"], 1.0)

@@ -1,0 +1,170 @@
+import json
+import math
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.networks import deterministic_action
+from students import losses
+from students.config import StudentConfig
+from students.train import load_student, make_distiller
+from tests.conftest import assert_one_line_error, run_cli
+
+TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
+
+
+def test_gaussian_kl_hand_computed():
+    # KL(N(0,1) || N(1, e^2)) per dim = log(e) + (1 + 1) / (2 e^2) - 1/2
+    kl = losses.gaussian_kl(jnp.zeros(2), jnp.zeros(2), jnp.ones(2), jnp.ones(2))
+    np.testing.assert_allclose(kl, 2 * (1 + 1 / math.e**2 - 0.5), rtol=1e-6)
+    assert float(losses.gaussian_kl(jnp.ones(3), -jnp.ones(3), jnp.ones(3), -jnp.ones(3))) == 0.0
+
+
+def test_closed_form_kl_matches_monte_carlo_between_tanh_gaussians():
+    mp, lp = jnp.array([0.4, -1.2]), jnp.array([-0.7, -0.2])
+    mq, lq = jnp.array([0.1, -0.6]), jnp.array([-0.3, -0.9])
+    eps = jax.random.normal(jax.random.PRNGKey(0), (400_000, 2))
+    u = mp + jnp.exp(lp) * eps
+    a = jnp.tanh(u)
+
+    def tanh_gauss_logp(a, m, ls):
+        pre = jnp.arctanh(jnp.clip(a, -1 + 1e-7, 1 - 1e-7))
+        logn = -0.5 * ((pre - m) / jnp.exp(ls)) ** 2 - ls - 0.5 * jnp.log(2 * jnp.pi)
+        return jnp.sum(logn - jnp.log(1 - a**2), -1)
+
+    # Evaluate the densities at the pre-tanh sample itself to avoid arctanh round-off.
+    logp = jnp.sum(-0.5 * eps**2 - lp - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(1 - a**2), -1)
+    logq = jnp.sum(-0.5 * ((u - mq) / jnp.exp(lq)) ** 2 - lq - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(1 - a**2), -1)
+    monte_carlo = float(jnp.mean(logp - logq))
+    closed = float(losses.gaussian_kl(mp, lp, mq, lq))
+    assert abs(monte_carlo - closed) < 0.02 * closed + 0.005
+    assert tanh_gauss_logp(a[:3], mp, lp).shape == (3,)
+
+
+def test_policy_loss_kinds():
+    tm, tl = jnp.array([[0.0, 1.0]]), jnp.zeros((1, 2))
+    sm, sl = jnp.array([[0.5, 1.0]]), jnp.zeros((1, 2))
+    mse_expected = (math.tanh(0.5) - 0.0) ** 2
+    kl_expected = 0.5 * 0.25
+    mse, _ = losses.policy_loss("mse", tm, tl, sm, sl)
+    kl, _ = losses.policy_loss("kl", tm, tl, sm, sl)
+    both, _ = losses.policy_loss("both", tm, tl, sm, sl)
+    np.testing.assert_allclose([mse, kl, both], [mse_expected, kl_expected, mse_expected + kl_expected], rtol=1e-6)
+
+
+def test_representation_losses_hand_computed():
+    phi_t = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+    psi_t = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_allclose(losses.representation_regression(phi_t + 1.0, psi_t, phi_t, psi_t), 2.0, rtol=1e-6)
+    assert abs(float(losses.relational_kl(phi_t, psi_t, phi_t, psi_t, 1.0))) < 1e-6
+    # Teacher rows softmax([0, -5]), student logits all equal -> KL = sum p log(2 p)
+    p = np.exp([0.0, -5.0]) / np.exp([0.0, -5.0]).sum()
+    expected = float(np.sum(p * np.log(2 * p)))
+    zeros = jnp.zeros((2, 2))
+    np.testing.assert_allclose(losses.relational_kl(zeros, zeros, phi_t, psi_t, 1.0), expected, rtol=1e-4)
+    np.testing.assert_allclose(losses.critic_guidance(jnp.array([-1.0, -3.0])), 2.0)
+
+
+@pytest.fixture(scope="module")
+def distiller(tiny_teacher_run):
+    d, _ = make_distiller(StudentConfig(**TINY_STUDENT, beta_start=0.0), tiny_teacher_run)
+    return d
+
+
+def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller):
+    state = distiller.init(jax.random.PRNGKey(0))
+    _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, jax.random.PRNGKey(1), jnp.float32(0.0))
+    obs, action, _, _ = rows
+    assert not bool(teacher_acted.any())  # beta = 0: the student acts at every step
+    student_action = deterministic_action(distiller.student.policy(state.params["actor"], obs)[0])
+    np.testing.assert_allclose(action, student_action, atol=1e-6)
+    # The labels on those visited states are the teacher's outputs there.
+    flat_obs = obs.reshape(-1, obs.shape[-1])
+    flat_action = action.reshape(-1, action.shape[-1])
+    s, g = flat_obs[:, : distiller.spec.state_dim], flat_obs[:, distiller.spec.state_dim :]
+    labels = distiller.label(s, flat_action, g)
+    mean, log_std = distiller.teacher.policy(distiller.teacher_params["actor"], flat_obs)
+    np.testing.assert_allclose(labels.mean, mean, atol=1e-6)
+    np.testing.assert_allclose(labels.log_std, log_std, atol=1e-6)
+    # And with beta = 1 the teacher's action is executed.
+    _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, jax.random.PRNGKey(1), jnp.float32(1.0))
+    assert bool(teacher_acted.all())
+    teacher_action = deterministic_action(distiller.teacher.policy(distiller.teacher_params["actor"], rows[0])[0])
+    np.testing.assert_allclose(rows[1], teacher_action, atol=1e-6)
+
+
+def test_aggregated_dataset_keeps_every_round(distiller):
+    state = jax.jit(distiller.init)(jax.random.PRNGKey(0))
+    round_fn = jax.jit(distiller.dagger_round)
+    state, _ = round_fn(state)
+    state, _ = round_fn(state)
+    assert int(state.dataset.rows_written) == 2 * distiller.config.unroll_length
+    assert distiller.config.dataset_rows >= 2 * distiller.config.unroll_length
+
+
+def test_student_checkpoint_round_trip(distiller, tmp_path):
+    state = jax.jit(distiller.dagger_round)(jax.jit(distiller.init)(jax.random.PRNGKey(2)))[0]
+    expected = jax.device_get(state.params)
+    ckpt = RunCheckpoints(tmp_path)
+    ckpt.save(1, state, state.params, time_at_goal=0.0)
+    _, restored = ckpt.restore_state(abstract_of(jax.eval_shape(distiller.init, jax.random.PRNGKey(0))))
+    ckpt.close()
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(jax.device_get(restored.params))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tiny_end_to_end_compress(tiny_teacher_run, tmp_path):
+    out = tmp_path / "student"
+    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "0", "--student-width", "16", "--steps", "6",
+                     "--out", str(out), "--no-progress", "--no-baseline")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["retention"] == pytest.approx(report["student"]["time_at_goal"] / max(report["teacher"]["time_at_goal"], 1e-9))
+    for key in ("action_error", "critic_agreement", "jax_latency", "params"):
+        assert key in report["student"]
+    assert 0.0 <= report["student"]["critic_agreement"]["top1_agreement"] <= 1.0
+    assert (out / "report.md").read_text().startswith("# Distillation report")
+    assert (out / "report.png").stat().st_size > 1000
+    config, spec, _, params, _ = load_student(out)
+    assert config.student_depth == 0 and config.student_width == 16 and spec.name == "reacher"
+    # evaluate works on student runs too
+    ev = run_cli("evaluate", str(out), "--episodes", "4", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["policy"].startswith("student")
+
+
+def test_compress_with_scratch_baseline_and_resume(tiny_teacher_run, tmp_path):
+    out = tmp_path / "student"
+    first = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--student-width", "16", "--steps", "6",
+                    "--out", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["scratch"]["depth"] == 4 and report["scratch"]["width"] == 16
+    assert report["scratch"]["env_steps"] == json.loads((tiny_teacher_run / "metrics.jsonl").read_text().splitlines()[-1])["env_steps"]
+    again = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress")
+    assert again.returncode == 0, again.stderr
+
+
+def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
+    assert_one_line_error(run_cli("compress", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")), "does not exist")
+    (tmp_path / "plain").mkdir()
+    assert_one_line_error(run_cli("compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o2")), "not a run directory")
+    for depth in ("3", "-4"):
+        assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--student-depth", depth, "--out", str(tmp_path / "o3")), "non-negative multiple of 4")
+    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "o4")), "mismatch")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_teacher_run, broken)
+    for path in (broken / "checkpoints" / "best").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"junk")
+    assert_one_line_error(run_cli("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint")
+    wide = run_cli("compress", str(tiny_teacher_run), "--student-width", "2048", "--steps", "3", "--out", str(tmp_path / "o6"),
+                   "--no-progress", "--no-baseline")
+    assert wide.returncode == 0, wide.stderr
+    assert "warning: student width 2048" in wide.stderr
+    # A student run is not a teacher.
+    assert_one_line_error(run_cli("compress", str(tmp_path / "o6"), "--out", str(tmp_path / "o7")), "not a teacher run")

@@ -1,0 +1,89 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from distill.errors import DistillError
+from distill.runs import read_metrics
+from teachers.config import teacher_config
+from teachers.train import train_teacher
+from tests.conftest import ROOT, TINY_TEACHER, run_cli
+
+
+def tiny_flags(**overrides):
+    values = dict(TINY_TEACHER)
+    values.update(overrides)
+    flags = []
+    for key, value in values.items():
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    return flags
+
+
+def test_run_directory_contents(tiny_teacher_run):
+    config = json.loads((tiny_teacher_run / "config.json").read_text())
+    assert config["kind"] == "teacher" and config["seed"] == 0
+    assert config["config"]["updates_per_step"] == 2  # resolved, not the 0 placeholder
+    assert {"jax", "flax", "brax", "orbax-checkpoint", "python"} <= set(config["versions"])
+    metrics = read_metrics(tiny_teacher_run)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    for key in ("env_steps", "steps_per_s", "critic_loss", "actor_loss", "alpha", "time_at_goal", "success_any"):
+        assert key in metrics[-1]
+    assert metrics[-1]["env_steps"] > metrics[0]["env_steps"]
+    assert (tiny_teacher_run / "learning_curve.png").stat().st_size > 1000
+    assert (tiny_teacher_run / "checkpoints" / "last" / "2").is_dir()
+    assert any((tiny_teacher_run / "checkpoints" / "best").iterdir())
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    """Kill a run after its first checkpoint, resume it, and compare with an uninterrupted run."""
+    flags = tiny_flags(num_evals=3, total_steps=8 * 10 * 8)
+    full = run_cli("train-teacher", "--out", str(tmp_path / "full"), "--no-progress", *flags)
+    assert full.returncode == 0, full.stderr
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distill.cli", "train-teacher", "--out", str(out), "--no-progress", *flags],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last" / "1").is_dir() or not (out / "metrics.jsonl").exists():
+        assert proc.poll() is None or (out / "checkpoints" / "last" / "1").is_dir(), "run ended early"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)  # let orbax finish renaming the step directory
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [m["epoch"] for m in read_metrics(out)]
+    assert done and done[-1] < 3
+
+    resumed = run_cli("train-teacher", "--out", str(out), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_metrics(tmp_path / "full"), read_metrics(out)
+    assert [m["epoch"] for m in b] == [1, 2, 3]
+    assert [m["env_steps"] for m in b] == [m["env_steps"] for m in a]
+    assert [m["sgd_updates"] for m in b] == [m["sgd_updates"] for m in a]
+    np.testing.assert_allclose([m["critic_loss"] for m in b], [m["critic_loss"] for m in a], rtol=1e-5)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    # An absurd learning rate makes the real networks overflow within a few updates.
+    config = teacher_config("reacher", **{**TINY_TEACHER, "num_evals": 6, "total_steps": 8 * 10 * 40, "learning_rate": 1e30})
+    with pytest.raises(DistillError, match="non-finite"):
+        train_teacher(config, tmp_path / "run", show_progress=False)
+    assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_two_device_sharded_run(tmp_path):
+    result = run_cli(
+        "train-teacher", "--out", str(tmp_path / "run"), "--no-progress", *tiny_flags(),
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["num_devices"] == 2
+    assert read_metrics(tmp_path / "run")[-1]["epoch"] == 2
