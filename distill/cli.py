@@ -141,7 +141,12 @@ def compress(
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
     student_depth: int = typer.Option(4, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only)."),
     student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps (default 2400)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 2400)."),
+    iterations: Optional[int] = typer.Option(None, help="DAgger rounds (default 8)."),
+    num_envs: Optional[int] = typer.Option(None, help="Environments stepped while collecting (default 64)."),
+    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per round (default 50)."),
+    batch_size: Optional[int] = typer.Option(None, help="Distillation batch size (default 256)."),
+    eval_episodes: Optional[int] = typer.Option(None, help="Evaluation episodes (default 128)."),
     env: Optional[str] = typer.Option(None, "--env", help="Expected environment; must match the teacher's."),
     policy_loss: str = typer.Option("mse", help="'mse' on deterministic actions, 'kl' between tanh-Gaussians, or 'both'."),
     representation_weight: float = typer.Option(1.0, help="Weight of direct phi/psi regression (0 = off)."),
@@ -175,11 +180,15 @@ def compress(
         critic_guidance_weight=critic_guidance_weight, seed=seed,
         beta_start=1.0 if not dagger else StudentConfig.beta_start, beta_decay=1.0 if not dagger else StudentConfig.beta_decay,
     )
-    if steps is not None:
-        import dataclasses
-        import math
+    import dataclasses
+    import math
 
-        config = dataclasses.replace(config, iterations=max(1, math.ceil(steps / config.updates_per_iteration)))
+    sizes = dict(iterations=iterations, num_envs=num_envs, unroll_length=unroll_length, batch_size=batch_size,
+                 eval_episodes=eval_episodes)
+    config = dataclasses.replace(config, **{k: v for k, v in sizes.items() if v is not None})
+    if steps is not None:
+        rounds = min(config.iterations, steps)
+        config = dataclasses.replace(config, iterations=rounds, updates_per_iteration=math.ceil(steps / rounds))
     config.validate()
     if config.student_width > DEPLOYABLE_WIDTH:
         typer.echo(f"warning: student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})", err=True)
@@ -190,6 +199,26 @@ def compress(
         f"student trained in {final['compress_seconds']:.0f} s: time_at_goal {report['student']['time_at_goal']:.1f} vs teacher "
         f"{report['teacher']['time_at_goal']:.1f} (retention {report['retention']:.3f}) -> {out}/report.md"
     )
+
+
+@app.command("export")
+@one_line_errors
+def export_cmd(
+    student_run: Path = typer.Argument(..., help="The student's run directory."),
+    out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
+    critic: bool = typer.Option(False, "--critic", help="Also write <out>.critic.onnx (phi, psi and Q)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (17-20; 17 loads in onnxruntime >= 1.16)."),
+    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of the run."),
+):
+    """Export a student to one verified ONNX file (parity-gated against the JAX student)."""
+    from export.student import export_student
+
+    if which not in ("best", "last"):
+        raise DistillError(f"--checkpoint must be 'best' or 'last', got '{which}'")
+    summary = export_student(student_run, out, critic=critic, opset=opset, which=which)
+    typer.echo(f"wrote {summary['policy']} (max |onnx - jax| = {summary['policy_parity_max_abs_error']:.1e})")
+    if critic:
+        typer.echo(f"wrote {summary['critic']} (max |onnx - jax| = {summary['critic_parity_max_abs_error']:.1e})")
 
 
 @app.command()
@@ -217,6 +246,27 @@ def evaluate(
             f"{result['policy']} on {result['env']}: time_at_goal {result['time_at_goal']:.2f}/{result['episode_length']} "
             f"(std {result['time_at_goal_std']:.2f}), success_any {result['success_any']:.3f} over {result['episodes']} episodes"
         )
+
+
+@app.command()
+@one_line_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where every stage writes; an interrupted demo continues here."),
+    quick: bool = typer.Option(False, "--quick", help="A reduced-size pipeline (about a minute) to check the installation."),
+    episodes: int = typer.Option(128, "--episodes", help="Evaluation episodes."),
+    baseline: bool = typer.Option(False, "--baseline/--no-baseline", help="Also train same-size CRL from scratch for the report."),
+    seed: int = typer.Option(0, "--seed"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """The whole pipeline on the default environment: teacher -> student -> ONNX -> checks -> latency."""
+    from distill.demo import print_summary, run_demo
+
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
+    summary = run_demo(out, quick=quick, seed=seed, episodes=episodes, baseline=baseline, show_progress=progress,
+                       say=lambda text: typer.echo(text, err=True))
+    print_summary(summary)
+    typer.echo(f"report: {out}/demo_report.md")
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ Writes ``report.json`` (with top-level ``retention`` = student time_at_goal / te
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import runs
+from distill.latency import jax_policy_latency
 from distill.evaluation import make_evaluator, random_policy_baseline, summarize
 from distill.networks import count_params, deterministic_action, pairwise_energy
 from students.train import load_student
@@ -31,19 +31,6 @@ def _policy(networks):
 
 def _evaluate(spec, env, networks, params, episodes: int, key) -> dict:
     return summarize(make_evaluator(env, spec, _policy(networks), episodes)(params["actor"], key))
-
-
-def jax_latency_us(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:
-    """p50/p99 microseconds of one jitted deterministic-policy call at batch 1."""
-    fn = jax.jit(_policy(networks))
-    obs = jnp.ones((1, obs_dim), jnp.float32) * 0.1
-    jax.block_until_ready(fn(actor_params, obs))
-    times = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(actor_params, obs))
-        times[i] = time.perf_counter() - t0
-    return {"p50_us": float(np.percentile(times, 50) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6)}
 
 
 def visited_observations(spec, env, networks, params, episodes: int, key, count: int = 4096) -> jax.Array:
@@ -109,10 +96,10 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     rows = {
         "teacher": {**teacher_eval, "depth": t_config.critic_depth, "actor_depth": t_config.actor_depth, "width": t_config.width,
                     "params": {k: count_params(v) for k, v in t_params.items()},
-                    "jax_latency": jax_latency_us(teacher, t_params["actor"], spec.obs_dim)},
+                    "jax_latency": jax_policy_latency(teacher, t_params["actor"], spec.obs_dim)},
         "student": {**student_eval, "depth": s_config.student_depth, "actor_depth": s_config.student_depth, "width": s_config.student_width,
                     "params": {k: count_params(v) for k, v in s_params.items()},
-                    "jax_latency": jax_latency_us(student, s_params["actor"], spec.obs_dim),
+                    "jax_latency": jax_policy_latency(student, s_params["actor"], spec.obs_dim),
                     "action_error": {"mean_abs": float(action_error.mean()), "max_abs": float(action_error.max()),
                                      "states": int(action_error.shape[0])},
                     "critic_agreement": critic_agreement(spec, teacher, t_params, student, s_params, obs)},
@@ -231,4 +218,4 @@ def _plot(run: Path, r: dict) -> None:
     plt.close(fig)
 
 
-__all__ = ["build_report", "critic_agreement", "jax_latency_us"]
+__all__ = ["build_report", "critic_agreement"]

@@ -14,6 +14,7 @@ from students.config import StudentConfig
 from students.train import load_student, make_distiller
 from tests.conftest import assert_one_line_error, run_cli
 
+TINY_FLAGS = ["--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "2"]
 TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
 
 
@@ -120,7 +121,7 @@ def test_student_checkpoint_round_trip(distiller, tmp_path):
 def test_tiny_end_to_end_compress(tiny_teacher_run, tmp_path):
     out = tmp_path / "student"
     result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "0", "--student-width", "16", "--steps", "6",
-                     "--out", str(out), "--no-progress", "--no-baseline")
+                     "--out", str(out), "--no-progress", "--no-baseline", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["retention"] == pytest.approx(report["student"]["time_at_goal"] / max(report["teacher"]["time_at_goal"], 1e-9))
@@ -140,7 +141,7 @@ def test_tiny_end_to_end_compress(tiny_teacher_run, tmp_path):
 def test_compress_with_scratch_baseline_and_resume(tiny_teacher_run, tmp_path):
     out = tmp_path / "student"
     first = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--student-width", "16", "--steps", "6",
-                    "--out", str(out), "--no-progress")
+                    "--out", str(out), "--no-progress", *TINY_FLAGS)
     assert first.returncode == 0, first.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["scratch"]["depth"] == 4 and report["scratch"]["width"] == 16
@@ -162,9 +163,9 @@ def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
         if path.is_file():
             path.write_bytes(b"junk")
     assert_one_line_error(run_cli("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint")
-    wide = run_cli("compress", str(tiny_teacher_run), "--student-width", "2048", "--steps", "3", "--out", str(tmp_path / "o6"),
-                   "--no-progress", "--no-baseline")
+    wide = run_cli("compress", str(tiny_teacher_run), "--student-width", "1040", "--student-depth", "0", "--steps", "2",
+                   "--out", str(tmp_path / "o6"), "--no-progress", "--no-baseline", *TINY_FLAGS)
     assert wide.returncode == 0, wide.stderr
-    assert "warning: student width 2048" in wide.stderr
+    assert "warning: student width 1040" in wide.stderr
     # A student run is not a teacher.
     assert_one_line_error(run_cli("compress", str(tmp_path / "o6"), "--out", str(tmp_path / "o7")), "not a teacher run")

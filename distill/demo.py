@@ -1,0 +1,184 @@
+"""``distill demo``: the whole pipeline on the embedded default environment, in one command.
+
+teacher -> depth-4 student (DAgger) -> ONNX export with parity gate -> closed-loop ONNX evaluation
+-> latency benchmark -> a short table and ``demo_report.md`` with plots. Every stage writes into its
+own folder under --out and is skipped when its result is already there, so an interrupted demo
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from distill import runs
+from distill.envs import DEFAULT_ENV
+from distill.errors import DistillError
+from distill.evaluate_cli import evaluate_target
+
+QUICK_TEACHER = dict(num_envs=16, unroll_length=20, batch_size=64, updates_per_step=4, total_steps=16 * 20 * 8,
+                     num_evals=2, eval_episodes=8, replay_rows=200, prefill_rows=40, width=64, repr_dim=16)
+QUICK_STUDENT = dict(iterations=2, num_envs=16, unroll_length=20, updates_per_iteration=4, batch_size=64,
+                     eval_episodes=8, num_evals=1)
+
+
+def _stage(name: str, say) -> float:
+    say(f"[demo] {name}")
+    return time.perf_counter()
+
+
+def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128, baseline: bool = False,
+             show_progress: bool = True, say=print) -> dict:
+    from students.config import StudentConfig
+    from students.report import build_report
+    from students.train import compress
+    from teachers.config import teacher_config
+    from teachers.train import train_teacher
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    episodes = min(episodes, 8) if quick else episodes
+    timings = {}
+
+    teacher_dir, student_dir, onnx_path = out / "teacher", out / "student", out / "policy.onnx"
+    t0 = _stage("1/5 training the teacher", say)
+    if not _finished(teacher_dir):
+        config = teacher_config(DEFAULT_ENV, seed=seed, **(QUICK_TEACHER if quick else {}))
+        train_teacher(config, teacher_dir, resume=(teacher_dir / "config.json").exists(), show_progress=show_progress)
+    timings["teacher_s"] = time.perf_counter() - t0
+
+    t0 = _stage("2/5 compressing it into a depth-4 student", say)
+    if not _finished(student_dir):
+        s_config = StudentConfig(student_depth=4, seed=seed, **(QUICK_STUDENT if quick else {}))
+        if quick:
+            s_config = dataclasses.replace(s_config, student_width=64)
+        compress(s_config, teacher_dir, student_dir, resume=(student_dir / "config.json").exists(), show_progress=show_progress)
+    report = build_report(student_dir, episodes=episodes, seed=seed, baseline=baseline, show_progress=show_progress)
+    timings["compress_s"] = time.perf_counter() - t0
+
+    t0 = _stage("3/5 exporting to ONNX (parity gate: checker, onnxruntime, reference evaluator)", say)
+    from export.student import export_student
+
+    export = export_student(student_dir, onnx_path, critic=True)
+    timings["export_s"] = time.perf_counter() - t0
+
+    t0 = _stage("4/5 closed-loop evaluation of the ONNX policy in the environment", say)
+    onnx_eval = evaluate_target(onnx_path, episodes=episodes, env=None, seed=seed)
+    jax_eval = evaluate_target(student_dir, episodes=episodes, env=None, seed=seed)
+    timings["closed_loop_s"] = time.perf_counter() - t0
+
+    t0 = _stage("5/5 latency at batch 1, one thread", say)
+    latency = _latency(teacher_dir, student_dir, onnx_path, out / "latency.json", quick)
+    timings["latency_s"] = time.perf_counter() - t0
+
+    summary = {
+        "env": DEFAULT_ENV,
+        "episodes": episodes,
+        "seed": seed,
+        "retention": report["retention"],
+        "teacher": report["teacher"],
+        "student": report["student"],
+        "onnx": {**onnx_eval, "parity_max_abs_error": export["policy_parity_max_abs_error"],
+                 "critic_parity_max_abs_error": export.get("critic_parity_max_abs_error")},
+        "student_jax_eval": jax_eval,
+        "latency": latency,
+        "timings": timings,
+    }
+    runs.atomic_write_text(out / "demo.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _write_report(out, summary)
+    return summary
+
+
+def _finished(run: Path) -> bool:
+    """A run whose last epoch is recorded and whose report (students) or curve (teachers) exists."""
+    if not (run / "config.json").is_file():
+        return False
+    record = runs.read_config(run)
+    metrics = runs.read_metrics(run)
+    if not metrics:
+        return False
+    if record["kind"] == "teacher":
+        from teachers.train import schedule
+
+        from teachers.config import TeacherConfig
+
+        return metrics[-1]["epoch"] >= schedule(TeacherConfig(**record["config"])).epochs
+    return metrics[-1]["round"] >= record["config"]["iterations"]
+
+
+def _latency(teacher_dir: Path, student_dir: Path, onnx_path: Path, json_path: Path, quick: bool) -> list[dict]:
+    """Runs the latency benchmark in a fresh process so that JAX is limited to one thread."""
+    from distill.latency import SINGLE_THREAD_XLA_FLAGS
+
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip())
+    cmd = [sys.executable, "-m", "distill.latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
+           "--onnx", str(onnx_path), "--json", str(json_path)]
+    if quick:
+        cmd += ["--calls", "100", "--deep-depth", "64"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise DistillError(f"latency benchmark failed: {tail}")
+    return json.loads(json_path.read_text())
+
+
+def _write_report(out: Path, s: dict) -> None:
+    onnx_lat = next(r for r in s["latency"] if "OnnxPolicy" in r["model"])
+    student_lat = next(r for r in s["latency"] if r["model"] == "student (JAX)")
+    teacher_lat = next(r for r in s["latency"] if r["model"] == "teacher (JAX)")
+    deep = max((r for r in s["latency"] if "teacher depth" in r["model"]), key=lambda r: r["depth"])
+    rows = [
+        ("teacher (JAX)", s["teacher"]["depth"], s["teacher"]["time_at_goal"], s["teacher"]["success_any"], sum(s["teacher"]["params"].values()), teacher_lat),
+        ("student (JAX)", s["student"]["depth"], s["student_jax_eval"]["time_at_goal"], s["student_jax_eval"]["success_any"], sum(s["student"]["params"].values()), student_lat),
+        ("student (ONNX)", s["student"]["depth"], s["onnx"]["time_at_goal"], s["onnx"]["success_any"], sum(s["student"]["params"].values()), onnx_lat),
+    ]
+    lines = [
+        f"# distill demo: {s['env']}",
+        "",
+        f"{s['episodes']} deterministic evaluation episodes, seed {s['seed']}; latency at batch 1 on one thread.",
+        "",
+        "| policy | depth | time_at_goal | success_any | parameters | p50 us | p99 us |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, depth, tag, succ, params, lat in rows:
+        lines.append(f"| {name} | {depth} | {tag:.1f} | {succ:.3f} | {params:,} | {lat['p50_us']:.1f} | {lat['p99_us']:.1f} |")
+    lines += [
+        f"| teacher at depth {deep['depth']} (JAX, latency only) | {deep['depth']} | - | - | {deep['params']:,} (actor) | {deep['p50_us']:.0f} | {deep['p99_us']:.0f} |",
+        "",
+        f"- Retention (student / teacher time_at_goal): **{s['retention']:.3f}**",
+        f"- ONNX parity: max |onnx - jax| = {s['onnx']['parity_max_abs_error']:.1e} over batch sizes 1, 2, 7, 1024",
+        f"- Depth-{deep['depth']} teacher vs ONNX student latency: {deep['p50_us'] / onnx_lat['p50_us']:.0f}x",
+        f"- Stage times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["timings"].items()),
+        "",
+        "![teacher learning curve](teacher/learning_curve.png)",
+        "![student vs teacher](student/report.png)",
+        "![latency](latency.png)",
+        "",
+    ]
+    runs.atomic_write_text(out / "demo_report.md", "\n".join(lines))
+
+
+def print_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    lat = {r["model"]: r for r in s["latency"]}
+    table = Table(title=f"distill demo on {s['env']} ({s['episodes']} episodes)")
+    for col in ("policy", "depth", "time_at_goal", "success_any", "parameters", "p50 us", "p99 us"):
+        table.add_column(col, justify="right")
+    table.add_row("teacher (JAX)", str(s["teacher"]["depth"]), f"{s['teacher']['time_at_goal']:.1f}", f"{s['teacher']['success_any']:.3f}",
+                  f"{sum(s['teacher']['params'].values()):,}", f"{lat['teacher (JAX)']['p50_us']:.1f}", f"{lat['teacher (JAX)']['p99_us']:.1f}")
+    table.add_row("student (JAX)", str(s["student"]["depth"]), f"{s['student_jax_eval']['time_at_goal']:.1f}", f"{s['student_jax_eval']['success_any']:.3f}",
+                  f"{sum(s['student']['params'].values()):,}", f"{lat['student (JAX)']['p50_us']:.1f}", f"{lat['student (JAX)']['p99_us']:.1f}")
+    onnx_lat = lat["student (onnxruntime, OnnxPolicy)"]
+    table.add_row("student (ONNX)", str(s["student"]["depth"]), f"{s['onnx']['time_at_goal']:.1f}", f"{s['onnx']['success_any']:.3f}",
+                  f"{sum(s['student']['params'].values()):,}", f"{onnx_lat['p50_us']:.1f}", f"{onnx_lat['p99_us']:.1f}")
+    Console().print(table)
+    print(f"retention {s['retention']:.3f}; ONNX parity {s['onnx']['parity_max_abs_error']:.1e}")

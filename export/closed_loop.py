@@ -1,0 +1,50 @@
+"""Closed-loop evaluation of an exported policy: onnxruntime acts inside the Brax environment.
+
+The environments are stepped by jitted JAX (they are Brax), but every action comes from the ONNX file
+through ``OnnxPolicy``, batched over the evaluation episodes. With the same seed the episodes start
+from the same states and goals as ``distill evaluate`` of the JAX student.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from distill.envs import get_spec
+from distill.errors import DistillError
+from distill.evaluation import summarize
+from export.runtime import OnnxPolicy, PolicyFileError
+
+
+def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"ONNX file {path} does not exist")
+    try:
+        policy = OnnxPolicy(path)
+    except PolicyFileError as err:
+        raise DistillError(str(err)) from None
+    file_env = policy.metadata.get("env")
+    if file_env is None:
+        raise DistillError(f"{path} does not name its environment in its metadata; it was not exported by distill")
+    if env is not None and env != file_env:
+        raise DistillError(f"{path} was exported for '{file_env}', not for '{env}'")
+    spec = get_spec(file_env)
+    if (policy.state_dim, policy.goal_dim, policy.action_dim) != (spec.state_dim, spec.goal_dim, spec.action_dim):
+        raise DistillError(f"{path} has dimensions that do not fit '{spec.name}'")
+    environment = spec.make()
+    reset = jax.jit(jax.vmap(environment.reset))
+    step = jax.jit(jax.vmap(environment.step))
+
+    env_state = reset(jax.random.split(jax.random.PRNGKey(seed), episodes))
+    success = np.zeros((spec.episode_length, episodes), np.float32)
+    for t in range(spec.episode_length):
+        obs = np.asarray(env_state.obs)
+        action = policy(obs[:, : spec.state_dim], obs[:, spec.state_dim :])
+        env_state = step(env_state, action)
+        success[t] = np.asarray(env_state.metrics["success"])
+    result = summarize(success)
+    result.update({"policy": f"onnx ({path.name})", "env": spec.name, "seed": seed})
+    return result

@@ -1,0 +1,84 @@
+"""``distill export``: a student run -> a verified ONNX policy (and optionally its critic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from distill import __version__, runs
+from distill.errors import DistillError
+from distill.networks import deterministic_action, energy
+from export.onnx_graph import critic_graph, policy_graph
+from export.parity import write_verified
+
+
+def _versions() -> dict:
+    return {k: v for k, v in runs.package_versions().items() if k in ("python", "jax", "flax", "onnx", "onnxruntime", "numpy")}
+
+
+def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, which: str = "best") -> dict:
+    """Writes the student's deterministic policy to ``out`` (and ``<out>.critic.onnx``); returns a summary."""
+    from students.train import load_student
+
+    run, out = Path(run), Path(out)
+    record = runs.read_config(run, kind="student")
+    config, spec, networks, params, step = load_student(run, which)
+    teacher = record.get("teacher", {})
+    teacher_config = teacher.get("config", {})
+    common = {
+        "env": spec.name,
+        "state_dim": spec.state_dim,
+        "goal_dim": spec.goal_dim,
+        "goal_indices": list(spec.goal_indices),
+        "observation_layout": "obs = state[0:state_dim]; goal = state[goal_indices] of the goal state; the policy reads concat[obs, goal]",
+        "success_radius": spec.success_radius,
+        "episode_length": spec.episode_length,
+        "action_low": -1.0,
+        "action_high": 1.0,
+        "student_depth": config.student_depth,
+        "student_width": config.student_width,
+        "teacher_depth": teacher_config.get("critic_depth"),
+        "teacher_actor_depth": teacher_config.get("actor_depth"),
+        "teacher_width": teacher_config.get("width"),
+        "teacher_checkpoint_sha256": teacher.get("checkpoint_sha256", ""),
+        "student_checkpoint_step": int(step),
+        "toolkit_version": __version__,
+        "package_versions": _versions(),
+    }
+    if not out.name.endswith(".onnx"):
+        raise DistillError(f"--out must name an .onnx file, got {out}")
+
+    actor = jax.device_get(params["actor"])
+    model = policy_graph(actor, state_dim=spec.state_dim, goal_dim=spec.goal_dim, action_dim=spec.action_dim, opset=opset)
+
+    @jax.jit
+    def policy_fn(obs, goal):
+        mean, _ = networks.policy(actor, jnp.concatenate([obs, goal], -1))
+        return {"action": deterministic_action(mean)}
+
+    report = write_verified(model, out, policy_fn, {"obs": spec.state_dim, "goal": spec.goal_dim}, metadata=common)
+    summary = {"policy": str(out), "policy_parity_max_abs_error": report["max_abs_error"]}
+
+    if critic:
+        critic_out = out.with_name(out.name[: -len(".onnx")] + ".critic.onnx")
+        sa, goal_enc = jax.device_get(params["sa_encoder"]), jax.device_get(params["goal_encoder"])
+        critic_model = critic_graph(sa, goal_enc, state_dim=spec.state_dim, action_dim=spec.action_dim, goal_dim=spec.goal_dim, opset=opset)
+
+        @jax.jit
+        def critic_fn(obs, action, goal):
+            phi = networks.phi(sa, obs, action)
+            psi = networks.psi(goal_enc, goal)
+            return {"phi": phi, "psi": psi, "q": energy(phi, psi)}
+
+        # Energies grow with the embedding scale, so the critic also gets a relative tolerance.
+        critic_report = write_verified(
+            critic_model, critic_out, critic_fn, {"obs": spec.state_dim, "action": spec.action_dim, "goal": spec.goal_dim},
+            metadata=common, rtol=1e-6,
+        )
+        summary.update({"critic": str(critic_out), "critic_parity_max_abs_error": critic_report["max_abs_error"]})
+    return summary
+
+
+__all__ = ["export_student"]
