@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+demo: install
+	$(BIN)/distill demo --out $(OUT)
+
 teacher: install
 	$(BIN)/distill train-teacher --env reacher --out $(OUT)/teacher
 

@@ -141,8 +141,8 @@ def compress(
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
     student_depth: int = typer.Option(4, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only)."),
     student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 2400)."),
-    iterations: Optional[int] = typer.Option(None, help="DAgger rounds (default 8)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 1200)."),
+    iterations: Optional[int] = typer.Option(None, help="DAgger rounds (default 6)."),
     num_envs: Optional[int] = typer.Option(None, help="Environments stepped while collecting (default 64)."),
     unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per round (default 50)."),
     batch_size: Optional[int] = typer.Option(None, help="Distillation batch size (default 256)."),
@@ -189,9 +189,9 @@ def compress(
     if steps is not None:
         rounds = min(config.iterations, steps)
         config = dataclasses.replace(config, iterations=rounds, updates_per_iteration=math.ceil(steps / rounds))
-    config.validate()
     if config.student_width > DEPLOYABLE_WIDTH:
         typer.echo(f"warning: student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})", err=True)
+    config.validate()
     warnings.filterwarnings("ignore", message=".*wider than is sensible.*")
     final = run_compress(config, teacher_run, out, resume=resume, show_progress=progress)
     report = build_report(out, baseline=baseline, show_progress=progress)
@@ -270,6 +270,9 @@ def demo(
 
 
 def main() -> None:
+    # Reuse compiled XLA programs across runs (a deep teacher's training step takes a while to compile).
+    cache_home = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(cache_home, "distill", "xla"))
     app()
 
 

@@ -170,6 +170,7 @@ def print_summary(s: dict) -> None:
     from rich.table import Table
 
     lat = {r["model"]: r for r in s["latency"]}
+    console = Console() if Console().is_terminal else Console(width=120)
     table = Table(title=f"distill demo on {s['env']} ({s['episodes']} episodes)")
     for col in ("policy", "depth", "time_at_goal", "success_any", "parameters", "p50 us", "p99 us"):
         table.add_column(col, justify="right")
@@ -180,5 +181,5 @@ def print_summary(s: dict) -> None:
     onnx_lat = lat["student (onnxruntime, OnnxPolicy)"]
     table.add_row("student (ONNX)", str(s["student"]["depth"]), f"{s['onnx']['time_at_goal']:.1f}", f"{s['onnx']['success_any']:.3f}",
                   f"{sum(s['student']['params'].values()):,}", f"{onnx_lat['p50_us']:.1f}", f"{onnx_lat['p99_us']:.1f}")
-    Console().print(table)
+    console.print(table)
     print(f"retention {s['retention']:.3f}; ONNX parity {s['onnx']['parity_max_abs_error']:.1e}")

@@ -24,13 +24,13 @@ class StudentConfig:
     """Hidden width; 0 takes the teacher's width."""
     repr_dim: int = 0
     """Filled from the teacher (the student's phi, psi live in the teacher's space)."""
-    iterations: int = 8
+    iterations: int = 6
     """DAgger rounds: collect with the mixed policy, aggregate, train."""
     num_envs: int = 64
     """Environments stepped in parallel while collecting."""
     unroll_length: int = 50
     """Steps per environment per DAgger round."""
-    updates_per_iteration: int = 300
+    updates_per_iteration: int = 200
     """SGD steps per round, on batches drawn from all data aggregated so far."""
     batch_size: int = 256
     dataset_rows: int = 0
@@ -55,7 +55,7 @@ class StudentConfig:
     """Adam step size; supervised targets tolerate a larger step than RL."""
     gamma: float = 0.99
     eval_episodes: int = 128
-    num_evals: int = 4
+    num_evals: int = 3
     """Evaluations (and checkpoints) spread over the rounds."""
     seed: int = 0
     keep_checkpoints: int = 3

@@ -138,7 +138,11 @@ def _compress_seconds(run: Path) -> float | None:
 
 
 def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress) -> dict:
-    """CRL at the student's depth and width, with the teacher's env-step budget and settings."""
+    """CRL at the student's depth and width, with the teacher's env-step budget and settings.
+
+    It uses the next seed, so that where the teacher is itself that shallow (the CPU default) the
+    baseline is an independent run rather than a replay of the teacher.
+    """
     import dataclasses
 
     from distill.errors import DistillError
@@ -147,7 +151,8 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
         return {"skipped": "CRL from scratch needs a depth of at least 4"}
     out = student_run / "scratch_baseline"
     config = dataclasses.replace(
-        t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width
+        t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width,
+        seed=t_config.seed + 1,
     )
     done = runs.read_metrics(out)
     if not (done and done[-1]["env_steps"] >= config.total_steps - config.num_envs * config.unroll_length):

@@ -26,7 +26,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from distill import runs
-from distill.checkpoints import RunCheckpoints, abstract_of, load_params
+from distill.checkpoints import RunCheckpoints, abstract_of
 from distill.envs import EnvSpec, GoalEnv, get_spec
 from distill.envs.vector import VecState, vec_reset, vec_step
 from distill.errors import DistillError
@@ -34,10 +34,11 @@ from distill.evaluation import make_evaluator, summarize
 from distill.networks import deterministic_action, energy
 from distill.progress import TrainingProgress
 from distill.replay import Batch, TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
+from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, with_shardings
 from students import losses
 from students.config import DEPLOYABLE_WIDTH, StudentConfig
-from teachers.networks import CRLNetworks, make_crl_networks
-from teachers.train import load_teacher, make_mesh
+from teachers.networks import CRLNetworks, load_run_networks, make_crl_networks
+from teachers.train import load_teacher
 
 
 @struct.dataclass
@@ -120,8 +121,7 @@ class Distiller:
             goal = jnp.where(use_episode_goal, episode_goal, batch.goal)
             return state, batch.action, goal
 
-        dataset_spec = TrajectoryBuffer(P(None, "data"), P(None, "data"), P(None, "data"), P(None, "data"), P())
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(dataset_spec, P()), out_specs=P("data"))(dataset, key)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(BUFFER_SPEC, P()), out_specs=P("data"))(dataset, key)
 
     def label(self, state, action, goal) -> Labels:
         tp = self.teacher_params
@@ -181,23 +181,7 @@ class Distiller:
 
 
 def state_shardings(shape: StudentState, mesh: Mesh) -> StudentState:
-    replicated = NamedSharding(mesh, P())
-    by_slot = NamedSharding(mesh, P("data"))
-    by_column = NamedSharding(mesh, P(None, "data"))
-
-    def env_sharding(path, leaf):
-        is_key = any(getattr(p, "name", None) == "key" for p in path)
-        return replicated if is_key or leaf.ndim == 0 else by_slot
-
-    return shape.replace(
-        params=jax.tree.map(lambda _: replicated, shape.params),
-        opt=jax.tree.map(lambda _: replicated, shape.opt),
-        env=jax.tree_util.tree_map_with_path(env_sharding, shape.env),
-        dataset=shape.dataset.replace(
-            states=by_column, actions=by_column, traj_ids=by_column, steps=by_column, rows_written=replicated
-        ),
-        key=replicated, env_steps=replicated, updates=replicated, round=replicated,
-    )
+    return replicated(mesh, shape).replace(env=env_shardings(mesh, shape.env), dataset=buffer_shardings(mesh, shape.dataset))
 
 
 def teacher_checkpoint_hash(teacher_run: Path) -> str:
@@ -247,9 +231,9 @@ def compress(config: StudentConfig, teacher_run: Path, out: Path, resume: bool =
 
     shape = jax.eval_shape(distiller.init, jax.random.PRNGKey(0))
     shardings = state_shardings(shape, distiller.mesh)
-    replicated = NamedSharding(distiller.mesh, P())
+    scalar_sharding = NamedSharding(distiller.mesh, P())
     init = jax.jit(distiller.init, out_shardings=shardings)
-    dagger_round = jax.jit(distiller.dagger_round, in_shardings=(shardings,), out_shardings=(shardings, replicated), donate_argnums=0)
+    dagger_round = jax.jit(distiller.dagger_round, in_shardings=(shardings,), out_shardings=(shardings, scalar_sharding), donate_argnums=0)
     evaluate = make_evaluator(distiller.env, distiller.spec, distiller.student_policy, config.eval_episodes)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
     checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
@@ -259,7 +243,7 @@ def compress(config: StudentConfig, teacher_run: Path, out: Path, resume: bool =
         if resume:
             if checkpoints.latest_step() is None:
                 raise DistillError(f"cannot resume: {out} has no checkpoint yet")
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_of(shape), shardings)
+            abstract = with_shardings(abstract_of(shape), shardings)
             start_epoch, state = checkpoints.restore_state(abstract)
             runs.truncate_metrics(out, start_epoch)
         else:
@@ -304,17 +288,8 @@ def compress(config: StudentConfig, teacher_run: Path, out: Path, resume: bool =
 
 
 def load_student(run: Path, which: str = "best"):
-    """Rebuilds a student's networks and parameters from its run directory."""
-    record = runs.read_config(run, kind="student")
-    try:
-        config = StudentConfig(**record["config"])
-    except TypeError as err:
-        raise DistillError(f"{run}/config.json does not describe a student: {err}") from None
-    spec = get_spec(config.env)
-    networks = make_crl_networks(
-        spec, actor_depth=config.student_depth, critic_depth=config.student_depth, width=config.student_width,
-        repr_dim=config.repr_dim,
+    """Rebuilds a student's networks and parameters: (config, spec, networks, params, step)."""
+    return load_run_networks(
+        run, "student", StudentConfig, which,
+        lambda c: dict(actor_depth=c.student_depth, critic_depth=c.student_depth, width=c.student_width, repr_dim=c.repr_dim),
     )
-    abstract = abstract_of(jax.eval_shape(networks.init, jax.random.PRNGKey(0)))
-    step, params = load_params(run, abstract, which)
-    return config, spec, networks, params, step

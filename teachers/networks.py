@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,3 +64,26 @@ def make_crl_networks(
         action_dim=spec.action_dim,
         goal_dim=spec.goal_dim,
     )
+
+
+def load_run_networks(run, kind: str, config_cls, which: str, network_shape: Callable[[Any], dict]):
+    """Rebuilds the networks of a teacher or student run and restores their parameters.
+
+    ``network_shape(config)`` gives the depths, width and representation size the run was built with.
+    Returns (config, spec, networks, params, checkpoint step).
+    """
+    from distill import runs
+    from distill.checkpoints import abstract_of, load_params
+    from distill.envs import get_spec
+    from distill.errors import DistillError
+
+    record = runs.read_config(run, kind=kind)
+    try:
+        config = config_cls(**record["config"])
+    except TypeError as err:
+        raise DistillError(f"{run}/config.json does not describe a {kind}: {err}") from None
+    spec = get_spec(config.env)
+    networks = make_crl_networks(spec, **network_shape(config))
+    abstract = abstract_of(jax.eval_shape(networks.init, jax.random.PRNGKey(0)))
+    step, params = load_params(run, abstract, which)
+    return config, spec, networks, params, step

@@ -31,9 +31,10 @@ from distill.evaluation import make_evaluator, summarize
 from distill.networks import deterministic_action, sample_action
 from distill.progress import TrainingProgress
 from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
+from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, with_shardings
 from teachers import losses
 from teachers.config import TeacherConfig
-from teachers.networks import CRLNetworks, make_crl_networks
+from teachers.networks import CRLNetworks, load_run_networks, make_crl_networks
 
 
 @struct.dataclass
@@ -54,34 +55,10 @@ def critic_params(params: dict) -> dict:
     return {"sa_encoder": params["sa_encoder"], "goal_encoder": params["goal_encoder"]}
 
 
-def make_mesh() -> Mesh:
-    return Mesh(np.array(jax.devices()), ("data",))
-
-
 def state_shardings(state_shape: TrainState, mesh: Mesh) -> TrainState:
     """Slots and replay columns are split over devices; everything else is replicated."""
-    replicated = NamedSharding(mesh, P())
-    by_slot = NamedSharding(mesh, P("data"))
-    by_column = NamedSharding(mesh, P(None, "data"))
-
-    def env_sharding(path, leaf):
-        is_key = any(getattr(p, "name", None) == "key" for p in path)
-        return replicated if is_key or leaf.ndim == 0 else by_slot
-
-    buffer = state_shape.buffer
-    return state_shape.replace(
-        params=jax.tree.map(lambda _: replicated, state_shape.params),
-        log_alpha=replicated,
-        actor_opt=jax.tree.map(lambda _: replicated, state_shape.actor_opt),
-        critic_opt=jax.tree.map(lambda _: replicated, state_shape.critic_opt),
-        alpha_opt=jax.tree.map(lambda _: replicated, state_shape.alpha_opt),
-        env=jax.tree_util.tree_map_with_path(env_sharding, state_shape.env),
-        buffer=buffer.replace(
-            states=by_column, actions=by_column, traj_ids=by_column, steps=by_column, rows_written=replicated
-        ),
-        key=replicated,
-        env_steps=replicated,
-        updates=replicated,
+    return replicated(mesh, state_shape).replace(
+        env=env_shardings(mesh, state_shape.env), buffer=buffer_shardings(mesh, state_shape.buffer)
     )
 
 
@@ -142,8 +119,7 @@ class Teacher:
             key = jax.random.fold_in(key, jax.lax.axis_index("data"))
             return sample_batch(buffer, key, local_batch, cfg.gamma, spec.episode_length, spec.goal_indices)
 
-        buffer_spec = TrajectoryBuffer(P(None, "data"), P(None, "data"), P(None, "data"), P(None, "data"), P())
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(buffer_spec, P()), out_specs=P("data"))(buffer, key)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(BUFFER_SPEC, P()), out_specs=P("data"))(buffer, key)
 
     def sgd_step(self, state: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
         cfg = self.config
@@ -235,13 +211,13 @@ class CompiledTeacher:
 def compile_teacher(teacher: Teacher) -> CompiledTeacher:
     shape = jax.eval_shape(teacher.init, jax.random.PRNGKey(0))
     shardings = state_shardings(shape, teacher.mesh)
-    replicated = NamedSharding(teacher.mesh, P())
+    scalar_sharding = NamedSharding(teacher.mesh, P())
     return CompiledTeacher(
         teacher=teacher,
         init=jax.jit(teacher.init, out_shardings=shardings),
         prefill_step=jax.jit(teacher.prefill_step, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0),
         training_step=jax.jit(
-            teacher.training_step, in_shardings=(shardings,), out_shardings=(shardings, replicated), donate_argnums=0
+            teacher.training_step, in_shardings=(shardings,), out_shardings=(shardings, scalar_sharding), donate_argnums=0
         ),
         shardings=shardings,
     )
@@ -295,10 +271,7 @@ def train_teacher(config: TeacherConfig, out: Path, resume: bool = False, show_p
         if resume:
             if checkpoints.latest_step() is None:
                 raise DistillError(f"cannot resume: {out} has no checkpoint yet")
-            abstract = abstract_of(jax.eval_shape(teacher.init, jax.random.PRNGKey(0)))
-            abstract = jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, compiled.shardings
-            )
+            abstract = with_shardings(abstract_of(jax.eval_shape(teacher.init, jax.random.PRNGKey(0))), compiled.shardings)
             start_epoch, state = checkpoints.restore_state(abstract)
             runs.truncate_metrics(out, start_epoch)
         else:
@@ -365,22 +338,11 @@ def _train_epochs(compiled, state, plan, start_epoch, out, checkpoints, evaluate
 
 
 def load_teacher(run: Path, which: str = "best"):
-    """Rebuilds a trained teacher's networks and parameters from its run directory."""
-    from distill.checkpoints import load_params
-
-    record = runs.read_config(run, kind="teacher")
-    try:
-        config = TeacherConfig(**record["config"])
-    except TypeError as err:
-        raise DistillError(f"{run}/config.json does not describe a teacher: {err}") from None
-    spec = get_spec(config.env)
-    networks = make_crl_networks(
-        spec, actor_depth=config.actor_depth, critic_depth=config.critic_depth, width=config.width,
-        repr_dim=config.repr_dim,
+    """Rebuilds a trained teacher's networks and parameters: (config, spec, networks, params, step)."""
+    return load_run_networks(
+        run, "teacher", TeacherConfig, which,
+        lambda c: dict(actor_depth=c.actor_depth, critic_depth=c.critic_depth, width=c.width, repr_dim=c.repr_dim),
     )
-    abstract = abstract_of(jax.eval_shape(networks.init, jax.random.PRNGKey(0)))
-    step, params = load_params(run, abstract, which)
-    return config, spec, networks, params, step
 
 
 __all__ = ["Teacher", "TrainState", "compile_teacher", "load_teacher", "make_teacher", "train_teacher"]

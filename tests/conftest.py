@@ -7,9 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests compile the same small programs in many processes; XLA's persistent cache makes the repeats
+# cheap. Set before JAX is imported here, and inherited by every subprocess the tests start.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import pytest  # noqa: E402
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -48,4 +53,19 @@ def tiny_teacher_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("teacher") / "run"
     train_teacher(teacher_config("reacher", **TINY_TEACHER), out, show_progress=False)
+    return out
+
+
+TINY_STUDENT_FLAGS = [
+    "--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "2",
+    "--steps", "6", "--student-width", "16", "--no-progress", "--no-baseline",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_student_run(tiny_teacher_run, tmp_path_factory):
+    """A real, tiny student (depth 0: input projection and heads) of the tiny teacher, made through the CLI."""
+    out = tmp_path_factory.mktemp("student") / "run"
+    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "0", "--out", str(out), *TINY_STUDENT_FLAGS)
+    assert result.returncode == 0, result.stderr
     return out

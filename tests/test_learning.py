@@ -15,3 +15,15 @@ def test_reacher_teacher_learns_with_its_defaults(tmp_path):
     random = random_policy_baseline(spec.make(), spec, num_episodes=128, seed=0)
     assert final["success_any"] >= 0.8
     assert final["time_at_goal"] >= 5 * max(random["time_at_goal"], 1.0)
+
+
+@pytest.mark.slow
+def test_depth4_student_keeps_90_percent_of_the_reacher_teacher(tmp_path):
+    from students.config import StudentConfig
+    from students.report import build_report
+    from students.train import compress
+
+    train_teacher(teacher_config("reacher"), tmp_path / "teacher", show_progress=False)
+    compress(StudentConfig(student_depth=4), tmp_path / "teacher", tmp_path / "student", show_progress=False)
+    report = build_report(tmp_path / "student", baseline=False)
+    assert report["retention"] >= 0.9

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.runs import read_metrics
 from distill.networks import deterministic_action
 from students import losses
 from students.config import StudentConfig
@@ -118,27 +119,27 @@ def test_student_checkpoint_round_trip(distiller, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_tiny_end_to_end_compress(tiny_teacher_run, tmp_path):
-    out = tmp_path / "student"
-    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "0", "--student-width", "16", "--steps", "6",
-                     "--out", str(out), "--no-progress", "--no-baseline", *TINY_FLAGS)
-    assert result.returncode == 0, result.stderr
+def test_tiny_end_to_end_compress(tiny_student_run):
+    """The session's tiny student was made by `distill compress` on a teacher trained in the test."""
+    out = tiny_student_run
     report = json.loads((out / "report.json").read_text())
     assert report["retention"] == pytest.approx(report["student"]["time_at_goal"] / max(report["teacher"]["time_at_goal"], 1e-9))
     for key in ("action_error", "critic_agreement", "jax_latency", "params"):
         assert key in report["student"]
     assert 0.0 <= report["student"]["critic_agreement"]["top1_agreement"] <= 1.0
+    assert report["student"]["params"]["actor"] < report["teacher"]["params"]["actor"]
     assert (out / "report.md").read_text().startswith("# Distillation report")
     assert (out / "report.png").stat().st_size > 1000
+    assert [m["round"] for m in read_metrics(out)][-1] == 2
     config, spec, _, params, _ = load_student(out)
     assert config.student_depth == 0 and config.student_width == 16 and spec.name == "reacher"
-    # evaluate works on student runs too
+    assert "blocks" not in params["actor"]["tower"]
     ev = run_cli("evaluate", str(out), "--episodes", "4", "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["policy"].startswith("student")
 
 
-def test_compress_with_scratch_baseline_and_resume(tiny_teacher_run, tmp_path):
+def test_compress_with_scratch_baseline(tiny_teacher_run, tmp_path):
     out = tmp_path / "student"
     first = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--student-width", "16", "--steps", "6",
                     "--out", str(out), "--no-progress", *TINY_FLAGS)
@@ -146,8 +147,7 @@ def test_compress_with_scratch_baseline_and_resume(tiny_teacher_run, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["scratch"]["depth"] == 4 and report["scratch"]["width"] == 16
     assert report["scratch"]["env_steps"] == json.loads((tiny_teacher_run / "metrics.jsonl").read_text().splitlines()[-1])["env_steps"]
-    again = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress")
-    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
 
 
 def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
@@ -163,9 +163,39 @@ def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
         if path.is_file():
             path.write_bytes(b"junk")
     assert_one_line_error(run_cli("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint")
-    wide = run_cli("compress", str(tiny_teacher_run), "--student-width", "1040", "--student-depth", "0", "--steps", "2",
-                   "--out", str(tmp_path / "o6"), "--no-progress", "--no-baseline", *TINY_FLAGS)
-    assert wide.returncode == 0, wide.stderr
-    assert "warning: student width 1040" in wide.stderr
-    # A student run is not a teacher.
-    assert_one_line_error(run_cli("compress", str(tmp_path / "o6"), "--out", str(tmp_path / "o7")), "not a teacher run")
+    # A too-wide student is warned about before anything runs (here the run then stops on a bad loss name).
+    wide = run_cli("compress", str(tiny_teacher_run), "--student-width", "1040", "--policy-loss", "l1", "--out", str(tmp_path / "o6"))
+    assert wide.returncode != 0 and "warning: student width 1040" in wide.stderr and "Traceback" not in wide.stderr
+    assert not (tmp_path / "o6").exists()
+
+
+def test_a_student_run_is_not_a_teacher(tiny_student_run, tmp_path):
+    assert_one_line_error(run_cli("compress", str(tiny_student_run), "--out", str(tmp_path / "o")), "not a teacher run")
+
+
+def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
+    """Kill after the first checkpoint; --resume finishes the remaining rounds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "student"
+    flags = ["--student-depth", "0", "--student-width", "16", "--no-progress", "--no-baseline", "--num-envs", "8",
+             "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "3", "--steps", "6"]
+    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "compress", str(tiny_teacher_run), "--out", str(out), *flags],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last" / "1").is_dir():
+        assert proc.poll() is None or (out / "checkpoints" / "last" / "1").is_dir(), "compress ended early"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress", "--no-baseline")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [m["round"] for m in read_metrics(out)] == [1, 2, 3]

@@ -1,0 +1,96 @@
+"""distill export, the closed-loop ONNX evaluation and the reduced demo, end to end."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from export.onnx_graph import read_metadata
+from export.runtime import OnnxCritic, OnnxPolicy
+from tests.conftest import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_student_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "policy.onnx"
+    result = run_cli("export", str(tiny_student_run), "--out", str(out), "--critic")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_export_writes_gated_files_with_metadata(exported, tiny_student_run, tiny_teacher_run):
+    model = onnx.load(str(exported))
+    assert model.ir_version <= 9 and {o.domain: o.version for o in model.opset_import}[""] == 17
+    assert [i.name for i in model.graph.input] == ["obs", "goal"] and model.graph.output[0].name == "action"
+    meta = read_metadata(exported)
+    student_cfg = json.loads((tiny_student_run / "config.json").read_text())
+    assert meta["env"] == "reacher" and meta["goal_indices"] == [8, 9]
+    assert meta["student_depth"] == 0 and meta["student_width"] == 16
+    assert meta["teacher_depth"] == 4 and meta["teacher_width"] == 32
+    assert meta["teacher_checkpoint_sha256"] == student_cfg["teacher"]["checkpoint_sha256"]
+    assert 0 <= meta["parity_max_abs_error"] <= 1e-5
+    assert meta["action_low"] == -1.0 and meta["action_high"] == 1.0
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["policy.critic.onnx", "policy.onnx"]
+    critic = OnnxCritic(exported.with_name("policy.critic.onnx"))
+    q = critic(np.zeros((3, 10), np.float32), np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
+    assert q.shape == (3,) and np.all(q <= 0)
+
+
+def test_closed_loop_onnx_matches_the_jax_student(exported, tiny_student_run):
+    onnx_eval = run_cli("evaluate", str(exported), "--episodes", "8", "--json", "--seed", "3")
+    jax_eval = run_cli("evaluate", str(tiny_student_run), "--episodes", "8", "--json", "--seed", "3")
+    assert onnx_eval.returncode == 0, onnx_eval.stderr
+    assert jax_eval.returncode == 0, jax_eval.stderr
+    a, b = json.loads(onnx_eval.stdout), json.loads(jax_eval.stdout)
+    assert a["episodes"] == b["episodes"] == 8
+    # Same start states and goals, actions equal to ~1e-6: the episodes agree up to rare boundary steps.
+    assert abs(a["time_at_goal"] - b["time_at_goal"]) <= 1.0
+    assert abs(a["success_any"] - b["success_any"]) <= 1 / 8
+
+
+def test_export_bad_inputs(tiny_teacher_run, exported, tmp_path):
+    assert_one_line_error(run_cli("export", str(tmp_path / "missing"), "--out", str(tmp_path / "p.onnx")), "does not exist")
+    assert_one_line_error(run_cli("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run")
+
+
+def test_unwritable_output_path(tiny_student_run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("export", str(tiny_student_run), "--out", str(blocker / "sub" / "p.onnx"))
+    assert_one_line_error(result, "cannot write")
+    assert blocker.read_text() == ""
+
+
+def test_evaluate_rejects_foreign_onnx_and_wrong_env(exported, tmp_path):
+    foreign = tmp_path / "foreign.onnx"
+    model = onnx.load(str(exported))
+    del model.metadata_props[:]
+    onnx.save(model, str(foreign))
+    assert_one_line_error(run_cli("evaluate", str(foreign), "--episodes", "2"), "metadata")
+    assert_one_line_error(run_cli("evaluate", str(exported), "--env", "ant", "--episodes", "2"), "not for 'ant'")
+    assert_one_line_error(run_cli("evaluate", str(tmp_path / "none.onnx")), "does not exist")
+
+
+def test_runtime_policy_acts_like_the_file_says(exported):
+    policy = OnnxPolicy(exported)
+    action = policy(np.full(10, 0.2, np.float32), np.array([0.1, -0.1], np.float32))
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+    with pytest.raises(ValueError, match="NaN"):
+        policy(np.full(10, np.nan, np.float32), np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        policy(np.zeros(11, np.float32), np.zeros(2, np.float32))
+
+
+def test_demo_reduced_size(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--quick", "--out", str(out), "--no-progress", timeout=900)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["onnx"]["parity_max_abs_error"] <= 1e-5
+    assert abs(summary["onnx"]["time_at_goal"] - summary["student_jax_eval"]["time_at_goal"]) <= 1.0
+    models = {r["model"] for r in summary["latency"]}
+    assert {"teacher (JAX)", "student (JAX)", "student (onnxruntime, OnnxPolicy)"} <= models
+    for name in ("demo_report.md", "latency.png", "policy.onnx", "student/report.png", "teacher/learning_curve.png"):
+        assert (out / name).is_file(), name
+    assert "student (ONNX)" in result.stdout
