@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -130,7 +132,7 @@ def plot(records: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", default="4,64,256,1024")
-    parser.add_argument("--unrolled-depths", default=None, help="Depths for the unrolled reference (default: --depths).")
+    parser.add_argument("--unrolled-depths", default=None, help="Depths for the unrolled reference (default: --depths; 'none' skips it).")
     parser.add_argument("--unrolled-cap", type=float, default=240.0, help="Seconds before an unrolled compile is abandoned.")
     parser.add_argument("--env", default="reacher")
     parser.add_argument("--width", type=int, default=256)
@@ -156,7 +158,8 @@ def main() -> None:
     for depth in depths:
         records.append(run_worker(args, depth, "scan", cap=3600))
         print(json.dumps(records[-1]), flush=True)
-    unrolled_depths = [int(d) for d in (args.unrolled_depths or args.depths).split(",")]
+    spec = args.depths if args.unrolled_depths is None else args.unrolled_depths
+    unrolled_depths = [] if spec == "none" else [int(d) for d in spec.split(",")]
     for depth in unrolled_depths:
         records.append(run_worker(args, depth, "unrolled", cap=args.unrolled_cap))
         print(json.dumps(records[-1]), flush=True)

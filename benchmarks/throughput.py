@@ -15,8 +15,11 @@ import contextlib
 import io
 import json
 import resource
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PRESETS = {
     "reacher": dict(env="reacher"),

@@ -141,7 +141,7 @@ def compress(
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
     student_depth: int = typer.Option(4, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only)."),
     student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 1200)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 900)."),
     iterations: Optional[int] = typer.Option(None, help="DAgger rounds (default 6)."),
     num_envs: Optional[int] = typer.Option(None, help="Environments stepped while collecting (default 64)."),
     unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per round (default 50)."),

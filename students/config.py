@@ -30,7 +30,7 @@ class StudentConfig:
     """Environments stepped in parallel while collecting."""
     unroll_length: int = 50
     """Steps per environment per DAgger round."""
-    updates_per_iteration: int = 200
+    updates_per_iteration: int = 150
     """SGD steps per round, on batches drawn from all data aggregated so far."""
     batch_size: int = 256
     dataset_rows: int = 0
@@ -55,7 +55,7 @@ class StudentConfig:
     """Adam step size; supervised targets tolerate a larger step than RL."""
     gamma: float = 0.99
     eval_episodes: int = 128
-    num_evals: int = 3
+    num_evals: int = 2
     """Evaluations (and checkpoints) spread over the rounds."""
     seed: int = 0
     keep_checkpoints: int = 3
