@@ -83,7 +83,8 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
             name, str(r["state_dim"]), str(r["goal_indices"]), str(r["action_dim"]), str(r["success_radius"]),
             str(r["episode_length"]), r["description"],
         )
-    Console().print(table)
+    console = Console()
+    (console if console.is_terminal else Console(width=140)).print(table)
 
 
 @app.command("train-teacher")
