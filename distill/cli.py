@@ -74,7 +74,7 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="goal-conditioned environments (observation = concat[state, goal])")
+    table = Table(title="goal-conditioned environments (observation = concat\\[state, goal])")
     for col in ("name", "state", "goal indices", "action", "radius", "episode", "description"):
         table.add_column(col)
     for r in rows:
