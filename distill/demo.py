@@ -155,7 +155,7 @@ def _write_report(out: Path, s: dict) -> None:
         f"- Retention (student / teacher time_at_goal): **{s['retention']:.3f}**",
         f"- ONNX parity: max |onnx - jax| = {s['onnx']['parity_max_abs_error']:.1e} over batch sizes 1, 2, 7, 1024",
         f"- Depth-{deep['depth']} teacher vs ONNX student latency: {deep['p50_us'] / onnx_lat['p50_us']:.0f}x",
-        f"- Stage times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["timings"].items()),
+        "- Stage times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["timings"].items()),
         "",
         "![teacher learning curve](teacher/learning_curve.png)",
         "![student vs teacher](student/report.png)",

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from distill import runs
 from distill.checkpoints import RunCheckpoints, abstract_of
-from distill.envs import EnvSpec, GoalEnv, get_spec
+from distill.envs import EnvSpec, GoalEnv
 from distill.envs.vector import VecState, vec_reset, vec_step
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator, summarize
