@@ -105,9 +105,8 @@ def _finished(run: Path) -> bool:
     if not metrics:
         return False
     if record["kind"] == "teacher":
-        from teachers.train import schedule
-
         from teachers.config import TeacherConfig
+        from teachers.train import schedule
 
         return metrics[-1]["epoch"] >= schedule(TeacherConfig(**record["config"])).epochs
     return metrics[-1]["round"] >= record["config"]["iterations"]

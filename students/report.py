@@ -115,7 +115,7 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
         "teacher_run": str(teacher_run),
         "student_run": str(student_run),
         "retention": student_eval["time_at_goal"] / max(teacher_eval["time_at_goal"], 1e-9),
-        "compress_seconds": _compress_seconds(student_run),
+        "compress_seconds": _train_seconds(student_run),
         "teacher_train_seconds": _train_seconds(teacher_run),
         **rows,
     }
@@ -128,12 +128,9 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
 
 
 def _train_seconds(run: Path) -> float | None:
+    """Seconds spent in a run's epochs (training and evaluation, compile of the loop included)."""
     metrics = runs.read_metrics(run)
     return float(sum(m.get("epoch_seconds", 0.0) for m in metrics)) or None
-
-
-def _compress_seconds(run: Path) -> float | None:
-    return _train_seconds(run)
 
 
 def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress) -> dict:

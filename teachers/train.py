@@ -239,7 +239,7 @@ def schedule(config: TeacherConfig) -> Schedule:
     return Schedule(prefill_steps, training_steps, math.ceil(training_steps / epochs), epochs)
 
 
-def _check_batch_fillable(config: TeacherConfig, spec: EnvSpec) -> None:
+def _check_batch_fillable(config: TeacherConfig) -> None:
     prefill_rows = math.ceil(config.prefill_rows / config.unroll_length) * config.unroll_length
     fillable = min(prefill_rows, config.replay_rows) * config.num_envs
     if config.batch_size > fillable:
@@ -257,7 +257,7 @@ def train_teacher(config: TeacherConfig, out: Path, resume: bool = False, show_p
         config = TeacherConfig(**recorded["config"])
     teacher = make_teacher(config)
     config = teacher.config
-    _check_batch_fillable(config, teacher.spec)
+    _check_batch_fillable(config)
     if not resume:
         runs.write_config(out, "teacher", config, {"num_devices": teacher.mesh.size})
 
