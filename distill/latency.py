@@ -78,6 +78,31 @@ def onnx_session_latency(path: Path, calls: int = 5000) -> dict:
     return _percentiles(times)
 
 
+def gemm_chain_onnx(path: Path, width: int, layers: int = 4) -> Path:
+    """A graph of only ``layers`` chained [width, width] Gemms: the student's hidden matrix products.
+
+    Its latency is the floor under any width-``width`` depth-4 student in onnxruntime on this CPU: the
+    residual block's four Dense layers alone, without the input layer, LayerNorms, swishes or head.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, x = [], [], "obs"
+    for i in range(layers):
+        kernel = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        weights += [numpy_helper.from_array(kernel, f"kernel_{i}"), numpy_helper.from_array(np.zeros(width, np.float32), f"bias_{i}")]
+        out = "action" if i == layers - 1 else f"h_{i}"
+        nodes.append(helper.make_node("Gemm", [x, f"kernel_{i}", f"bias_{i}"], [out]))
+        x = out
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in ("obs", "action")]
+    graph = helper.make_graph(nodes, "gemm_chain", [io[0]], [io[1]], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -142,6 +167,9 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
         onnx_policy_latency(onnx_path, calls * 2))
     add("student (onnxruntime, IO binding)", s_depth, s_width, count_params(s_params["actor"]),
         onnx_session_latency(onnx_path, calls * 2))
+    floor = gemm_chain_onnx(Path(tempfile.mkdtemp()) / "gemm_chain.onnx", s_width)
+    add(f"floor: 4 chained {s_width}x{s_width} Gemms (onnxruntime)", 4, s_width, 4 * s_width * (s_width + 1),
+        onnx_session_latency(floor, calls * 2))
     return records
 
 

@@ -14,17 +14,28 @@ Input rules, checked on every call because a bad observation on a robot must fai
 - float32 is used as is; float64 is cast to float32 (the network computes in float32 anyway), and a
   value that float32 cannot hold counts as inf. Integers, booleans, complex numbers, strings and
   objects are refused: they are almost always the wrong array, and casting would hide that.
-- NaN or inf anywhere is refused.
+- NaN or inf anywhere is refused, and so is an action that comes out non-finite (finite inputs so
+  large that the first layer overflows).
 - One observation is 1-D, a batch is 2-D; all inputs of a call have the same rank and batch size.
 Bad inputs raise ``PolicyInputError``; unusable files raise ``PolicyFileError`` (both ValueErrors).
 
 Sessions use one intra-op and one inter-op thread with sequential execution: more threads lower the
 median latency of these small networks but add millisecond spikes, which a control loop cannot afford.
+
+A control loop's call (one float32 observation and goal) takes a fast path: the inputs are copied into
+buffers bound to the session once, so a call costs one onnxruntime run and a few copies. Its NaN and inf
+check reads the action instead of the inputs: every distill graph starts with Dense -> LayerNorm, and a
+non-finite input makes the whole first pre-activation non-finite, which LayerNorm turns into NaN in every
+unit, so the action is NaN too (the tests check this for every input position). Only when the action is
+not finite are the inputs inspected, to say which one was bad. Calls are serialised by a lock, so a
+policy may be shared between threads.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,9 @@ SUPPORTED_FORMATS = frozenset({"1"})
 FORMAT_KEY = "distill_format"
 JSON_KEYS = "distill_json_keys"  # which metadata values are JSON-encoded (see export.onnx_graph)
 DIM_KEYS = {"obs": "state_dim", "goal": "goal_dim", "action": "action_dim"}
+# numpy shares one dtype object per native type, so an identity test picks out float32 arrays without
+# the cost of a dtype comparison (other byte orders fail it and take the checked path).
+FLOAT32 = np.dtype(np.float32)
 
 
 class PolicyInputError(ValueError):
@@ -156,8 +170,19 @@ class _OnnxModel:
         elif len({a.shape[0] for a in arrays.values()}) > 1:
             shapes = ", ".join(f"{n} {a.shape}" for n, a in arrays.items())
             raise PolicyInputError(f"inputs have different batch sizes: {shapes}")
-        outputs = self._session.run(self._output_names, arrays)
-        return dict(zip(self._output_names, outputs)), single
+        outputs = dict(zip(self._output_names, self._session.run(self._output_names, arrays)))
+        for name, value in outputs.items():
+            if not np.isfinite(value).all():
+                self._refuse_non_finite(name, arrays)
+        return outputs, single
+
+    def _refuse_non_finite(self, output: str, inputs: dict[str, Any]) -> None:
+        """Raises for a non-finite output: naming the bad input, or saying the inputs are out of range."""
+        for name, dim in self._input_dims.items():
+            _as_float32(name, inputs[name], dim)  # raises on NaN or inf
+        raise PolicyInputError(
+            f"the network's {output} is not finite for finite inputs; they are too large for float32 arithmetic"
+        )
 
     def __repr__(self) -> str:
         dims = ", ".join(f"{n}={d}" for n, d in self._input_dims.items())
@@ -169,10 +194,41 @@ class OnnxPolicy(_OnnxModel):
 
     kind = "policy"
 
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        # Batch-1 buffers bound to the session once; numpy keeps them alive, onnxruntime holds pointers.
+        self._obs_shape, self._goal_shape = (self.state_dim,), (self.goal_dim,)
+        self._obs_buffer = np.zeros((1, self.state_dim), np.float32)
+        self._goal_buffer = np.zeros((1, self.goal_dim), np.float32)
+        self._action_buffer = np.zeros((1, self.action_dim), np.float32)
+        self._binding = self._session.io_binding()
+        for name, buffer in (("obs", self._obs_buffer), ("goal", self._goal_buffer)):
+            self._binding.bind_input(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+        buffer = self._action_buffer
+        self._binding.bind_output("action", "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+        self._lock = threading.Lock()
+
     def __call__(self, obs: Any, goal: Any) -> np.ndarray:
+        if (
+            type(obs) is np.ndarray and type(goal) is np.ndarray
+            and obs.dtype is FLOAT32 and goal.dtype is FLOAT32
+            and obs.shape == self._obs_shape and goal.shape == self._goal_shape
+        ):
+            return self._act_one(obs, goal)
         outputs, single = self._run(obs=obs, goal=goal)
         action = outputs["action"]
         return action[0] if single else action
+
+    def _act_one(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self._obs_buffer[0] = obs
+            self._goal_buffer[0] = goal
+            self._session.run_with_iobinding(self._binding)
+            action = self._action_buffer[0].copy()
+        # A Python loop over a few floats is cheaper here than a numpy reduction.
+        if not all(map(math.isfinite, action.tolist())):
+            self._refuse_non_finite("action", {"obs": obs, "goal": goal})
+        return action
 
 
 class OnnxCritic(_OnnxModel):

@@ -281,6 +281,44 @@ def test_runtime_rejects_bad_inputs(small_policy, obs, goal, fragment):
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_single_call_refuses_every_non_finite_input_position(small_policy, bad):
+    """The batch-1 fast path checks the action, so a bad value anywhere in the inputs must poison it."""
+    policy = OnnxPolicy(small_policy[0])
+    for name, dim in (("obs", SPEC.state_dim), ("goal", SPEC.goal_dim)):
+        for i in range(dim):
+            obs, goal = np.full(SPEC.state_dim, 0.3, np.float32), np.full(SPEC.goal_dim, -0.2, np.float32)
+            (obs if name == "obs" else goal)[i] = bad
+            with pytest.raises(PolicyInputError, match=f"{name} contains NaN or inf .first at index \\[{i}\\]"):
+                policy(obs, goal)
+
+
+def test_single_call_matches_batch_and_returns_fresh_arrays(small_policy):
+    policy = OnnxPolicy(small_policy[0])
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((5, SPEC.state_dim)).astype(np.float32)
+    goal = rng.standard_normal((5, SPEC.goal_dim)).astype(np.float32)
+    batch = policy(obs, goal)
+    singles = [policy(o, g) for o, g in zip(obs, goal)]  # each call reuses the bound buffers
+    np.testing.assert_allclose(np.stack(singles), batch, atol=1e-6)
+    assert len({id(a) for a in singles}) == len(singles) and not np.allclose(singles[0], singles[1])
+    # Strided (non-contiguous) float32 rows take the same path.
+    np.testing.assert_allclose(policy(obs.T.copy().T[0], goal[0]), batch[0], atol=1e-6)
+
+
+def test_policy_can_be_shared_between_threads(small_policy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    policy = OnnxPolicy(small_policy[0])
+    rng = np.random.default_rng(1)
+    obs = rng.standard_normal((64, SPEC.state_dim)).astype(np.float32)
+    goal = rng.standard_normal((64, SPEC.goal_dim)).astype(np.float32)
+    expected = policy(obs, goal)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: policy(obs[i], goal[i]), [i for _ in range(20) for i in range(64)]))
+    np.testing.assert_allclose(np.stack(results), np.tile(expected, (20, 1)), atol=1e-6)
+
+
 def test_runtime_refuses_files_that_are_not_ours(tmp_path, small_policy):
     model = onnx.load(str(small_policy[0]))
     del model.metadata_props[:]

@@ -16,7 +16,13 @@ from export.runtime import OnnxPolicy
 import onnxruntime as ort
 p = OnnxPolicy(sys.argv[2])
 a = p(np.full((3, p.state_dim), 0.1, np.float32), np.full((3, p.goal_dim), -0.1, np.float32))
-print(json.dumps({"version": ort.__version__, "action": a.tolist()}))
+one = p(np.full(p.state_dim, 0.1, np.float32), np.full(p.goal_dim, -0.1, np.float32))  # the bound fast path
+try:
+    p(np.full(p.state_dim, np.nan, np.float32), np.zeros(p.goal_dim, np.float32))
+    refused = False
+except ValueError:
+    refused = True
+print(json.dumps({"version": ort.__version__, "action": a.tolist() + [one.tolist()], "refused_nan": refused}))
 """
 
 
@@ -34,5 +40,5 @@ def test_exported_policy_loads_in_onnxruntime_1_16(tiny_student_run, tmp_path):
     assert old.returncode == 0, old.stderr
     new = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT), str(out)], capture_output=True, text=True)
     a, b = json.loads(old.stdout), json.loads(new.stdout)
-    assert a["version"] == "1.16.3"
+    assert a["version"] == "1.16.3" and a["refused_nan"] and b["refused_nan"]
     assert max(abs(x - y) for ra, rb in zip(a["action"], b["action"]) for x, y in zip(ra, rb)) < 1e-5
