@@ -156,6 +156,7 @@ def compress(
     dagger: bool = typer.Option(True, "--dagger/--no-dagger", help="DAgger (student acts) or plain cloning on teacher rollouts."),
     seed: int = typer.Option(0, "--seed"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
+    report_episodes: int = typer.Option(128, help="Deterministic episodes per policy in the final report."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted compression in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -174,6 +175,8 @@ def compress(
         raise DistillError(f"--steps must be positive, got {steps}")
     if student_width is not None and student_width <= 0:
         raise DistillError(f"--student-width must be positive, got {student_width}")
+    if report_episodes <= 0:
+        raise DistillError(f"--report-episodes must be positive, got {report_episodes}")
     config = StudentConfig(
         student_depth=student_depth, student_width=student_width or 0, policy_loss=policy_loss,
         representation_weight=representation_weight, relational_weight=relational_weight, temperature=temperature,
@@ -194,7 +197,7 @@ def compress(
     config.validate()
     warnings.filterwarnings("ignore", message=".*wider than is sensible.*")
     final = run_compress(config, teacher_run, out, resume=resume, show_progress=progress)
-    report = build_report(out, baseline=baseline, show_progress=progress)
+    report = build_report(out, episodes=report_episodes, baseline=baseline, show_progress=progress)
     typer.echo(
         f"student trained in {final['compress_seconds']:.0f} s: time_at_goal {report['student']['time_at_goal']:.1f} vs teacher "
         f"{report['teacher']['time_at_goal']:.1f} (retention {report['retention']:.3f}) -> {out}/report.md"

@@ -58,14 +58,18 @@ def tiny_teacher_run(tmp_path_factory):
 
 TINY_STUDENT_FLAGS = [
     "--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "2",
-    "--steps", "6", "--student-width", "16", "--no-progress", "--no-baseline",
+    "--steps", "6", "--student-width", "16", "--report-episodes", "4", "--no-progress",
 ]
 
 
 @pytest.fixture(scope="session")
 def tiny_student_run(tiny_teacher_run, tmp_path_factory):
-    """A real, tiny student (depth 0: input projection and heads) of the tiny teacher, made through the CLI."""
+    """A real, tiny student (depth 4, width 16) of the tiny teacher, made through the CLI.
+
+    It keeps the default scratch baseline (a same-size network trained by CRL from scratch), so its
+    report is the one a user gets; other student runs in the tests pass --no-baseline.
+    """
     out = tmp_path_factory.mktemp("student") / "run"
-    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "0", "--out", str(out), *TINY_STUDENT_FLAGS)
+    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(out), *TINY_STUDENT_FLAGS)
     assert result.returncode == 0, result.stderr
     return out

@@ -113,10 +113,9 @@ def test_episode_end_gives_new_trajectory_and_goal(run):
     assert not np.allclose(old_goals, new_goals)
 
 
+@pytest.mark.parametrize("run", ["humanoid"], indirect=True)
 def test_humanoid_state_holds_actuator_forces(run):
     spec, env, _, trajectory = run
-    if spec.name != "humanoid":
-        pytest.skip("humanoid only")
     forces = np.asarray(trajectory.env.obs[..., spec.state_dim - env.sys.qd_size() : spec.state_dim])
     stepped = np.asarray(trajectory.steps) > 0  # a fresh reset has applied no action yet
     # Random actions drive every motor, so the torques on the actuated joints are non-zero.

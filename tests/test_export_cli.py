@@ -26,7 +26,7 @@ def test_export_writes_gated_files_with_metadata(exported, tiny_student_run, tin
     meta = read_metadata(exported)
     student_cfg = json.loads((tiny_student_run / "config.json").read_text())
     assert meta["env"] == "reacher" and meta["goal_indices"] == [8, 9]
-    assert meta["student_depth"] == 0 and meta["student_width"] == 16
+    assert meta["student_depth"] == 4 and meta["student_width"] == 16
     assert meta["teacher_depth"] == 4 and meta["teacher_width"] == 32
     assert meta["teacher_checkpoint_sha256"] == student_cfg["teacher"]["checkpoint_sha256"]
     assert 0 <= meta["parity_max_abs_error"] <= 1e-5

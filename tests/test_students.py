@@ -15,7 +15,6 @@ from students.config import StudentConfig
 from students.train import load_student, make_distiller
 from tests.conftest import assert_one_line_error, run_cli
 
-TINY_FLAGS = ["--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "2"]
 TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
 
 
@@ -132,22 +131,20 @@ def test_tiny_end_to_end_compress(tiny_student_run):
     assert (out / "report.png").stat().st_size > 1000
     assert [m["round"] for m in read_metrics(out)][-1] == 2
     config, spec, _, params, _ = load_student(out)
-    assert config.student_depth == 0 and config.student_width == 16 and spec.name == "reacher"
-    assert "blocks" not in params["actor"]["tower"]
+    assert config.student_depth == 4 and config.student_width == 16 and spec.name == "reacher"
+    assert params["actor"]["tower"]["blocks"]["block"]["dense_0"]["kernel"].shape[0] == 1  # one residual block
     ev = run_cli("evaluate", str(out), "--episodes", "4", "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["policy"].startswith("student")
 
 
-def test_compress_with_scratch_baseline(tiny_teacher_run, tmp_path):
-    out = tmp_path / "student"
-    first = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--student-width", "16", "--steps", "6",
-                    "--out", str(out), "--no-progress", *TINY_FLAGS)
-    assert first.returncode == 0, first.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert report["scratch"]["depth"] == 4 and report["scratch"]["width"] == 16
+def test_compress_with_scratch_baseline(tiny_student_run, tiny_teacher_run):
+    """The report compares against a same-size network trained from scratch on the teacher's budget."""
+    report = json.loads((tiny_student_run / "report.json").read_text())
+    assert report["scratch"]["depth"] == report["student"]["depth"] == 4
+    assert report["scratch"]["width"] == report["student"]["width"] == 16
     assert report["scratch"]["env_steps"] == json.loads((tiny_teacher_run / "metrics.jsonl").read_text().splitlines()[-1])["env_steps"]
-    assert json.loads((out / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
+    assert json.loads((tiny_student_run / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
 
 
 def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
@@ -157,6 +154,8 @@ def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
     for depth in ("3", "-4"):
         assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--student-depth", depth, "--out", str(tmp_path / "o3")), "non-negative multiple of 4")
     assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "o4")), "mismatch")
+    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--report-episodes", "0", "--out", str(tmp_path / "o7")), "--report-episodes")
+    assert not (tmp_path / "o7").exists()
     broken = tmp_path / "broken"
     shutil.copytree(tiny_teacher_run, broken)
     for path in (broken / "checkpoints" / "best").rglob("*"):
@@ -184,7 +183,7 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     from tests.conftest import ROOT
 
     out = tmp_path / "student"
-    flags = ["--student-depth", "0", "--student-width", "16", "--no-progress", "--no-baseline", "--num-envs", "8",
+    flags = ["--student-depth", "4", "--student-width", "16", "--no-progress", "--no-baseline", "--num-envs", "8",
              "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "3", "--steps", "6"]
     proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "compress", str(tiny_teacher_run), "--out", str(out), *flags],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -196,7 +195,8 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress", "--no-baseline")
+    resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress", "--no-baseline",
+                      "--report-episodes", "4")
     assert resumed.returncode == 0, resumed.stderr
     metrics = read_metrics(out)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))  # no epoch lost or repeated
