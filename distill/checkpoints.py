@@ -117,9 +117,9 @@ def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[i
         step = manager.latest_step()
     except Exception as err:
         raise _checkpoint_error(err, where) from None
-    if step is None:
-        raise DistillError(f"{run} has no checkpoints in {where}")
     try:
+        if step is None:
+            raise DistillError(f"{run} has no checkpoints in {where}")
         return step, _restore(manager, step, {"params": abstract_params}, where)["params"]
     finally:
         manager.close()
