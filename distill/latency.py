@@ -85,21 +85,12 @@ def gemm_chain_onnx(path: Path, width: int, layers: int = 4) -> Path:
     residual block's four Dense layers alone, without the input layer, LayerNorms, swishes or head.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+
+    from export.onnx_graph import dense_chain_graph
 
     rng = np.random.default_rng(0)
-    nodes, weights, x = [], [], "obs"
-    for i in range(layers):
-        kernel = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        weights += [numpy_helper.from_array(kernel, f"kernel_{i}"), numpy_helper.from_array(np.zeros(width, np.float32), f"bias_{i}")]
-        out = "action" if i == layers - 1 else f"h_{i}"
-        nodes.append(helper.make_node("Gemm", [x, f"kernel_{i}", f"bias_{i}"], [out]))
-        x = out
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in ("obs", "action")]
-    graph = helper.make_graph(nodes, "gemm_chain", [io[0]], [io[1]], initializer=weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    dense = [{"kernel": rng.standard_normal((width, width)) / np.sqrt(width), "bias": np.zeros(width)} for _ in range(layers)]
+    onnx.save(dense_chain_graph(dense), str(path))
     return path
 
 

@@ -289,6 +289,23 @@ def critic_graph(
     })
 
 
+def dense_chain_graph(layers: Sequence[Mapping], opset: int = 17) -> onnx.ModelProto:
+    """Only the Dense layers ``{"kernel", "bias"}`` applied one after another, ``obs -> action``.
+
+    Written with the same ops as the policy, it times the matrix products alone: the floor under a
+    policy of those layers' widths (see ``distill.latency``).
+    """
+    _check_opset(opset)
+    g = _Graph()
+    x = "obs"
+    for i, layer in enumerate(layers):
+        x = _dense(g, x, layer, f"dense_{i}", out="action" if i == len(layers) - 1 else None)
+    in_dim, out_dim = _array(layers[0], "kernel").shape[0], _array(layers[-1], "kernel").shape[1]
+    return _model(g, "dense_chain", [_input("obs", in_dim)],
+                  [helper.make_tensor_value_info("action", TensorProto.FLOAT, [BATCH, out_dim])], opset,
+                  "Chained Dense layers only, for timing.")
+
+
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, Any]) -> onnx.ModelProto:
     """Merges ``metadata`` into ``model.metadata_props`` (same keys replaced); returns the model.
 

@@ -293,11 +293,16 @@ def test_single_call_refuses_every_non_finite_input_position(small_policy, bad):
                 policy(obs, goal)
 
 
+def random_policy_inputs(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 batch of observations and goals, drawn from a standard normal."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((batch, SPEC.state_dim)).astype(np.float32),
+            rng.standard_normal((batch, SPEC.goal_dim)).astype(np.float32))
+
+
 def test_single_call_matches_batch_and_returns_fresh_arrays(small_policy):
     policy = OnnxPolicy(small_policy[0])
-    rng = np.random.default_rng(0)
-    obs = rng.standard_normal((5, SPEC.state_dim)).astype(np.float32)
-    goal = rng.standard_normal((5, SPEC.goal_dim)).astype(np.float32)
+    obs, goal = random_policy_inputs(5, seed=0)
     batch = policy(obs, goal)
     singles = [policy(o, g) for o, g in zip(obs, goal)]  # each call reuses the bound buffers
     np.testing.assert_allclose(np.stack(singles), batch, atol=1e-6)
@@ -310,9 +315,7 @@ def test_policy_can_be_shared_between_threads(small_policy):
     from concurrent.futures import ThreadPoolExecutor
 
     policy = OnnxPolicy(small_policy[0])
-    rng = np.random.default_rng(1)
-    obs = rng.standard_normal((64, SPEC.state_dim)).astype(np.float32)
-    goal = rng.standard_normal((64, SPEC.goal_dim)).astype(np.float32)
+    obs, goal = random_policy_inputs(64, seed=1)
     expected = policy(obs, goal)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda i: policy(obs[i], goal[i]), [i for _ in range(20) for i in range(64)]))
