@@ -108,7 +108,7 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
 
     from distill.envs import get_spec
     from distill.networks import count_params
-    from teachers.networks import make_crl_networks
+    from distill.networks import make_crl_networks
 
     records = []
 

@@ -37,7 +37,7 @@ from distill.replay import Batch, TrajectoryBuffer, buffer_init, buffer_insert, 
 from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, with_shardings
 from students import losses
 from students.config import DEPLOYABLE_WIDTH, StudentConfig
-from teachers.networks import CRLNetworks, load_run_networks, make_crl_networks
+from distill.networks import CRLNetworks, load_run_networks, make_crl_networks
 from teachers.train import load_teacher
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from distill.networks import energy, pairwise_energy, sample_action
 from distill.replay import Batch
-from teachers.networks import CRLNetworks
+from distill.networks import CRLNetworks
 
 
 def weighted_mean(x: jax.Array, weight: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_
 from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, with_shardings
 from teachers import losses
 from teachers.config import TeacherConfig
-from teachers.networks import CRLNetworks, load_run_networks, make_crl_networks
+from distill.networks import CRLNetworks, load_run_networks, make_crl_networks
 
 
 @struct.dataclass

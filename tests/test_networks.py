@@ -5,7 +5,7 @@ import pytest
 
 from distill.envs import EnvSpec
 from distill.networks import LOG_STD_MAX, LOG_STD_MIN, Actor, Encoder, count_params
-from teachers.networks import make_crl_networks
+from distill.networks import make_crl_networks
 
 HUMANOID_LIKE = EnvSpec("humanoid_like", 268, (0, 1, 2), 17, 0.5, 1000, "", lambda **_: None)
 
