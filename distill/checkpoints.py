@@ -20,6 +20,8 @@ from distill.errors import DistillError
 # Orbax logs every save at INFO and damaged files at ERROR; we report both ourselves, in one line.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
 
+CHECKPOINT_KINDS = ("best", "last")
+
 
 class RunCheckpoints:
     """The ``last`` (rolling) and ``best`` (by time_at_goal) checkpoints of a run."""
@@ -28,13 +30,17 @@ class RunCheckpoints:
         root = Path(run).absolute() / "checkpoints"
         self.root = root
         try:
+            # Saves are synchronous: every save is waited for anyway, and in a multi-process run two
+            # managers committing the same step at once would share orbax's barrier names.
             self.last = ocp.CheckpointManager(
-                root / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+                root / "last",
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
             )
             self.best = ocp.CheckpointManager(
                 root / "best",
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, best_fn=lambda metrics: metrics["time_at_goal"], best_mode="max", create=True
+                    max_to_keep=1, best_fn=lambda metrics: metrics["time_at_goal"], best_mode="max", create=True,
+                    enable_async_checkpointing=False,
                 ),
             )
             best_step = self.best.latest_step()
@@ -44,9 +50,16 @@ class RunCheckpoints:
         except Exception as err:
             raise _checkpoint_error(err, root) from None
 
-    def save(self, step: int, state: Any, params: Any, time_at_goal: float) -> None:
+    def save_last(self, step: int, state: Any, params: Any) -> None:
+        """A resumable checkpoint only (between evaluations, so it cannot compete for ``best``)."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(params))
-        self.last.save(step, args=args)
+        self.last.save(step, args=args, force=True)
+        self.wait()
+
+    def save(self, step: int, state: Any, params: Any, time_at_goal: float) -> None:
+        """A resumable checkpoint, which also becomes ``best`` if its time_at_goal beats the best so far."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(params))
+        self.last.save(step, args=args, force=True)
         if self._best_score is None or time_at_goal > self._best_score:
             self.best.save(
                 step,
@@ -109,6 +122,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract: dict, where: P
 
 def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[int, Any]:
     """Restores the network parameters of a run's ``best`` (or ``last``) checkpoint."""
+    if which not in CHECKPOINT_KINDS:
+        raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
     where = Path(run).absolute() / "checkpoints" / which
     if not where.is_dir():
         raise DistillError(f"{run} has no checkpoints ({where} is missing)")

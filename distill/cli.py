@@ -90,7 +90,7 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
 @one_line_errors
 def train_teacher_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory to create (or to continue with --resume)."),
-    env: str = typer.Option("reacher", "--env", help="Environment name; see `distill envs`."),
+    env: Optional[str] = typer.Option(None, "--env", help="Environment name (default reacher); see `distill envs`."),
     critic_depth: Optional[int] = typer.Option(None, help="Critic depth, a positive multiple of 4 (default 4)."),
     actor_depth: Optional[int] = typer.Option(None, help="Actor depth, a positive multiple of 4 (default 4)."),
     width: Optional[int] = typer.Option(None, help="Hidden width (default 256)."),
@@ -104,30 +104,32 @@ def train_teacher_cmd(
     eval_episodes: Optional[int] = typer.Option(None, help="Deterministic episodes per evaluation."),
     replay_rows: Optional[int] = typer.Option(None, help="Replay buffer time rows."),
     prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
-    remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Rematerialise residual blocks."),
+    remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation of residual blocks on or off (default: on from depth 256 or where memory needs it)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-    distributed: bool = typer.Option(False, "--distributed", help="Call jax.distributed.initialize() (multi-host)."),
+    coordinator: Optional[str] = typer.Option(None, envvar="JAX_COORDINATOR_ADDRESS", help="Multi-process run: HOST:PORT of process 0."),
+    num_processes: Optional[int] = typer.Option(None, envvar="JAX_NUM_PROCESSES", help="Multi-process run: how many processes."),
+    process_id: Optional[int] = typer.Option(None, envvar="JAX_PROCESS_ID", help="Multi-process run: this process's id, 0 to N-1."),
+    distributed: bool = typer.Option(False, "--distributed", help="Multi-process run on a cluster JAX detects (SLURM, Open MPI, TPU)."),
+    coordinator_timeout: int = typer.Option(120, help="Seconds to wait for the other processes before giving up."),
 ):
     """Train a deep contrastive RL teacher."""
-    if distributed:
-        import jax
+    from distill.distributed import initialize
 
-        jax.distributed.initialize()
-    from distill.envs import get_spec
-    from teachers.config import teacher_config
+    # Before anything that touches a JAX device, including importing the environments.
+    initialize(coordinator, num_processes, process_id, detect=distributed, timeout_s=coordinator_timeout)
+    from teachers.config import run_teacher_config
     from teachers.train import train_teacher
 
-    get_spec(env)
-    config = teacher_config(
-        env, critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim, num_envs=num_envs,
-        batch_size=batch_size, total_steps=total_steps, unroll_length=unroll_length,
+    config = run_teacher_config(
+        out, resume, env, critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim,
+        num_envs=num_envs, batch_size=batch_size, total_steps=total_steps, unroll_length=unroll_length,
         updates_per_step=updates_per_step, num_evals=num_evals, eval_episodes=eval_episodes,
         replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, seed=seed,
     )
-    config.resolved().validate()
-    final = train_teacher(config, out, resume=resume, show_progress=progress)
+    final = train_teacher(config, out, resume=resume, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
     typer.echo(
         f"teacher trained: time_at_goal {final['time_at_goal']:.1f}/{final['episode_length']}, "
         f"success_any {final['success_any']:.2f} after {final['env_steps']:,} env steps -> {out}"
@@ -235,7 +237,7 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Evaluate a policy: time_at_goal and success_any over deterministic episodes."""
-    from distill.evaluate_cli import evaluate_target
+    from distill.commands.evaluate import evaluate_target
 
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
@@ -262,7 +264,7 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """The whole pipeline on the default environment: teacher -> student -> ONNX -> checks -> latency."""
-    from distill.demo import print_summary, run_demo
+    from distill.commands.demo import print_summary, run_demo
 
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")

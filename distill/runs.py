@@ -35,17 +35,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def prepare_out_dir(out: Path, resume: bool) -> Path:
-    """Creates ``out`` for a new run, or checks it holds a run to resume. Never clears anything."""
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuses an output directory that cannot take a new run (or holds none to resume); writes nothing."""
     out = Path(out)
     if resume:
         if not (out / "config.json").is_file():
             raise DistillError(f"cannot resume: {out} holds no run (no config.json)")
-        return out
+        return
     if out.exists() and not out.is_dir():
         raise DistillError(f"output path {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         raise DistillError(f"output directory {out} already exists and is not empty; pass --resume to continue it or choose another --out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DistillError(f"cannot write to output directory {out}: permission denied")
+
+
+def prepare_out_dir(out: Path, resume: bool) -> Path:
+    """Creates ``out`` for a new run, or checks it holds a run to resume. Never clears anything."""
+    out = Path(out)
+    check_out_dir(out, resume)
+    if resume:
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
@@ -54,6 +67,27 @@ def prepare_out_dir(out: Path, resume: bool) -> Path:
     except OSError as err:
         raise DistillError(f"cannot write to output directory {out}: {err.strerror}") from None
     return out
+
+
+def start_run(out: Path, resume: bool, kind: str, config: Any, extra: dict | None = None) -> None:
+    """Creates a new run directory with its config.json, or checks the one to resume.
+
+    Every process checks first, so that all refuse alike; then only process 0 writes, and the others
+    wait for it, since they checkpoint into the same directory.
+    """
+    import jax
+
+    check_out_dir(out, resume)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"distill: {kind} run checked")
+    if jax.process_index() == 0:
+        prepare_out_dir(out, resume)
+        if not resume:
+            write_config(out, kind, config, extra)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"distill: {kind} run written")
 
 
 def write_config(out: Path, kind: str, config: Any, extra: dict | None = None) -> dict:
@@ -87,6 +121,23 @@ def read_config(run: Path, kind: str | None = None) -> dict:
     if kind is not None and record.get("kind") != kind:
         raise DistillError(f"{run} is a {record.get('kind', 'unknown')} run, not a {kind} run")
     return record
+
+
+def recorded_config(run: Path, kind: str, config_cls: type) -> Any:
+    """The resolved config a run was started with."""
+    record = read_config(run, kind=kind)
+    try:
+        return config_cls(**record["config"])
+    except TypeError as err:
+        raise DistillError(f"{run}/config.json does not describe a {kind}: {err}") from None
+
+
+def check_unchanged(run: Path, recorded: Any, config: Any) -> None:
+    """A resumed run must continue with exactly the config it was started with."""
+    old, new = dataclasses.asdict(recorded), dataclasses.asdict(config)
+    changed = [f"--{k.replace('_', '-')} {new[k]} (the run has {old.get(k)})" for k in sorted(new) if new[k] != old.get(k)]
+    if changed:
+        raise DistillError(f"cannot resume {run} with a changed config: {', '.join(changed)}; start a new --out instead")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

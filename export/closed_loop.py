@@ -34,7 +34,7 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict
     spec = get_spec(file_env)
     if (policy.state_dim, policy.goal_dim, policy.action_dim) != (spec.state_dim, spec.goal_dim, spec.action_dim):
         raise DistillError(f"{path} has dimensions that do not fit '{spec.name}'")
-    environment = spec.make()
+    environment = spec.make(backend=policy.metadata.get("backend", spec.backend))
     reset = jax.jit(jax.vmap(environment.reset))
     step = jax.jit(jax.vmap(environment.step))
 

@@ -293,7 +293,7 @@ def dense_chain_graph(layers: Sequence[Mapping], opset: int = 17) -> onnx.ModelP
     """Only the Dense layers ``{"kernel", "bias"}`` applied one after another, ``obs -> action``.
 
     Written with the same ops as the policy, it times the matrix products alone: the floor under a
-    policy of those layers' widths (see ``distill.latency``).
+    policy of those layers' widths (see ``export.latency``).
     """
     _check_opset(opset)
     g = _Graph()

@@ -35,6 +35,8 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
         "observation_layout": "obs = state[0:state_dim]; goal = state[goal_indices] of the goal state; the policy reads concat[obs, goal]",
         "success_radius": spec.success_radius,
         "episode_length": spec.episode_length,
+        # Closed-loop evaluation must step the physics the policy was trained in.
+        "backend": config.backend or teacher_config.get("backend") or spec.backend,
         "action_low": -1.0,
         "action_high": 1.0,
         "student_depth": config.student_depth,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+from distill import runs
+from distill.envs import DEFAULT_ENV, get_spec
 from distill.errors import DistillError
+from distill.memory import FLOAT_BYTES, Network, auto_remat, available_bytes, check_fits, training_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +51,11 @@ class TeacherConfig:
     """Weight of the logsumexp^2 regulariser in the critic loss."""
     target_entropy_scale: float = 0.5
     """Target entropy is -scale * action_dim."""
-    remat: bool = False
-    """Rematerialise residual blocks in the backward pass (less memory, more compute)."""
-    backend: str = "spring"
-    """Brax physics pipeline."""
+    remat: bool | None = None
+    """Rematerialise residual blocks in the backward pass (less memory, more compute); None decides by
+    itself: on from depth 256, or wherever the network would not fit comfortably without it."""
+    backend: str = ""
+    """Brax physics pipeline; empty takes the environment's own."""
     seed: int = 0
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep (the best one is kept as well)."""
@@ -58,7 +63,22 @@ class TeacherConfig:
     def resolved(self) -> "TeacherConfig":
         """Fills derived defaults so that the written config is fully explicit."""
         updates = self.updates_per_step or max(1, round(self.num_envs * self.unroll_length / 40))
-        return dataclasses.replace(self, updates_per_step=updates)
+        remat = self.remat
+        if remat is None:
+            remat = auto_remat(self.training_bytes(remat=False), max(self.critic_depth, self.actor_depth), available_bytes())
+        return dataclasses.replace(self, updates_per_step=updates, remat=remat, backend=self.backend or get_spec(self.env).backend)
+
+    def training_bytes(self, remat: bool | None = None) -> int:
+        """Estimated peak memory of one update (see distill.memory)."""
+        spec = get_spec(self.env)
+        networks = [
+            Network(spec.obs_dim, 2 * spec.action_dim, self.actor_depth),
+            # phi is also differentiated through for the actor's action; psi only in the critic loss
+            Network(spec.state_dim + spec.action_dim, self.repr_dim, self.critic_depth, passes=2),
+            Network(spec.goal_dim, self.repr_dim, self.critic_depth),
+        ]
+        replay = self.replay_rows * self.num_envs * (spec.state_dim + spec.action_dim + 2) * FLOAT_BYTES
+        return training_bytes(networks, self.width, self.batch_size, bool(self.remat if remat is None else remat), replay)
 
     def validate(self, num_devices: int = 1) -> "TeacherConfig":
         for name in ("critic_depth", "actor_depth"):
@@ -88,27 +108,23 @@ class TeacherConfig:
             )
         if self.unroll_length > self.replay_rows:
             raise DistillError(f"--unroll-length ({self.unroll_length}) exceeds the replay buffer's rows")
+        check_fits(self.training_bytes(), available_bytes(),
+                   f"a critic of depth {self.critic_depth} and actor of depth {self.actor_depth} at width {self.width}")
         return self
 
 
-# Settings under which an environment trains well on a 2-core CPU; flags given by the user win.
-ENV_PRESETS: dict[str, dict] = {
-    "reacher": dict(
-        num_envs=128,
-        unroll_length=50,
-        batch_size=256,
-        updates_per_step=50,
-        total_steps=1_000_000,
-        num_evals=10,
-        eval_episodes=128,
-        replay_rows=2_000,
-        prefill_rows=200,
-    ),
-}
-
-
-def teacher_config(env: str = "reacher", **overrides) -> TeacherConfig:
-    """The config for ``env``: its preset, then the given overrides (None means "not given")."""
-    values = dict(ENV_PRESETS.get(env, {}))
+def teacher_config(env: str = DEFAULT_ENV, **overrides) -> TeacherConfig:
+    """The config for ``env``: its training preset, then the given overrides (None means "not given")."""
+    values = dict(get_spec(env).preset)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TeacherConfig(env=env, **values)
+
+
+def run_teacher_config(out: Path, resume: bool, env: str | None = None, **overrides) -> TeacherConfig:
+    """The config a ``train-teacher`` call asks for: a new run's, or the recorded one with the given
+    overrides on top (``train_teacher`` refuses to resume if they change it)."""
+    if not resume:
+        return teacher_config(env or DEFAULT_ENV, **overrides)
+    recorded = runs.recorded_config(out, "teacher", TeacherConfig)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(recorded, env=env or recorded.env, **given)

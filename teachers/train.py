@@ -11,30 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
-from distill import runs
-from distill.checkpoints import RunCheckpoints, abstract_of
+from distill import engine, runs
+from distill.checkpoints import RunCheckpoints
+from distill.engine import Schedule, Trainable, is_writer, make_schedule
 from distill.envs import EnvSpec, GoalEnv, get_spec
 from distill.envs.vector import VecState, vec_reset, vec_step
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator, summarize
-from distill.networks import deterministic_action, sample_action
+from distill.networks import CRLNetworks, deterministic_action, load_run_networks, make_crl_networks, sample_action
 from distill.progress import TrainingProgress
 from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
-from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, with_shardings
+from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated
 from teachers import losses
 from teachers.config import TeacherConfig
-from distill.networks import CRLNetworks, load_run_networks, make_crl_networks
 
 
 @struct.dataclass
@@ -204,39 +202,26 @@ class CompiledTeacher:
     teacher: Teacher
     init: Callable
     prefill_step: Callable
-    training_step: Callable
     shardings: TrainState
 
 
 def compile_teacher(teacher: Teacher) -> CompiledTeacher:
     shape = jax.eval_shape(teacher.init, jax.random.PRNGKey(0))
     shardings = state_shardings(shape, teacher.mesh)
-    scalar_sharding = NamedSharding(teacher.mesh, P())
     return CompiledTeacher(
         teacher=teacher,
         init=jax.jit(teacher.init, out_shardings=shardings),
         prefill_step=jax.jit(teacher.prefill_step, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0),
-        training_step=jax.jit(
-            teacher.training_step, in_shardings=(shardings,), out_shardings=(shardings, scalar_sharding), donate_argnums=0
-        ),
         shardings=shardings,
     )
 
 
-@dataclasses.dataclass
-class Schedule:
-    prefill_steps: int
-    training_steps: int
-    steps_per_epoch: int
-    epochs: int
-
-
 def schedule(config: TeacherConfig) -> Schedule:
+    """Prefill, then training steps of ``num_envs * unroll_length`` env steps, in ``num_evals`` epochs."""
     per_step = config.num_envs * config.unroll_length
     prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
     training_steps = max(1, (config.total_steps - prefill_steps * per_step) // per_step)
-    epochs = min(config.num_evals, training_steps)
-    return Schedule(prefill_steps, training_steps, math.ceil(training_steps / epochs), epochs)
+    return make_schedule(training_steps, config.num_evals, per_step, initial_env_steps=prefill_steps * per_step)
 
 
 def _check_batch_fillable(config: TeacherConfig) -> None:
@@ -249,92 +234,61 @@ def _check_batch_fillable(config: TeacherConfig) -> None:
         )
 
 
-def train_teacher(config: TeacherConfig, out: Path, resume: bool = False, show_progress: bool = True) -> dict:
-    """Trains a teacher into ``out``; returns the final evaluation. See the module docstring."""
-    out = runs.prepare_out_dir(Path(out), resume)
-    if resume:
-        recorded = runs.read_config(out, kind="teacher")
-        config = TeacherConfig(**recorded["config"])
-    teacher = make_teacher(config)
+def teacher_trainable(teacher: Teacher) -> Trainable:
+    """The teacher as the engine sees it: a training step, a fresh prefilled state and an evaluation."""
     config = teacher.config
-    _check_batch_fillable(config)
-    if not resume:
-        runs.write_config(out, "teacher", config, {"num_devices": teacher.mesh.size})
-
     compiled = compile_teacher(teacher)
-    plan = schedule(config)
-    checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
     evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
+    prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
 
+    def init():
+        state = compiled.init(jax.random.PRNGKey(config.seed))
+        for _ in range(prefill_steps):
+            state = compiled.prefill_step(state)
+        return state
+
+    return Trainable(
+        name="teacher",
+        step=teacher.training_step,
+        init=init,
+        shardings=compiled.shardings,
+        mesh=teacher.mesh,
+        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch))),
+        params=lambda state: state.params,
+        title=f"CRL teacher on {config.env} (critic depth {config.critic_depth})",
+    )
+
+
+def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False, show_progress: bool = True,
+                  checkpoint_minutes: float = 10.0) -> dict:
+    """Trains a teacher into ``out`` and returns the final evaluation.
+
+    With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
+    has none yet); ``config`` may then be None (the recorded one) or must equal the recorded one.
+    """
+    out = Path(out)
+    recorded = runs.recorded_config(out, "teacher", TeacherConfig) if resume else None
+    if config is None and recorded is None:
+        raise DistillError("a new teacher run needs a config")
+    teacher = make_teacher(config or recorded)
+    config = teacher.config
+    if recorded is not None:
+        runs.check_unchanged(out, recorded, config)
+    _check_batch_fillable(config)
+    runs.start_run(out, resume, "teacher", config, {"num_devices": teacher.mesh.size,
+                                                    "num_processes": jax.process_count()})
+    trainable = teacher_trainable(teacher)
+    plan = schedule(config)
+    checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
+    progress = TrainingProgress(plan.total_env_steps, f"teacher {config.env} d{config.critic_depth}",
+                                enabled=show_progress and is_writer())
     try:
-        if resume:
-            if checkpoints.latest_step() is None:
-                raise DistillError(f"cannot resume: {out} has no checkpoint yet")
-            abstract = with_shardings(abstract_of(jax.eval_shape(teacher.init, jax.random.PRNGKey(0))), compiled.shardings)
-            start_epoch, state = checkpoints.restore_state(abstract)
-            runs.truncate_metrics(out, start_epoch)
-        else:
-            start_epoch = 0
-            state = compiled.init(jax.random.PRNGKey(config.seed))
-            for _ in range(plan.prefill_steps):
-                state = compiled.prefill_step(state)
-
-        final = _train_epochs(compiled, state, plan, start_epoch, out, checkpoints, evaluate, eval_key, show_progress)
+        with progress:
+            return engine.train(trainable, plan, out, checkpoints, resume=resume,
+                                checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
     finally:
         checkpoints.close()
-    return final
-
-
-def _train_epochs(compiled, state, plan, start_epoch, out, checkpoints, evaluate, eval_key, show_progress) -> dict:
-    teacher = compiled.teacher
-    config = teacher.config
-    per_step = config.num_envs * config.unroll_length
-    records = [r for r in runs.read_metrics(out) if r.get("epoch", 0) <= start_epoch]
-    latest = records[-1] if records else None
-    progress = TrainingProgress(
-        total=plan.prefill_steps * per_step + plan.training_steps * per_step,
-        description=f"teacher {config.env} d{config.critic_depth}",
-        enabled=show_progress,
-    )
-    done_steps = start_epoch * plan.steps_per_epoch
-    with progress:
-        progress.advance_to(int(state.env_steps), latest)
-        for epoch in range(start_epoch + 1, plan.epochs + 1):
-            t0 = time.perf_counter()
-            steps_this_epoch = min(plan.steps_per_epoch, plan.training_steps - done_steps)
-            epoch_metrics = []
-            for _ in range(steps_this_epoch):
-                state, metrics = compiled.training_step(state)
-                metrics = jax.device_get(metrics)
-                if not all(np.isfinite(v) for v in metrics.values()):
-                    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
-                    last = checkpoints.latest_step()
-                    kept = f"the last good checkpoint (epoch {last}) is kept" if last is not None else "no checkpoint was written yet"
-                    raise DistillError(
-                        f"training diverged: non-finite {', '.join(bad)} at {int(state.env_steps)} env steps; stopped, {kept} in {out}/checkpoints"
-                    )
-                epoch_metrics.append(metrics)
-                progress.advance_to(int(state.env_steps), latest)
-            done_steps += steps_this_epoch
-            train_seconds = time.perf_counter() - t0
-            evaluation = summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch)))
-            record = {
-                "epoch": epoch,
-                "env_steps": int(state.env_steps),
-                "sgd_updates": int(state.updates),
-                "steps_per_s": steps_this_epoch * per_step / max(train_seconds, 1e-9),
-                "epoch_seconds": time.perf_counter() - t0,
-                **{k: float(np.mean([m[k] for m in epoch_metrics])) for k in epoch_metrics[0]},
-                **evaluation,
-            }
-            runs.append_metrics(out, record)
-            records.append(record)
-            latest = record
-            checkpoints.save(epoch, state, state.params, record["time_at_goal"])
-            runs.plot_learning_curve(out, records, f"CRL teacher on {config.env} (critic depth {config.critic_depth})")
-            progress.advance_to(int(state.env_steps), latest)
-    return latest
 
 
 def load_teacher(run: Path, which: str = "best"):

@@ -3,8 +3,12 @@
 import json
 import shutil
 
+import jax
 import pytest
 
+from distill.evaluation import make_evaluator, summarize
+from distill.networks import deterministic_action
+from teachers.train import load_teacher
 from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
 
 
@@ -63,8 +67,15 @@ def test_evaluate_a_teacher_run(tiny_teacher_run):
     result = run_cli("evaluate", str(tiny_teacher_run), "--episodes", "4", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert record["episodes"] == 4 and record["env"] == "reacher"
-    assert 0.0 <= record["success_any"] <= 1.0 and 0.0 <= record["time_at_goal"] <= 100
+    # The same evaluation in this process: the best checkpoint's deterministic policy, 4 episodes, seed 0.
+    config, spec, networks, params, step = load_teacher(tiny_teacher_run)
+    evaluate = make_evaluator(spec.make(backend=config.backend), spec,
+                              lambda actor, obs: deterministic_action(networks.policy(actor, obs)[0]), 4)
+    expected = summarize(evaluate(params["actor"], jax.random.PRNGKey(0)))
+    assert expected["episodes"] == 4 and spec.name == "reacher"
+    assert {k: record[k] for k in expected} == pytest.approx(expected, abs=1e-6)
+    assert record["env"] == "reacher" and record["seed"] == 0
+    assert record["policy"] == f"teacher (best checkpoint, epoch {step})"
 
 
 def test_envs_lists_dimensions():

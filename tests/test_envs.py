@@ -14,14 +14,26 @@ import pytest
 from brax import contact
 
 from distill.envs import REGISTRY
-from distill.envs.ant_maze import BIG_MAZE, U4_MAZE, GoalAntMaze, cell_centers, wall_boxes
+from distill.envs.humanoid import RESET_NOISE, STANDING_HEIGHT, GoalHumanoid
+from distill.envs.maze import (
+    BIG_MAZE,
+    GOAL_NOISE,
+    MAZE_SCALE,
+    U4_MAZE,
+    MazeEnv,
+    cell_centers,
+    maze_env,
+    wall_boxes,
+)
 from distill.envs.vector import vec_reset, vec_step
 
 NUM_ENVS = 4
 # Short episodes so that a 10-step rollout crosses an automatic reset.
 EPISODE_LENGTH = 5
 ROLLOUT_STEPS = 10
-MAZES = [name for name, spec in REGISTRY.items() if issubclass(spec.factory, GoalAntMaze)]
+MAZES = [name for name, spec in REGISTRY.items() if issubclass(spec.factory, MazeEnv)]
+# Brax's pipelines (brax.envs.base.PipelineEnv refuses any other backend).
+PIPELINES = {"generalized", "spring", "positional", "mjx"}
 # These programs run a handful of steps, so only their compile time matters; XLA's cheapest
 # optimisation level halves it.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -56,7 +68,7 @@ def run(request):
 
 def test_shapes_match_spec(run):
     spec, env, first, trajectory = run
-    assert env.action_size == spec.action_dim
+    assert env.action_size == spec.action_dim and env.backend == spec.backend
     assert env.state_dim == spec.state_dim and env.goal_indices == spec.goal_indices
     reset = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
     assert reset.obs.shape == (spec.obs_dim,)
@@ -113,6 +125,14 @@ def test_episode_end_gives_new_trajectory_and_goal(run):
     assert not np.allclose(old_goals, new_goals)
 
 
+def test_specs_carry_backend_and_preset():
+    assert {spec.backend for spec in REGISTRY.values()} <= PIPELINES
+    reacher = REGISTRY["reacher"]
+    assert reacher.preset["total_steps"] == 1_000_000
+    assert reacher.make(backend=None).backend == reacher.backend
+    assert reacher.make(backend="generalized").backend == "generalized"
+
+
 @pytest.mark.parametrize("run", ["humanoid"], indirect=True)
 def test_humanoid_state_holds_actuator_forces(run):
     spec, env, _, trajectory = run
@@ -162,22 +182,38 @@ def test_maze_start_and_goals_lie_in_free_space(name):
     assert set(nearest_cell) == set(range(len(env.goals)))
 
 
-@pytest.mark.parametrize("name", MAZES)
-def test_every_wall_collides_with_every_foot(name):
-    env = REGISTRY[name].make()
-    wall_ids, _, _ = boxes_of(env.sys)
-    feet = [
-        mujoco.mj_name2id(env.sys.mj_model, mujoco.mjtObj.mjOBJ_GEOM, f"{leg}_foot_geom")
-        for leg in ("left", "right", "third", "fourth")
-    ]
+def assert_walls_act_like_the_floor(env: MazeEnv):
+    """The walls are exactly ``wall_boxes``, and collide with every robot geom the floor does."""
+    wall_ids, centres, halves = boxes_of(env.sys)
+    np.testing.assert_allclose(np.concatenate([centres, halves], axis=1), wall_boxes(env.layout, env.scale))
+    floor = mujoco.mj_name2id(env.sys.mj_model, mujoco.mjtObj.mjOBJ_GEOM, "floor")
 
     def candidate_pairs(q):
         # The spring pipeline resolves collisions between exactly these geom pairs.
         return contact.get(env.sys, env.pipeline_init(q, jnp.zeros(env.sys.qd_size())).x).geom
 
     pairs = {tuple(sorted(pair)) for pair in np.asarray(run_once(candidate_pairs, env.sys.init_q)).tolist()}
-    assert len(wall_ids) == len(wall_boxes(env.layout))
-    assert {(int(w), f) for w in wall_ids for f in feet} <= pairs
+    on_floor = {geom for pair in pairs if floor in pair for geom in pair if geom != floor}
+    assert on_floor  # the feet, in Brax's ant and humanoid
+    assert {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in on_floor} <= pairs
+
+
+@pytest.mark.parametrize("name", MAZES)
+def test_every_wall_collides_with_every_foot(name):
+    assert_walls_act_like_the_floor(REGISTRY[name].make())
+
+
+def test_maze_takes_any_robot():
+    """The humanoid in a one-cell corridor: walls its feet hit, its own goal height kept."""
+    layout = ("####", "#RG#", "####")
+    env = maze_env(GoalHumanoid, layout)()
+    assert_walls_act_like_the_floor(env)
+    key = jax.random.PRNGKey(0)
+    goal = np.asarray(env._sample_goal(key))
+    assert np.abs(goal[:2] - cell_centers(layout, "G")[0]).max() <= GOAL_NOISE * MAZE_SCALE
+    assert goal[2] == STANDING_HEIGHT
+    start = np.asarray(env._initial_q(key)[0][:2])
+    np.testing.assert_allclose(start, cell_centers(layout, "R")[0], atol=RESET_NOISE)
 
 
 def test_wall_stops_a_pushed_ant():

@@ -6,8 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
+from distill.networks import deterministic_action
 from export.onnx_graph import read_metadata
 from export.runtime import OnnxCritic, OnnxPolicy
+from students.train import load_student
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -26,6 +28,7 @@ def test_export_writes_gated_files_with_metadata(exported, tiny_student_run, tin
     meta = read_metadata(exported)
     student_cfg = json.loads((tiny_student_run / "config.json").read_text())
     assert meta["env"] == "reacher" and meta["goal_indices"] == [8, 9]
+    assert meta["backend"] == student_cfg["config"]["backend"]
     assert meta["student_depth"] == 4 and meta["student_width"] == 16
     assert meta["teacher_depth"] == 4 and meta["teacher_width"] == 32
     assert meta["teacher_checkpoint_sha256"] == student_cfg["teacher"]["checkpoint_sha256"]
@@ -72,10 +75,14 @@ def test_evaluate_rejects_foreign_onnx_and_wrong_env(exported, tmp_path):
     assert_one_line_error(run_cli("evaluate", str(tmp_path / "none.onnx")), "does not exist")
 
 
-def test_runtime_policy_acts_like_the_file_says(exported):
+def test_runtime_policy_acts_like_the_file_says(exported, tiny_student_run):
     policy = OnnxPolicy(exported)
-    action = policy(np.full(10, 0.2, np.float32), np.array([0.1, -0.1], np.float32))
+    obs, goal = np.full(10, 0.2, np.float32), np.array([0.1, -0.1], np.float32)
+    action = policy(obs, goal)
+    _, _, student, params, _ = load_student(tiny_student_run)
+    want = deterministic_action(student.policy(params["actor"], np.concatenate([obs, goal])[None])[0])[0]
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+    np.testing.assert_allclose(action, want, atol=1e-5)
     with pytest.raises(ValueError, match="NaN"):
         policy(np.full(10, np.nan, np.float32), np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="shape"):

@@ -10,9 +10,9 @@ with contextlib.redirect_stdout(io.StringIO()):
     import brax.envs  # noqa: F401
 
 from distill.envs.ant import GoalAnt
-from distill.envs.ant_maze import AntBigMaze, AntU4Maze
 from distill.envs.base import EnvSpec, GoalEnv
 from distill.envs.humanoid import GoalHumanoid
+from distill.envs.maze import BIG_MAZE, U4_MAZE, maze_env
 from distill.envs.reacher import GoalReacher
 from distill.errors import DistillError
 
@@ -26,24 +26,20 @@ def register(spec: EnvSpec) -> EnvSpec:
     return spec
 
 
-register(
-    EnvSpec(
-        name="reacher",
-        state_dim=GoalReacher.state_dim,
-        goal_indices=GoalReacher.goal_indices,
-        action_dim=2,
-        success_radius=GoalReacher.success_radius,
-        # The arm crosses its whole workspace in well under a second (50 steps); 100 steps leaves
-        # time to hold the goal, which is what time_at_goal rewards.
-        episode_length=100,
-        description="two-link arm; goal = fingertip xy in a disk of radius 0.2 (CPU default)",
-        factory=GoalReacher,
-    )
-)
+def register_goal_env(
+    name: str,
+    env_class: type[GoalEnv],
+    action_dim: int,
+    description: str,
+    episode_length: int = 1000,
+    backend: str = "spring",
+    preset: dict | None = None,
+) -> EnvSpec:
+    """Registers a class whose state_dim, goal_indices and success_radius are class attributes.
 
-
-def register_goal_env(name: str, env_class: type[GoalEnv], action_dim: int, description: str) -> EnvSpec:
-    """Registers a class whose state_dim, goal_indices and success_radius are class attributes."""
+    ``backend`` and ``preset`` are the spec's (see ``EnvSpec``); a new environment is its module
+    plus one call of this, and a new maze one layout and ``maze_env(robot_class, layout)`` here.
+    """
     return register(
         EnvSpec(
             name=name,
@@ -51,19 +47,45 @@ def register_goal_env(name: str, env_class: type[GoalEnv], action_dim: int, desc
             goal_indices=env_class.goal_indices,
             action_dim=action_dim,
             success_radius=env_class.success_radius,
-            episode_length=1000,
+            episode_length=episode_length,
             description=description,
             factory=env_class,
+            backend=backend,
+            preset=preset or {},
         )
     )
 
 
+register_goal_env(
+    "reacher",
+    GoalReacher,
+    2,
+    "two-link arm; goal = fingertip xy in a disk of radius 0.2 (CPU default)",
+    # The arm crosses its whole workspace in well under a second (50 steps); 100 steps leaves
+    # time to hold the goal, which is what time_at_goal rewards.
+    episode_length=100,
+    preset=dict(
+        num_envs=128,
+        unroll_length=50,
+        batch_size=256,
+        updates_per_step=50,
+        total_steps=1_000_000,
+        num_evals=10,
+        eval_episodes=128,
+        replay_rows=2_000,
+        prefill_rows=200,
+    ),
+)
 register_goal_env("ant", GoalAnt, 8, "quadruped; goal = torso xy on a circle of radius 10")
 register_goal_env(
     "humanoid", GoalHumanoid, 17, "biped; goal = torso xyz, 1-5 m away at standing height"
 )
-register_goal_env("ant_u4_maze", AntU4Maze, 8, "ant in a long U-shaped corridor; goal = torso xy")
-register_goal_env("ant_big_maze", AntBigMaze, 8, "ant in an 8 x 8 maze with dead ends; goal = torso xy")
+register_goal_env(
+    "ant_u4_maze", maze_env(GoalAnt, U4_MAZE), 8, "ant in a long U-shaped corridor; goal = torso xy"
+)
+register_goal_env(
+    "ant_big_maze", maze_env(GoalAnt, BIG_MAZE), 8, "ant in an 8 x 8 maze with dead ends; goal = torso xy"
+)
 
 
 def get_spec(name: str) -> EnvSpec:

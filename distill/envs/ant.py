@@ -26,6 +26,7 @@ class GoalAnt(GoalEnv, Ant):
     state_dim = 29
     goal_indices = (0, 1)
     success_radius = 0.5
+    asset = "envs/assets/ant.xml"
 
     def __init__(self, backend: str = "spring", **kwargs):
         Ant.__init__(self, backend=backend, **kwargs)

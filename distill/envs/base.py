@@ -8,12 +8,14 @@ length and lets the vector wrapper reset all environments together.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from brax.envs.base import PipelineEnv, State
+from etils import epath
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,11 @@ class EnvSpec:
     episode_length: int
     description: str
     factory: Callable[..., "GoalEnv"]
+    backend: str = "spring"
+    """The Brax physics pipeline this environment trains with, and so is evaluated with."""
+    # Not hashed: a dict is unhashable, and the spec's name already identifies it.
+    preset: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    """Teacher-config overrides under which this environment trains well on a 2-core CPU."""
 
     @property
     def goal_dim(self) -> int:
@@ -38,7 +45,35 @@ class EnvSpec:
         return self.state_dim + self.goal_dim
 
     def make(self, **kwargs) -> "GoalEnv":
-        return self.factory(**kwargs)
+        """The environment; ``backend`` left out or None means the spec's own."""
+        if kwargs.get("backend") is None:
+            kwargs["backend"] = self.backend
+        with _local_device_first():
+            return self.factory(**kwargs)
+
+
+@contextlib.contextmanager
+def _local_device_first():
+    """Brax builds its system through MJX's ``put_model``, which places it on ``jax.devices()[0]``.
+
+    In a multi-process run that device belongs to process 0, and every other process would hold a
+    system it cannot read. While an environment is built, this process's own devices come first.
+    """
+    if jax.process_count() == 1:
+        yield
+        return
+    all_devices = jax.devices
+
+    def local_first(backend=None):
+        devices = all_devices(backend)
+        return [d for d in devices if d.process_index == jax.process_index()] + [
+            d for d in devices if d.process_index != jax.process_index()]
+
+    jax.devices = local_first
+    try:
+        yield
+    finally:
+        jax.devices = all_devices
 
 
 class GoalEnv(PipelineEnv):
@@ -52,6 +87,14 @@ class GoalEnv(PipelineEnv):
     state_dim: int
     goal_indices: tuple[int, ...]
     success_radius: float
+    asset: str
+    """Where a robot's MJCF lies inside the brax package (e.g. ``envs/assets/ant.xml``), for
+    environments such as mazes that build on it."""
+
+    @classmethod
+    def mjcf(cls) -> str:
+        """The text of the robot's MJCF."""
+        return (epath.resource_path("brax") / cls.asset).read_text()
 
     def _initial_q(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         raise NotImplementedError

@@ -33,6 +33,7 @@ class GoalHumanoid(GoalEnv, Humanoid):
     state_dim = 246
     goal_indices = (0, 1, 2)
     success_radius = 0.5
+    asset = "envs/assets/humanoid.xml"
 
     def __init__(self, backend: str = "spring", **kwargs):
         Humanoid.__init__(

@@ -19,7 +19,7 @@ from pathlib import Path
 from distill import runs
 from distill.envs import DEFAULT_ENV
 from distill.errors import DistillError
-from distill.evaluate_cli import evaluate_target
+from distill.commands.evaluate import evaluate_target
 
 QUICK_TEACHER = dict(num_envs=16, unroll_length=20, batch_size=64, updates_per_step=4, total_steps=16 * 20 * 8,
                      num_evals=2, eval_episodes=8, replay_rows=200, prefill_rows=40, width=64, repr_dim=16)
@@ -117,7 +117,7 @@ def _latency(teacher_dir: Path, student_dir: Path, onnx_path: Path, json_path: P
     from distill.latency import SINGLE_THREAD_XLA_FLAGS
 
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip())
-    cmd = [sys.executable, "-m", "distill.latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
+    cmd = [sys.executable, "-m", "distill.commands.latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
            "--onnx", str(onnx_path), "--json", str(json_path)]
     if quick:
         cmd += ["--calls", "100", "--deep-depth", "64"]

@@ -1,0 +1,122 @@
+"""Batch-1, single-thread policy latency of teacher and student runs: JAX vs onnxruntime.
+
+    python -m distill.commands.latency [--teacher-run RUN] [--student-run RUN] [--onnx policy.onnx] --json results/latency.json
+
+Run by ``distill demo`` (in a fresh process, JAX limited to one thread) and by benchmarks/latency.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import onnx
+
+from distill.latency import SINGLE_THREAD_XLA_FLAGS, jax_policy_latency, plot_latency
+from distill.networks import count_params, make_crl_networks
+from export.latency import gemm_chain_onnx, onnx_policy_latency, onnx_session_latency
+from export.onnx_graph import policy_graph, set_metadata
+
+
+def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path: Path | None,
+                   deep_depth: int = 1024, calls: int = 2000) -> list[dict]:
+    """Teacher (its depth and ``deep_depth``) and student in JAX, and the student in onnxruntime.
+
+    Without runs, randomly initialised reacher-sized networks stand in (latency does not depend on the
+    weights). Call with JAX limited to one thread (``SINGLE_THREAD_XLA_FLAGS``) for robot-like numbers.
+    """
+    from distill.envs import get_spec
+
+    records = []
+
+    def add(name, depth, width, params, result):
+        records.append({"model": name, "depth": depth, "width": width, "params": params, **result})
+
+    if teacher_run is not None:
+        from teachers.train import load_teacher
+
+        t_config, spec, teacher, t_params, _ = load_teacher(teacher_run)
+        t_depth, width = t_config.actor_depth, t_config.width
+    else:
+        spec, t_depth, width = get_spec("reacher"), 4, 256
+        teacher = make_crl_networks(spec, actor_depth=t_depth, critic_depth=t_depth, width=width)
+        t_params = teacher.init(jax.random.PRNGKey(0))
+    add("teacher (JAX)", t_depth, width, count_params(t_params["actor"]),
+        jax_policy_latency(teacher, t_params["actor"], spec.obs_dim, calls))
+
+    deep = make_crl_networks(spec, actor_depth=deep_depth, critic_depth=4, width=width)
+    deep_actor = jax.jit(lambda k: deep.actor.init(k, jnp.zeros((1, spec.obs_dim)))["params"])(jax.random.PRNGKey(1))
+    add(f"teacher depth {deep_depth} (JAX)", deep_depth, width, count_params(deep_actor),
+        jax_policy_latency(deep, deep_actor, spec.obs_dim, max(50, calls // 20)))
+
+    if student_run is not None:
+        from students.train import load_student
+
+        s_config, _, student, s_params, _ = load_student(student_run)
+        s_depth, s_width = s_config.student_depth, s_config.student_width
+    else:
+        s_depth, s_width = 4, 256
+        student = make_crl_networks(spec, actor_depth=s_depth, critic_depth=s_depth, width=s_width)
+        s_params = student.init(jax.random.PRNGKey(2))
+    add("student (JAX)", s_depth, s_width, count_params(s_params["actor"]),
+        jax_policy_latency(student, s_params["actor"], spec.obs_dim, calls))
+
+    if onnx_path is None:
+        model = policy_graph(jax.device_get(s_params["actor"]), state_dim=spec.state_dim, goal_dim=spec.goal_dim,
+                             action_dim=spec.action_dim)
+        set_metadata(model, {"env": spec.name})
+        onnx_path = Path(tempfile.mkdtemp()) / "student.onnx"
+        onnx.save(model, onnx_path)
+    add("student (onnxruntime, OnnxPolicy)", s_depth, s_width, count_params(s_params["actor"]),
+        onnx_policy_latency(onnx_path, calls * 2))
+    add("student (onnxruntime, IO binding)", s_depth, s_width, count_params(s_params["actor"]),
+        onnx_session_latency(onnx_path, calls * 2))
+    floor = gemm_chain_onnx(Path(tempfile.mkdtemp()) / "gemm_chain.onnx", s_width)
+    add(f"floor: 4 chained {s_width}x{s_width} Gemms (onnxruntime)", 4, s_width, 4 * s_width * (s_width + 1),
+        onnx_session_latency(floor, calls * 2))
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m distill.commands.latency`` (and benchmarks/latency.py)."""
+    parser = argparse.ArgumentParser(description="Batch-1, single-thread policy latency: teacher vs student, JAX vs ONNX.")
+    parser.add_argument("--teacher-run", type=Path)
+    parser.add_argument("--student-run", type=Path)
+    parser.add_argument("--onnx", type=Path)
+    parser.add_argument("--deep-depth", type=int, default=1024)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--json", type=Path, default=Path("results/latency.json"))
+    args = parser.parse_args(argv)
+    if SINGLE_THREAD_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+        print("note: set XLA_FLAGS='%s' before starting Python for single-threaded JAX numbers" % SINGLE_THREAD_XLA_FLAGS)
+    records = latency_report(args.teacher_run, args.student_run, args.onnx, args.deep_depth, args.calls)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="policy latency at batch 1, one thread")
+    for col in ("model", "depth", "width", "actor params", "p50 us", "p99 us"):
+        table.add_column(col, justify="right")
+    for r in records:
+        table.add_row(r["model"], str(r["depth"]), str(r["width"]), f"{r['params']:,}", f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}")
+    Console().print(table)
+    deep = next(r for r in records if r["depth"] == args.deep_depth and "teacher" in r["model"])
+    onnx_rec = next(r for r in records if "OnnxPolicy" in r["model"])
+    print(f"depth-{args.deep_depth} teacher (JAX) / student (onnxruntime) p50: {deep['p50_us'] / onnx_rec['p50_us']:.0f}x")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(records, indent=2) + "\n")
+    plot_latency(records, args.json.with_suffix(".png"))
+    print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import distill.envs  # noqa: F401  (quiet import of the physics backends)
+    main()

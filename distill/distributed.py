@@ -1,0 +1,70 @@
+"""Joining a multi-process run through ``jax.distributed``, with bad settings refused in one line.
+
+Every process of a run calls ``initialize`` with the same coordinator and process count and its own
+id; afterwards ``jax.devices()`` spans all processes, the data mesh covers every device, each process
+steps its own environment slots and replay columns, and parameters are replicated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from distill.errors import DistillError
+
+# How long a process waits for the others (or for the coordinator) before giving up.
+DEFAULT_TIMEOUT_S = 120
+
+
+def parse_coordinator(address: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[?([^\[\]]+?)\]?:(\d{1,5})", address.strip())
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise DistillError(f"--coordinator must be HOST:PORT (for example 10.0.0.1:1234), got '{address}'")
+    return match.group(1), int(match.group(2))
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    detect: bool = False,
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+) -> bool:
+    """Joins the run's processes. Returns False (and does nothing) for a single-process run.
+
+    ``detect`` leaves every setting to JAX's cluster detection (SLURM, Open MPI, cloud TPU); otherwise
+    the coordinator, the process count and this process's id must all be given.
+    """
+    import jax
+
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if not detect and not any(given):
+        return False
+    if timeout_s <= 0:
+        raise DistillError(f"--coordinator-timeout must be positive, got {timeout_s}")
+    if not detect and not all(given):
+        raise DistillError("a multi-process run needs --coordinator, --num-processes and --process-id together "
+                           "(or --distributed to let JAX detect the cluster)")
+    if not detect:
+        parse_coordinator(coordinator)
+        if num_processes < 1:
+            raise DistillError(f"--num-processes must be at least 1, got {num_processes}")
+        if not 0 <= process_id < num_processes:
+            raise DistillError(f"--process-id must lie in [0, {num_processes - 1}] for {num_processes} processes, got {process_id}")
+    # The C++ runtime logs connection failures line by line; our own message says what went wrong.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+            initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s,
+        )
+    except Exception as err:  # jaxlib raises XlaRuntimeError, ValueError or RuntimeError here
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        where = f"coordinator {coordinator}" if coordinator else "the detected cluster"
+        raise DistillError(f"could not join the run through {where} within {timeout_s} s: {first}") from None
+    if num_processes is not None and jax.process_count() != num_processes:
+        raise DistillError(f"the run has {jax.process_count()} processes, not the {num_processes} given by --num-processes")
+    return True
+
+
+__all__ = ["DEFAULT_TIMEOUT_S", "initialize", "parse_coordinator"]

@@ -1,0 +1,271 @@
+"""The training engine every run shares: epochs of on-device steps, evaluation, metrics, checkpoints, resume.
+
+An agent (a CRL teacher, a distiller, anything later that trains) hands the engine a ``Trainable``: a
+pure, jittable ``step(state) -> (state, metrics)``, the shardings of its state, how to build a fresh
+state and how to evaluate one. The engine owns everything around it, in the shape of Brax's SAC
+trainer:
+
+- steps run on the device in one jitted loop per progress tick, so metrics come back to the host once
+  per tick (about every ``tick_seconds``), not once per step;
+- after every epoch: evaluation, a line in ``metrics.jsonl``, TensorBoard scalars, the learning-curve
+  plot, and checkpoints (``last`` to resume, ``best`` by time_at_goal);
+- a ``last`` checkpoint also at least every ``checkpoint_minutes`` inside long epochs;
+- a non-finite metric stops the run and keeps the last good checkpoint;
+- resume from the latest checkpoint, at any step, with the metrics log cut back to match;
+- in a multi-process run every process steps and checkpoints (orbax writes each process's shards),
+  and only process 0 writes files of its own or shows progress.
+
+Checkpoints are numbered by training steps done, so a resume knows exactly where it stands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from distill import runs
+from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.errors import DistillError
+from distill.sharding import with_shardings
+
+ProgressFn = Callable[[int, "dict | None"], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a run's training steps fall into epochs; the last epoch may be shorter."""
+
+    steps: int
+    """Training steps of the whole run (teacher: collect + updates; student: DAgger rounds)."""
+    steps_per_epoch: int
+    env_steps_per_step: int
+    """Environment steps one training step collects."""
+    initial_env_steps: int = 0
+    """Environment steps taken before the first training step (the teacher's replay prefill)."""
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.steps / self.steps_per_epoch)
+
+    @property
+    def total_env_steps(self) -> int:
+        return self.initial_env_steps + self.steps * self.env_steps_per_step
+
+    def epoch_end(self, epoch: int) -> int:
+        return min(epoch * self.steps_per_epoch, self.steps)
+
+    def epochs_done(self, steps_done: int) -> int:
+        return self.epochs if steps_done >= self.steps else steps_done // self.steps_per_epoch
+
+
+def make_schedule(steps: int, epochs: int, env_steps_per_step: int, initial_env_steps: int = 0) -> Schedule:
+    steps = max(1, steps)
+    return Schedule(steps, math.ceil(steps / max(1, min(epochs, steps))), env_steps_per_step, initial_env_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    """What an agent gives the engine. Every function but ``step`` runs on the host."""
+
+    name: str
+    """Used in messages: 'teacher', 'student'."""
+    step: Callable[[Any], tuple[Any, dict]]
+    """Pure and jittable: one training step; metrics are scalars."""
+    init: Callable[[], Any]
+    """A fresh state, ready for the first training step (the teacher prefills its replay here)."""
+    shardings: Any
+    """Shardings of the state (a pytree of NamedSharding like the state)."""
+    mesh: Mesh
+    evaluate: Callable[[Any, int], dict]
+    """(state, epoch) -> summary with time_at_goal and success_any."""
+    params: Callable[[Any], Any]
+    """The networks to checkpoint for loading (compress, export, evaluate)."""
+    title: str
+    """Title of the learning-curve plot."""
+    describe: Callable[[Any, int], dict] = lambda state, steps_done: {}
+    """Extra per-epoch record fields from the state and the steps done (e.g. the student's round)."""
+
+
+def is_writer() -> bool:
+    """Process 0 writes run files and shows progress; in a single-process run that is the only one."""
+    return jax.process_index() == 0
+
+
+def make_run_steps(trainable: Trainable) -> Callable:
+    """``run_steps(state, n) -> (state, mean metrics)``: n training steps in one jitted device loop.
+
+    The trip count is an argument, not a compile-time constant, so ticks of any length share one
+    compiled program.
+    """
+
+    def run_steps(state, n):
+        metrics_shape = jax.eval_shape(trainable.step, state)[1]
+        zeros = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.float32), metrics_shape)
+
+        def body(_, carry):
+            state, total = carry
+            state, metrics = trainable.step(state)
+            return state, jax.tree.map(lambda t, m: t + m.astype(jnp.float32), total, metrics)
+
+        state, total = jax.lax.fori_loop(0, n, body, (state, zeros))
+        return state, jax.tree.map(lambda t: t / n, total)
+
+    scalar = NamedSharding(trainable.mesh, P())
+    return jax.jit(run_steps, in_shardings=(trainable.shardings, scalar), out_shardings=(trainable.shardings, scalar),
+                   donate_argnums=0)
+
+
+class _Ticker:
+    """Sizes device loops so the host hears back about every ``seconds``, whatever a step costs."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.step_seconds: float | None = None
+        self.calls = 0
+
+    def next(self, remaining: int) -> int:
+        if self.step_seconds is None:  # the first call compiles: keep it to one step, then measure
+            return 1
+        return max(1, min(remaining, int(self.seconds / max(self.step_seconds, 1e-9))))
+
+    def record(self, steps: int, seconds: float) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            self.step_seconds = seconds / steps
+
+
+class _TensorBoard:
+    """TensorBoard event files beside metrics.jsonl (tensorboardX comes with brax)."""
+
+    def __init__(self, out: Path, purge_step: int | None):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:  # pragma: no cover - brax depends on it
+            self.writer = None
+            return
+        self.writer = SummaryWriter(logdir=str(out), purge_step=purge_step, flush_secs=30)
+
+    def scalars(self, prefix: str, values: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _non_finite(metrics: dict) -> list[str]:
+    return sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+
+
+def train(
+    trainable: Trainable,
+    schedule: Schedule,
+    out: Path,
+    checkpoints: RunCheckpoints,
+    resume: bool = False,
+    checkpoint_minutes: float = 10.0,
+    progress_fn: ProgressFn | None = None,
+    tick_seconds: float = 2.0,
+    notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+) -> dict:
+    """Runs ``trainable`` through ``schedule`` in ``out``; returns the last epoch's record."""
+    out = Path(out)
+    writer = is_writer()
+    state, steps_done = None, 0
+    if resume:
+        steps_done = checkpoints.latest_step()
+        if steps_done is None:
+            steps_done = 0
+            if writer:
+                notice(f"note: {out} has no checkpoint yet; starting that run from the beginning")
+        else:
+            abstract = with_shardings(abstract_of(jax.eval_shape(trainable.init)), trainable.shardings)
+            steps_done, state = checkpoints.restore_state(abstract, steps_done)
+    epochs_done = schedule.epochs_done(steps_done)
+    if writer:
+        runs.truncate_metrics(out, epochs_done)
+    records = [r for r in runs.read_metrics(out) if r.get("epoch", 0) <= epochs_done]
+    latest = records[-1] if records else None
+    if state is None:
+        state = trainable.init()
+
+    run_steps = make_run_steps(trainable)
+    ticker = _Ticker(tick_seconds)
+    board = _TensorBoard(out, purge_step=int(state.env_steps) if steps_done else None) if writer else None
+    progress = progress_fn or (lambda env_steps, latest: None)
+    last_save = time.monotonic()
+    try:
+        progress(int(state.env_steps), latest)
+        for epoch in range(epochs_done + 1, schedule.epochs + 1):
+            t_epoch = time.perf_counter()
+            train_seconds, steps_this_epoch, sums = 0.0, 0, {}
+            end = schedule.epoch_end(epoch)
+            while steps_done < end:
+                n = ticker.next(end - steps_done)
+                t0 = time.perf_counter()
+                state, metrics = run_steps(state, n)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                seconds = time.perf_counter() - t0
+                ticker.record(n, seconds)
+                bad = _non_finite(metrics)
+                if bad:
+                    last = checkpoints.latest_step()
+                    kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
+                            else "no checkpoint was written yet")
+                    raise DistillError(f"{trainable.name} diverged: non-finite {', '.join(bad)} by "
+                                       f"{int(state.env_steps)} env steps; stopped, {kept} in {out}/checkpoints")
+                steps_done += n
+                steps_this_epoch += n
+                train_seconds += seconds
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                env_steps = int(state.env_steps)
+                if board:
+                    board.scalars("train", metrics, env_steps)
+                progress(env_steps, latest)
+                if steps_done < end and time.monotonic() - last_save >= 60 * checkpoint_minutes:
+                    checkpoints.save_last(steps_done, state, trainable.params(state))
+                    last_save = time.monotonic()
+
+            evaluation = trainable.evaluate(state, epoch)
+            record = {
+                "epoch": epoch,
+                **trainable.describe(state, steps_done),
+                "env_steps": int(state.env_steps),
+                "sgd_updates": int(state.updates),
+                "steps_per_s": steps_this_epoch * schedule.env_steps_per_step / max(train_seconds, 1e-9),
+                "epoch_seconds": time.perf_counter() - t_epoch,
+                **{k: v / max(steps_this_epoch, 1) for k, v in sums.items()},
+                **evaluation,
+            }
+            records.append(record)
+            latest = record
+            if writer:
+                runs.append_metrics(out, record)
+                board.scalars("eval", evaluation, record["env_steps"])
+                board.scalars("speed", {"env_steps_per_s": record["steps_per_s"]}, record["env_steps"])
+            checkpoints.save(steps_done, state, trainable.params(state), record["time_at_goal"])
+            last_save = time.monotonic()
+            if writer:
+                runs.plot_learning_curve(out, records, trainable.title)
+            progress(record["env_steps"], latest)
+    finally:
+        if board:
+            board.close()
+    return latest
+
+
+__all__ = ["Schedule", "Trainable", "is_writer", "make_run_steps", "make_schedule", "train"]

@@ -1,0 +1,144 @@
+"""Goal-conditioned mazes: any Brax robot walking through corridors of box walls.
+
+A maze is a map of cells: ``#`` wall, ``R`` the robot's start cell, ``G`` a goal cell, ``.`` free.
+Cell (row i, column j) is centred at (x, y) = scale * (i, j), by default with scale 4.0, JaxGCRL's
+convention. Walls are 2 m high boxes written into the robot's MJCF; they collide with whatever
+collides with the floor (in Brax's ant and humanoid, only the feet).
+
+State, success radius and goal are the robot's, with the goal's leading torso xy moved: the robot
+starts at the start cell, and goals are goal-cell centres plus a little uniform noise.
+
+- ``U4_MAZE``: a long U-shaped corridor (10 goal cells, JaxGCRL's U4 maze).
+- ``BIG_MAZE``: an 8 x 8 maze with branches and dead ends (JaxGCRL's big maze).
+
+A robot in a layout is ``maze_env(robot_class, layout)``, e.g. ``maze_env(GoalAnt, U4_MAZE)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax.io import mjcf
+
+from distill.envs.base import GoalEnv
+
+MAZE_SCALE = 4.0
+WALL_HEIGHT = 2.0
+# Goals jitter around their cell centre by up to this fraction of a cell, staying well inside the
+# corridor (0.5 m at scale 4).
+GOAL_NOISE = 1 / 8
+
+U4_MAZE = (
+    "#####",
+    "#GGG#",
+    "#R#G#",
+    "###G#",
+    "#G#G#",
+    "#GGG#",
+    "#####",
+)
+
+BIG_MAZE = (
+    "########",
+    "#RG##GG#",
+    "#GG#GGG#",
+    "##GGG###",
+    "#GG#GGG#",
+    "#G#GG#G#",
+    "#GGG#GG#",
+    "########",
+)
+
+
+def cell_centers(layout: tuple[str, ...], kind: str, scale: float = MAZE_SCALE) -> np.ndarray:
+    """World xy of every cell of the given kind, shape [n, 2]."""
+    return np.array(
+        [(i * scale, j * scale) for i, row in enumerate(layout) for j, cell in enumerate(row) if cell == kind],
+        dtype=np.float32,
+    ).reshape(-1, 2)
+
+
+def wall_boxes(layout: tuple[str, ...], scale: float = MAZE_SCALE) -> list[tuple[float, float, float, float]]:
+    """Walls as (x, y, half_x, half_y) boxes covering every wall cell exactly once.
+
+    Greedy rectangles (grow right, then down) give the same geometry as one box per cell with far
+    fewer collision pairs, and collision pairs are most of the cost of a physics step here.
+    """
+    rows, cols = len(layout), len(layout[0])
+    covered = [[False] * cols for _ in range(rows)]
+
+    def free_wall(i, j):
+        return layout[i][j] == "#" and not covered[i][j]
+
+    boxes = []
+    for i in range(rows):
+        for j in range(cols):
+            if not free_wall(i, j):
+                continue
+            width = 1
+            while j + width < cols and free_wall(i, j + width):
+                width += 1
+            height = 1
+            while i + height < rows and all(free_wall(i + height, j + k) for k in range(width)):
+                height += 1
+            for di in range(height):
+                for dj in range(width):
+                    covered[i + di][j + dj] = True
+            # A cell spans +-scale/2 around its centre, so a block of cells spans n * scale.
+            centre = ((i + (height - 1) / 2) * scale, (j + (width - 1) / 2) * scale)
+            boxes.append((*centre, height * scale / 2, width * scale / 2))
+    return boxes
+
+
+def maze_xml(robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE) -> str:
+    """A robot's MJCF with the maze walls added to the world body."""
+    # contype 0 / conaffinity 1, like the floor: the robot's colliding geoms (contype 1) then
+    # collide with the walls, and walls, being static, need nothing else.
+    walls = "".join(
+        f'<geom name="wall_{k}" type="box" pos="{x} {y} {WALL_HEIGHT / 2}" '
+        f'size="{hx} {hy} {WALL_HEIGHT / 2}" contype="0" conaffinity="1" rgba="0.7 0.5 0.3 1"/>\n'
+        for k, (x, y, hx, hy) in enumerate(wall_boxes(layout, scale))
+    )
+    if robot_xml.count("</worldbody>") != 1:
+        raise ValueError("expected one worldbody in the robot's MJCF")
+    return robot_xml.replace("</worldbody>", walls + "</worldbody>")
+
+
+class MazeEnv(GoalEnv):
+    """Mixin putting a robot environment class in ``layout``; see ``maze_env``.
+
+    The robot's goal must begin with its torso xy (true of the ant and the humanoid): the maze
+    moves that onto a goal cell and keeps the rest (the humanoid's standing height).
+    """
+
+    layout: tuple[str, ...]
+    scale: float = MAZE_SCALE
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Reuse the per-backend tuning Brax gave its robot (time step, solver, gears): the maze only
+        # adds static walls, so the robot should behave exactly as in the open.
+        tuned = self.sys
+        maze = mjcf.loads(maze_xml(self.mjcf(), self.layout, self.scale))
+        self.sys = maze.replace(opt=tuned.opt, actuator=tuned.actuator)
+        self.start = cell_centers(self.layout, "R", self.scale)[0]
+        self.goals = cell_centers(self.layout, "G", self.scale)
+
+    def _initial_q(self, rng):
+        q, qd = super()._initial_q(rng)
+        return q.at[:2].add(jnp.asarray(self.start)), qd
+
+    def _sample_goal(self, rng):
+        rng_cell, rng_noise, rng_robot = jax.random.split(rng, 3)
+        cell = jax.random.randint(rng_cell, (), 0, len(self.goals))
+        reach = GOAL_NOISE * self.scale
+        noise = jax.random.uniform(rng_noise, (2,), minval=-reach, maxval=reach)
+        return super()._sample_goal(rng_robot).at[:2].set(jnp.asarray(self.goals)[cell] + noise)
+
+
+def maze_env(robot: type[GoalEnv], layout: tuple[str, ...], scale: float = MAZE_SCALE) -> type[MazeEnv]:
+    """The environment class of ``robot`` in ``layout``, ready to register."""
+    # Brax's environments are ABCs, and type() through ABCMeta would name the module "abc".
+    namespace = {"layout": layout, "scale": scale, "__module__": __name__}
+    return type(f"{robot.__name__}Maze", (MazeEnv, robot), namespace)
