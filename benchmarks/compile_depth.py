@@ -36,6 +36,7 @@ def measure(depth: int, mode: str, env: str, width: int, batch: int, repeats: in
         unroll_length=10, replay_rows=20, prefill_rows=20, updates_per_step=1, remat=remat,
     )
     teacher = make_teacher(config, unrolled=(mode == "unrolled"))
+    remat = teacher.config.remat  # resolved: the automatic choice when not forced
     state = jax.jit(teacher.init)(jax.random.PRNGKey(0))
     prefill = jax.jit(teacher.prefill_step)
     state = prefill(prefill(state))
@@ -70,7 +71,7 @@ def run_worker(args, depth: int, mode: str, cap: float) -> dict:
     cmd = [
         sys.executable, __file__, "--worker", "--depths", str(depth), "--mode", mode, "--env", args.env,
         "--width", str(args.width), "--batch", str(args.batch), "--repeats", str(args.repeats),
-    ] + (["--remat"] if args.remat else [])
+    ] + ({True: ["--remat"], False: ["--no-remat"], None: []}[args.remat])
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
     try:
@@ -138,7 +139,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
+                        help="Force rematerialisation on or off (default: the teacher's automatic choice).")
     parser.add_argument("--json", default="results/compile_depth.json")
     parser.add_argument("--mode", default="scan", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -36,6 +36,9 @@ def one_line_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _quiet_libraries()
+        import warnings
+
+        warnings.showwarning = lambda message, *rest, **kw: typer.echo(f"warning: {message}", err=True)
         try:
             return fn(*args, **kwargs)
         except DistillError as err:
@@ -141,7 +144,7 @@ def train_teacher_cmd(
 def compress(
     teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
-    student_depth: int = typer.Option(4, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only)."),
+    student_depth: Optional[int] = typer.Option(None, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only; default 4)."),
     student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 900)."),
     iterations: Optional[int] = typer.Option(None, help="DAgger rounds (default 6)."),
@@ -150,56 +153,33 @@ def compress(
     batch_size: Optional[int] = typer.Option(None, help="Distillation batch size (default 256)."),
     eval_episodes: Optional[int] = typer.Option(None, help="Evaluation episodes (default 128)."),
     env: Optional[str] = typer.Option(None, "--env", help="Expected environment; must match the teacher's."),
-    policy_loss: str = typer.Option("mse", help="'mse' on deterministic actions, 'kl' between tanh-Gaussians, or 'both'."),
-    representation_weight: float = typer.Option(1.0, help="Weight of direct phi/psi regression (0 = off)."),
-    relational_weight: float = typer.Option(1.0, help="Weight of the relational softmax KL over goals (0 = off)."),
-    temperature: float = typer.Option(1.0, help="Temperature tau of the relational softmax."),
-    critic_guidance_weight: float = typer.Option(0.0, help="Weight of -Q_teacher(s, pi_student) in the actor loss."),
-    dagger: bool = typer.Option(True, "--dagger/--no-dagger", help="DAgger (student acts) or plain cloning on teacher rollouts."),
-    seed: int = typer.Option(0, "--seed"),
+    policy_loss: Optional[str] = typer.Option(None, help="'mse' on deterministic actions (default), 'kl' between tanh-Gaussians, or 'both'."),
+    policy_weight: Optional[float] = typer.Option(None, help="Weight of the policy term (default 1)."),
+    representation_weight: Optional[float] = typer.Option(None, help="Weight of direct phi/psi regression (0 = off; default 1)."),
+    relational_weight: Optional[float] = typer.Option(None, help="Weight of the relational softmax KL over goals (0 = off; default 1)."),
+    temperature: Optional[float] = typer.Option(None, help="Temperature tau of the relational softmax (default 1)."),
+    critic_guidance_weight: Optional[float] = typer.Option(None, help="Weight of -Q_teacher(s, pi_student) in the actor loss (default 0)."),
+    dagger: Optional[bool] = typer.Option(None, "--dagger/--no-dagger", help="DAgger (student acts; default) or plain cloning on teacher rollouts."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
     report_episodes: int = typer.Option(128, help="Deterministic episodes per policy in the final report."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted compression in --out."),
+    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Distil a deep teacher into a shallow student (policy with DAgger, critic representations)."""
-    import warnings
+    from students.config import run_student_config
+    from students.report import compress_and_report
 
-    from distill.runs import read_config
-    from students.config import DEPLOYABLE_WIDTH, StudentConfig
-    from students.report import build_report
-    from students.train import compress as run_compress
-
-    teacher_record = read_config(teacher_run, kind="teacher")
-    if env is not None and env != teacher_record["config"]["env"]:
-        raise DistillError(f"environment mismatch: the teacher in {teacher_run} was trained on '{teacher_record['config']['env']}', not '{env}'")
-    if steps is not None and steps <= 0:
-        raise DistillError(f"--steps must be positive, got {steps}")
-    if student_width is not None and student_width <= 0:
-        raise DistillError(f"--student-width must be positive, got {student_width}")
-    if report_episodes <= 0:
-        raise DistillError(f"--report-episodes must be positive, got {report_episodes}")
-    config = StudentConfig(
-        student_depth=student_depth, student_width=student_width or 0, policy_loss=policy_loss,
+    config = run_student_config(
+        out, resume, teacher_run, env=env, steps=steps, dagger=dagger, student_depth=student_depth,
+        student_width=student_width, iterations=iterations, num_envs=num_envs, unroll_length=unroll_length,
+        batch_size=batch_size, eval_episodes=eval_episodes, policy_loss=policy_loss, policy_weight=policy_weight,
         representation_weight=representation_weight, relational_weight=relational_weight, temperature=temperature,
         critic_guidance_weight=critic_guidance_weight, seed=seed,
-        beta_start=1.0 if not dagger else StudentConfig.beta_start, beta_decay=1.0 if not dagger else StudentConfig.beta_decay,
     )
-    import dataclasses
-    import math
-
-    sizes = dict(iterations=iterations, num_envs=num_envs, unroll_length=unroll_length, batch_size=batch_size,
-                 eval_episodes=eval_episodes)
-    config = dataclasses.replace(config, **{k: v for k, v in sizes.items() if v is not None})
-    if steps is not None:
-        rounds = min(config.iterations, steps)
-        config = dataclasses.replace(config, iterations=rounds, updates_per_iteration=math.ceil(steps / rounds))
-    if config.student_width > DEPLOYABLE_WIDTH:
-        typer.echo(f"warning: student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})", err=True)
-    config.validate()
-    warnings.filterwarnings("ignore", message=".*wider than is sensible.*")
-    final = run_compress(config, teacher_run, out, resume=resume, show_progress=progress)
-    report = build_report(out, episodes=report_episodes, baseline=baseline, show_progress=progress)
+    final, report = compress_and_report(config, teacher_run, out, resume=resume, report_episodes=report_episodes,
+                                        baseline=baseline, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
     typer.echo(
         f"student trained in {final['compress_seconds']:.0f} s: time_at_goal {report['student']['time_at_goal']:.1f} vs teacher "
         f"{report['teacher']['time_at_goal']:.1f} (retention {report['retention']:.3f}) -> {out}/report.md"
@@ -218,8 +198,6 @@ def export_cmd(
     """Export a student to one verified ONNX file (parity-gated against the JAX student)."""
     from export.student import export_student
 
-    if which not in ("best", "last"):
-        raise DistillError(f"--checkpoint must be 'best' or 'last', got '{which}'")
     summary = export_student(student_run, out, critic=critic, opset=opset, which=which)
     typer.echo(f"wrote {summary['policy']} (max |onnx - jax| = {summary['policy_parity_max_abs_error']:.1e})")
     if critic:
@@ -239,10 +217,6 @@ def evaluate(
     """Evaluate a policy: time_at_goal and success_any over deterministic episodes."""
     from distill.commands.evaluate import evaluate_target
 
-    if episodes <= 0:
-        raise DistillError(f"--episodes must be positive, got {episodes}")
-    if which not in ("best", "last"):
-        raise DistillError(f"--checkpoint must be 'best' or 'last', got '{which}'")
     result = evaluate_target(run, episodes=episodes, env=env, seed=seed, which=which)
     if json_out:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))

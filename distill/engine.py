@@ -170,6 +170,11 @@ def _non_finite(metrics: dict) -> list[str]:
     return sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
 
 
+def check_checkpoint_minutes(minutes: float) -> None:
+    if not minutes > 0:
+        raise DistillError(f"--checkpoint-minutes must be positive, got {minutes}")
+
+
 def train(
     trainable: Trainable,
     schedule: Schedule,
@@ -268,4 +273,4 @@ def train(
     return latest
 
 
-__all__ = ["Schedule", "Trainable", "is_writer", "make_run_steps", "make_schedule", "train"]
+__all__ = ["Schedule", "check_checkpoint_minutes", "Trainable", "is_writer", "make_run_steps", "make_schedule", "train"]

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from distill.envs import EnvSpec, GoalEnv
+from distill.errors import DistillError
 
 
 def rollout_success(
@@ -38,6 +39,8 @@ def summarize(success) -> dict:
 
 def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int):
     """A jitted ``evaluate(params, key) -> success flags`` for a deterministic policy."""
+    if num_episodes <= 0:
+        raise DistillError(f"evaluation episodes must be positive, got {num_episodes}")
 
     @jax.jit
     def evaluate(params, key):

@@ -124,7 +124,8 @@ def read_config(run: Path, kind: str | None = None) -> dict:
 
 
 def recorded_config(run: Path, kind: str, config_cls: type) -> Any:
-    """The resolved config a run was started with."""
+    """The resolved config a run to resume was started with."""
+    check_out_dir(run, resume=True)
     record = read_config(run, kind=kind)
     try:
         return config_cls(**record["config"])

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
+from pathlib import Path
 
+from distill import runs
+from distill.envs import get_spec
 from distill.errors import DistillError
+from distill.memory import FLOAT_BYTES, Network, available_bytes, check_fits, training_bytes
+from students.losses import TERMS
 
 # Wider than this is no longer a shallow, fast student for a robot; allowed, but warned about.
 DEPLOYABLE_WIDTH = 1024
@@ -43,6 +50,8 @@ class StudentConfig:
     """Share of each batch that uses the episode's goal; the rest use hindsight future states."""
     policy_loss: str = "mse"
     """'kl' (closed form between the pre-tanh Gaussians), 'mse' (deterministic actions) or 'both'."""
+    policy_weight: float = 1.0
+    """Weight of the policy term (``policy_loss``)."""
     representation_weight: float = 1.0
     """Weight of the direct phi/psi regression (0 disables representation distillation)."""
     relational_weight: float = 1.0
@@ -59,15 +68,17 @@ class StudentConfig:
     """Evaluations (and checkpoints) spread over the rounds."""
     seed: int = 0
     keep_checkpoints: int = 3
-    backend: str = "spring"
+    backend: str = ""
+    """Filled from the teacher: the physics pipeline it was trained with."""
 
-    def resolved(self, teacher_width: int, repr_dim: int, env: str) -> "StudentConfig":
+    def resolved(self, teacher_width: int, repr_dim: int, env: str, backend: str) -> "StudentConfig":
         rows = self.dataset_rows or self.iterations * self.unroll_length
         return dataclasses.replace(
             self,
             student_width=self.student_width or teacher_width,
             repr_dim=repr_dim,
             env=env,
+            backend=backend,
             dataset_rows=rows,
             num_evals=min(self.num_evals, self.iterations),
         )
@@ -88,8 +99,72 @@ class StudentConfig:
             raise DistillError("env goal fraction must lie in [0, 1]")
         if self.temperature <= 0:
             raise DistillError(f"--temperature must be positive, got {self.temperature}")
-        if min(self.representation_weight, self.relational_weight, self.critic_guidance_weight) < 0:
+        if min(getattr(self, field) for _, field in TERMS.values()) < 0:
             raise DistillError("loss weights must be non-negative")
         if self.num_envs % num_devices or self.batch_size % num_devices:
             raise DistillError(f"--num-envs and --batch-size must be divisible by the {num_devices} devices")
+        if self.env:
+            check_fits(self.training_bytes(), available_bytes(),
+                       f"a student of depth {self.student_depth} at width {self.student_width}")
         return self
+
+    def training_bytes(self) -> int:
+        """Estimated peak memory of one distillation update (see distill.memory); the teacher's
+        forward passes keep no activations and are small beside its training."""
+        spec = get_spec(self.env)
+        width = self.student_width or 1
+        networks = [
+            Network(spec.obs_dim, 2 * spec.action_dim, self.student_depth),
+            Network(spec.state_dim + spec.action_dim, self.repr_dim, self.student_depth),
+            Network(spec.goal_dim, self.repr_dim, self.student_depth),
+        ]
+        dataset = (self.dataset_rows or self.iterations * self.unroll_length) * self.num_envs * (spec.obs_dim + spec.action_dim + 2)
+        return training_bytes(networks, width, self.batch_size, False, dataset * FLOAT_BYTES)
+
+
+def student_config(
+    teacher_run: Path,
+    *,
+    env: str | None = None,
+    steps: int | None = None,
+    dagger: bool = True,
+    **fields,
+) -> StudentConfig:
+    """A checked config for distilling the teacher in ``teacher_run``; None means "the default".
+
+    ``steps`` spreads that many SGD steps over the DAgger rounds; ``dagger=False`` executes only the
+    teacher's actions (plain cloning on teacher rollouts); ``env``, if given, must be the teacher's.
+    """
+    record = runs.read_config(teacher_run, kind="teacher")
+    teacher_env = record["config"]["env"]
+    if env is not None and env != teacher_env:
+        raise DistillError(f"environment mismatch: the teacher in {teacher_run} was trained on '{teacher_env}', not '{env}'")
+    if steps is not None and steps <= 0:
+        raise DistillError(f"--steps must be positive, got {steps}")
+    if fields.get("student_width") is not None and fields["student_width"] <= 0:
+        raise DistillError(f"--student-width must be positive, got {fields['student_width']}")
+    config = StudentConfig(teacher_run=str(teacher_run), **{k: v for k, v in fields.items() if v is not None})
+    if not dagger:
+        config = dataclasses.replace(config, beta_start=1.0, beta_decay=1.0)
+    if steps is not None:
+        rounds = min(config.iterations, steps)
+        config = dataclasses.replace(config, iterations=rounds, updates_per_iteration=math.ceil(steps / rounds))
+    if config.student_width > DEPLOYABLE_WIDTH:
+        warnings.warn(f"student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})",
+                      stacklevel=2)
+    return config.validate()
+
+
+def run_student_config(out: Path, resume: bool, teacher_run: Path, **options) -> StudentConfig:
+    """The config a ``compress`` call asks for: a new run's, or the recorded one with the given options
+    on top (``compress`` refuses to resume if they change it)."""
+    if not resume:
+        return student_config(teacher_run, **options)
+    recorded = runs.recorded_config(out, "student", StudentConfig)
+    if options.pop("env", None) not in (None, recorded.env):
+        raise DistillError(f"environment mismatch: {out} distils a teacher of '{recorded.env}'")
+    if options.pop("steps", None) is not None:
+        raise DistillError("--steps cannot change when resuming; the run keeps its recorded rounds and updates")
+    if options.pop("dagger", True) is False and recorded.beta_decay != 1.0:
+        raise DistillError(f"cannot resume {out} with --no-dagger: it was started with DAgger")
+    return dataclasses.replace(recorded, **{k: v for k, v in options.items() if v is not None})

@@ -1,11 +1,30 @@
-"""Pure distillation losses: policy matching, representation matching and critic guidance."""
+"""Distillation losses as a table of terms.
+
+Each term is a pure function ``term(student, teacher, config) -> (value, metrics)`` of the student's
+outputs and the teacher's labels on the same batch; its weight is a field of ``StudentConfig``. The
+distiller sums ``weight * value`` over the terms with a non-zero weight, so a new term is one function
+here, one line in ``TERMS`` and one config field.
+"""
 
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from distill.networks import pairwise_energy
+
+
+class Outputs(NamedTuple):
+    """A policy's and critic's outputs on a batch (the student's, or the teacher's as labels)."""
+
+    mean: jax.Array
+    log_std: jax.Array
+    phi: jax.Array
+    psi: jax.Array
+    teacher_q: jax.Array | None = None
+    """Student side only: the teacher's Q at the student's deterministic action (critic guidance)."""
 
 
 def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> jax.Array:
@@ -47,3 +66,50 @@ def relational_kl(student_phi, student_psi, teacher_phi, teacher_psi, temperatur
 def critic_guidance(teacher_q: jax.Array) -> jax.Array:
     """Pushes the student's action up the teacher's critic: minimise -Q_teacher(s, pi_student, g)."""
     return -jnp.mean(teacher_q)
+
+
+# ---- the terms ---------------------------------------------------------------------------------
+
+def policy_term(student: Outputs, teacher: Outputs, config) -> tuple[jax.Array, dict]:
+    return policy_loss(config.policy_loss, teacher.mean, teacher.log_std, student.mean, student.log_std)
+
+
+def representation_term(student: Outputs, teacher: Outputs, config) -> tuple[jax.Array, dict]:
+    value = representation_regression(student.phi, student.psi, teacher.phi, teacher.psi)
+    return value, {"repr/regression": value}
+
+
+def relational_term(student: Outputs, teacher: Outputs, config) -> tuple[jax.Array, dict]:
+    value = relational_kl(student.phi, student.psi, teacher.phi, teacher.psi, config.temperature)
+    return value, {"repr/relational_kl": value}
+
+
+def critic_guidance_term(student: Outputs, teacher: Outputs, config) -> tuple[jax.Array, dict]:
+    value = critic_guidance(student.teacher_q)
+    return value, {"policy/teacher_q": -value}
+
+
+Term = Callable[[Outputs, Outputs, object], tuple[jax.Array, dict]]
+
+# name -> (term, the StudentConfig field holding its weight)
+TERMS: dict[str, tuple[Term, str]] = {
+    "policy": (policy_term, "policy_weight"),
+    "representation": (representation_term, "representation_weight"),
+    "relational": (relational_term, "relational_weight"),
+    "critic_guidance": (critic_guidance_term, "critic_guidance_weight"),
+}
+
+
+def total_loss(student: Outputs, teacher: Outputs, config) -> tuple[jax.Array, dict]:
+    """sum of weight * term over the terms whose weight is not zero, with every term's metrics."""
+    total, metrics = jnp.zeros(()), {}
+    for name, (term, weight_field) in TERMS.items():
+        weight = getattr(config, weight_field)
+        if weight == 0:
+            continue
+        value, term_metrics = term(student, teacher, config)
+        total = total + weight * value
+        metrics.update(term_metrics)
+        metrics[f"loss/{name}"] = value
+    metrics["loss"] = total
+    return total, metrics

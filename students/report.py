@@ -13,10 +13,11 @@ import jax
 import numpy as np
 
 from distill import runs
+from distill.errors import DistillError
 from distill.latency import jax_policy_latency
 from distill.evaluation import make_evaluator, random_policy_baseline, summarize
 from distill.networks import count_params, deterministic_action, pairwise_energy
-from students.train import load_student
+from students.train import compress, load_student
 from teachers.train import load_teacher, train_teacher
 
 
@@ -74,6 +75,16 @@ def critic_agreement(spec, teacher, teacher_params, student, student_params, obs
         "q_rank_correlation": float(np.mean(spearman)),
         "goals_per_query": int(t.shape[1]),
     }
+
+
+def compress_and_report(config, teacher_run: Path, out: Path, resume: bool = False, report_episodes: int = 128,
+                        baseline: bool = True, show_progress: bool = True, checkpoint_minutes: float = 10.0):
+    """``distill compress``: distils (or resumes distilling), then writes the report; returns both."""
+    if report_episodes <= 0:
+        raise DistillError(f"--report-episodes must be positive, got {report_episodes}")
+    final = compress(config, teacher_run, out, resume=resume, show_progress=show_progress,
+                     checkpoint_minutes=checkpoint_minutes)
+    return final, build_report(out, episodes=report_episodes, baseline=baseline, show_progress=show_progress)
 
 
 def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline: bool = True, show_progress: bool = False) -> dict:
@@ -141,14 +152,12 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
     """
     import dataclasses
 
-    from distill.errors import DistillError
-
     if s_config.student_depth == 0:
         return {"skipped": "CRL from scratch needs a depth of at least 4"}
     out = student_run / "scratch_baseline"
     config = dataclasses.replace(
         t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width,
-        seed=t_config.seed + 1,
+        seed=t_config.seed + 1, remat=None,
     )
     done = runs.read_metrics(out)
     if not (done and done[-1]["env_steps"] >= config.total_steps - config.num_envs * config.unroll_length):

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
-from distill import runs
-from distill.checkpoints import RunCheckpoints, abstract_of
+from distill import engine, runs
+from distill.checkpoints import RunCheckpoints
+from distill.engine import Schedule, Trainable, is_writer, make_schedule
 from distill.envs import EnvSpec, GoalEnv
 from distill.envs.vector import VecState, vec_reset, vec_step
 from distill.errors import DistillError
@@ -34,9 +32,10 @@ from distill.evaluation import make_evaluator, summarize
 from distill.networks import deterministic_action, energy
 from distill.progress import TrainingProgress
 from distill.replay import Batch, TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
-from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, with_shardings
+from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated
 from students import losses
-from students.config import DEPLOYABLE_WIDTH, StudentConfig
+from students.config import StudentConfig
+from students.losses import Outputs
 from distill.networks import CRLNetworks, load_run_networks, make_crl_networks
 from teachers.train import load_teacher
 
@@ -51,16 +50,6 @@ class StudentState:
     env_steps: jax.Array
     updates: jax.Array
     round: jax.Array
-
-
-@struct.dataclass
-class Labels:
-    """What the teacher says about a batch: its policy and its representations."""
-
-    mean: jax.Array
-    log_std: jax.Array
-    phi: jax.Array
-    psi: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,37 +112,30 @@ class Distiller:
 
         return jax.shard_map(local, mesh=self.mesh, in_specs=(BUFFER_SPEC, P()), out_specs=P("data"))(dataset, key)
 
-    def label(self, state, action, goal) -> Labels:
+    def label(self, state, action, goal) -> Outputs:
         tp = self.teacher_params
         mean, log_std = self.teacher.policy(tp["actor"], jnp.concatenate([state, goal], -1))
-        return Labels(
+        return Outputs(
             mean=mean,
             log_std=log_std,
             phi=self.teacher.phi(tp["sa_encoder"], state, action),
             psi=self.teacher.psi(tp["goal_encoder"], goal),
         )
 
-    def loss(self, params, state, action, goal, labels: Labels):
-        cfg = self.config
+    def loss(self, params, state, action, goal, labels: Outputs):
         mean, log_std = self.student.policy(params["actor"], jnp.concatenate([state, goal], -1))
-        total, metrics = losses.policy_loss(cfg.policy_loss, labels.mean, labels.log_std, mean, log_std)
-        phi = self.student.phi(params["sa_encoder"], state, action)
-        psi = self.student.psi(params["goal_encoder"], goal)
-        if cfg.representation_weight > 0:
-            regression = losses.representation_regression(phi, psi, labels.phi, labels.psi)
-            total = total + cfg.representation_weight * regression
-            metrics["repr/regression"] = regression
-        if cfg.relational_weight > 0:
-            relational = losses.relational_kl(phi, psi, labels.phi, labels.psi, cfg.temperature)
-            total = total + cfg.relational_weight * relational
-            metrics["repr/relational_kl"] = relational
-        if cfg.critic_guidance_weight > 0:
+        teacher_q = None
+        if self.config.critic_guidance_weight > 0:
             teacher_phi = self.teacher.phi(self.teacher_params["sa_encoder"], state, jnp.tanh(mean))
-            guidance = losses.critic_guidance(energy(teacher_phi, labels.psi))
-            total = total + cfg.critic_guidance_weight * guidance
-            metrics["policy/teacher_q"] = -guidance
-        metrics["loss"] = total
-        return total, metrics
+            teacher_q = energy(teacher_phi, labels.psi)
+        student = Outputs(
+            mean=mean,
+            log_std=log_std,
+            phi=self.student.phi(params["sa_encoder"], state, action),
+            psi=self.student.psi(params["goal_encoder"], goal),
+            teacher_q=teacher_q,
+        )
+        return losses.total_loss(student, labels, self.config)
 
     def sgd_step(self, state: StudentState, key: jax.Array):
         s, a, g = self.sample(state.dataset, key)
@@ -197,94 +179,80 @@ def teacher_checkpoint_hash(teacher_run: Path) -> str:
 def make_distiller(config: StudentConfig, teacher_run: Path, mesh: Mesh | None = None):
     mesh = mesh or make_mesh()
     teacher_config, spec, teacher_networks, teacher_params, teacher_step = load_teacher(teacher_run)
-    config = config.resolved(teacher_config.width, teacher_config.repr_dim, teacher_config.env)
+    config = config.resolved(teacher_config.width, teacher_config.repr_dim, teacher_config.env, teacher_config.backend)
     config = dataclasses.replace(config, teacher_run=str(teacher_run)).validate(mesh.size)
-    if config.student_width > DEPLOYABLE_WIDTH:
-        warnings.warn(f"student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})")
     student = make_crl_networks(
         spec, actor_depth=config.student_depth, critic_depth=config.student_depth, width=config.student_width,
         repr_dim=config.repr_dim,
     )
-    env = spec.make(backend=teacher_config.backend)
+    env = spec.make(backend=config.backend)
     distiller = Distiller(config, spec, env, teacher_networks, teacher_params, student, optax.adam(config.learning_rate), mesh)
     return distiller, teacher_config
 
 
-def compress(config: StudentConfig, teacher_run: Path, out: Path, resume: bool = False, show_progress: bool = True,
-             evaluate_every_round: bool = False) -> dict:
-    """Distils the teacher in ``teacher_run`` into a student written to ``out``."""
-    teacher_run = Path(teacher_run)
-    runs.read_config(teacher_run, kind="teacher")
-    out = runs.prepare_out_dir(Path(out), resume)
-    if resume:
-        recorded = runs.read_config(out, kind="student")
-        config = StudentConfig(**recorded["config"])
-        teacher_run = Path(config.teacher_run)
-    distiller, teacher_config = make_distiller(config, teacher_run)
-    config = distiller.config
-    if not resume:
-        runs.write_config(out, "student", config, {
-            "teacher": {"run": str(teacher_run), "config": dataclasses.asdict(teacher_config),
-                        "checkpoint_sha256": teacher_checkpoint_hash(teacher_run)},
-            "num_devices": distiller.mesh.size,
-        })
+def schedule(config: StudentConfig) -> Schedule:
+    return make_schedule(config.iterations, config.num_evals, config.num_envs * config.unroll_length)
 
+
+def student_trainable(distiller: Distiller, title: str) -> Trainable:
+    config = distiller.config
     shape = jax.eval_shape(distiller.init, jax.random.PRNGKey(0))
     shardings = state_shardings(shape, distiller.mesh)
-    scalar_sharding = NamedSharding(distiller.mesh, P())
     init = jax.jit(distiller.init, out_shardings=shardings)
-    dagger_round = jax.jit(distiller.dagger_round, in_shardings=(shardings,), out_shardings=(shardings, scalar_sharding), donate_argnums=0)
     evaluate = make_evaluator(distiller.env, distiller.spec, distiller.student_policy, config.eval_episodes)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
+    return Trainable(
+        name="distillation",
+        step=distiller.dagger_round,
+        init=lambda: init(jax.random.PRNGKey(config.seed)),
+        shardings=shardings,
+        mesh=distiller.mesh,
+        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], eval_key)),
+        params=lambda state: state.params,
+        title=title,
+        describe=lambda state, rounds_done: {"round": rounds_done},
+    )
+
+
+def compress(config: StudentConfig | None, teacher_run: Path | None, out: Path, resume: bool = False,
+             show_progress: bool = True, checkpoint_minutes: float = 10.0) -> dict:
+    """Distils the teacher in ``teacher_run`` into a student written to ``out``.
+
+    With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
+    has none yet) with its recorded teacher; ``config`` may then be None or must equal the recorded one.
+    """
+    out = Path(out)
+    engine.check_checkpoint_minutes(checkpoint_minutes)
+    recorded = runs.recorded_config(out, "student", StudentConfig) if resume else None
+    if config is None and recorded is None:
+        raise DistillError("a new student run needs a config")
+    config = config or recorded
+    teacher_run = Path(recorded.teacher_run if recorded else (teacher_run or config.teacher_run))
+    runs.read_config(teacher_run, kind="teacher")
+    distiller, teacher_config = make_distiller(config, teacher_run)
+    config = distiller.config
+    if recorded is not None:
+        runs.check_unchanged(out, recorded, config)
+    runs.start_run(out, resume, "student", config, {
+        "teacher": {"run": str(teacher_run), "config": dataclasses.asdict(teacher_config),
+                    "checkpoint_sha256": teacher_checkpoint_hash(teacher_run)},
+        "num_devices": distiller.mesh.size,
+        "num_processes": jax.process_count(),
+    })
+    title = f"student (depth {config.student_depth}) of a depth-{teacher_config.critic_depth} teacher on {config.env}"
+    trainable = student_trainable(distiller, title)
+    plan = schedule(config)
     checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
-    rounds_per_epoch = math.ceil(config.iterations / config.num_evals)
-    per_round = config.num_envs * config.unroll_length
+    progress = TrainingProgress(plan.total_env_steps, f"student {config.env} d{config.student_depth}",
+                                enabled=show_progress and is_writer())
+    t_start = time.perf_counter()
     try:
-        if resume:
-            if checkpoints.latest_step() is None:
-                raise DistillError(f"cannot resume: {out} has no checkpoint yet")
-            abstract = with_shardings(abstract_of(shape), shardings)
-            start_epoch, state = checkpoints.restore_state(abstract)
-            runs.truncate_metrics(out, start_epoch)
-        else:
-            start_epoch, state = 0, init(jax.random.PRNGKey(config.seed))
-        records = runs.read_metrics(out)
-        latest = records[-1] if records else None
-        epochs = math.ceil(config.iterations / rounds_per_epoch)
-        progress = TrainingProgress(config.iterations * per_round, f"student {config.env} d{config.student_depth}", show_progress)
-        t_start = time.perf_counter()
         with progress:
-            progress.advance_to(int(state.env_steps), latest)
-            for epoch in range(start_epoch + 1, epochs + 1):
-                t0 = time.perf_counter()
-                rounds = min(rounds_per_epoch, config.iterations - int(state.round))
-                round_metrics = []
-                for _ in range(rounds):
-                    state, metrics = dagger_round(state)
-                    metrics = jax.device_get(metrics)
-                    if not all(np.isfinite(v) for v in metrics.values()):
-                        raise DistillError(f"distillation diverged: non-finite loss in round {int(state.round)}; last good checkpoint kept in {out}/checkpoints")
-                    round_metrics.append(metrics)
-                    progress.advance_to(int(state.env_steps), latest)
-                evaluation = summarize(evaluate(state.params["actor"], eval_key))
-                record = {
-                    "epoch": epoch, "round": int(state.round), "env_steps": int(state.env_steps),
-                    "sgd_updates": int(state.updates), "epoch_seconds": time.perf_counter() - t0,
-                    "steps_per_s": rounds * per_round / max(time.perf_counter() - t0, 1e-9),
-                    **{k: float(np.mean([m[k] for m in round_metrics])) for k in round_metrics[0]},
-                    **evaluation,
-                }
-                runs.append_metrics(out, record)
-                records.append(record)
-                latest = record
-                checkpoints.save(epoch, state, state.params, record["time_at_goal"])
-                runs.plot_learning_curve(out, records, f"student (depth {config.student_depth}) of a depth-{teacher_config.critic_depth} teacher on {config.env}")
-                progress.advance_to(int(state.env_steps), latest)
-        latest = dict(latest)
-        latest["compress_seconds"] = time.perf_counter() - t_start
+            latest = engine.train(trainable, plan, out, checkpoints, resume=resume,
+                                  checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
     finally:
         checkpoints.close()
-    return latest
+    return {**latest, "compress_seconds": time.perf_counter() - t_start}
 
 
 def load_student(run: Path, which: str = "best"):

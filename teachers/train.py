@@ -268,13 +268,14 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
     has none yet); ``config`` may then be None (the recorded one) or must equal the recorded one.
     """
     out = Path(out)
+    engine.check_checkpoint_minutes(checkpoint_minutes)
     recorded = runs.recorded_config(out, "teacher", TeacherConfig) if resume else None
     if config is None and recorded is None:
         raise DistillError("a new teacher run needs a config")
     teacher = make_teacher(config or recorded)
     config = teacher.config
     if recorded is not None:
-        runs.check_unchanged(out, recorded, config)
+        runs.check_unchanged(out, recorded.resolved(), config)
     _check_batch_fillable(config)
     runs.start_run(out, resume, "teacher", config, {"num_devices": teacher.mesh.size,
                                                     "num_processes": jax.process_count()})

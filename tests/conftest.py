@@ -29,6 +29,36 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
     )
 
 
+def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """Starts ``distill`` in the background, as a user would."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "distill.cli", *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    """Training steps of the finished ``last`` checkpoints (orbax renames a step's folder when done)."""
+    root = Path(run) / "checkpoints" / "last"
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+
+
+def kill_after_first_checkpoint(procs: list[subprocess.Popen], run: Path, timeout: float = 300) -> int:
+    """SIGKILLs every process once the run has a checkpoint; returns that checkpoint's step."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not checkpoint_steps(run):
+        for proc in procs:
+            assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.1)
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return checkpoint_steps(run)[-1]
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr

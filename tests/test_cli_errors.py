@@ -8,6 +8,7 @@ import pytest
 
 from distill.evaluation import make_evaluator, summarize
 from distill.networks import deterministic_action
+from distill.runs import read_metrics
 from teachers.train import load_teacher
 from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
 
@@ -32,10 +33,44 @@ def test_bad_training_input(tmp_path, flags, fragments):
 
 def test_resume_without_a_run_or_checkpoint(tmp_path):
     assert_one_line_error(run_cli("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume")
-    run = tmp_path / "empty_run"
+    # A run killed before its first checkpoint: --resume starts it from the beginning, with a notice.
+    run = tmp_path / "unstarted"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"kind": "teacher", "config": {"env": "reacher", **TINY_TEACHER}}))
-    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--resume"), "no checkpoint")
+    result = run_cli("train-teacher", "--out", str(run), "--resume", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "no checkpoint yet; starting that run from the beginning" in result.stderr
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+    assert read_metrics(run)[-1]["env_steps"] == TINY_TEACHER["total_steps"]
+
+
+def test_resume_with_a_changed_config_is_refused(tiny_teacher_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher_run, run)
+    before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    result = run_cli("train-teacher", "--out", str(run), "--resume", "--critic-depth", "8", "--no-progress")
+    assert_one_line_error(result, "changed config", "--critic-depth 8 (the run has 4)")
+    assert before == {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    # Giving the recorded value again is not a change.
+    same = run_cli("train-teacher", "--out", str(run), "--resume", "--critic-depth", "4", "--no-progress")
+    assert same.returncode == 0, same.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--critic-depth", "1000000"], ["needs an estimated", "GB to train but", "available"]),
+        (["--width", "300000"], ["needs an estimated", "at width 300000"]),
+    ],
+)
+def test_networks_that_cannot_fit_are_refused_at_once(tmp_path, flags, fragments):
+    import time
+
+    t0 = time.perf_counter()
+    result = run_cli("train-teacher", "--out", str(tmp_path / "run"), "--no-progress", *flags, timeout=120)
+    assert_one_line_error(result, *fragments)
+    assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "run").exists()
 
 
 def test_existing_output_directory_is_never_overwritten(tiny_teacher_run, tmp_path):
@@ -75,7 +110,7 @@ def test_evaluate_a_teacher_run(tiny_teacher_run):
     assert expected["episodes"] == 4 and spec.name == "reacher"
     assert {k: record[k] for k in expected} == pytest.approx(expected, abs=1e-6)
     assert record["env"] == "reacher" and record["seed"] == 0
-    assert record["policy"] == f"teacher (best checkpoint, epoch {step})"
+    assert record["policy"] == f"teacher (best checkpoint, step {step})"
 
 
 def test_envs_lists_dimensions():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.errors import DistillError
 from distill.runs import read_metrics
 from distill.networks import deterministic_action
 from students import losses
@@ -189,30 +190,54 @@ def test_a_student_run_is_not_a_teacher(tiny_student_run, tmp_path):
 
 def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     """Kill after the first checkpoint; --resume finishes the remaining rounds."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import ROOT
+    from tests.conftest import cli_process, kill_after_first_checkpoint
 
     out = tmp_path / "student"
     flags = ["--student-depth", "4", "--student-width", "16", "--no-progress", "--no-baseline", "--num-envs", "8",
              "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "3", "--steps", "6"]
-    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "compress", str(tiny_teacher_run), "--out", str(out), *flags],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "last" / "1").is_dir():
-        assert proc.poll() is None or (out / "checkpoints" / "last" / "1").is_dir(), "compress ended early"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint([cli_process("compress", str(tiny_teacher_run), "--out", str(out), *flags)], out)
     resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress", "--no-baseline",
                       "--report-episodes", "4")
     assert resumed.returncode == 0, resumed.stderr
     metrics = read_metrics(out)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))  # no epoch lost or repeated
     assert metrics[-1]["round"] == 3
+
+
+def test_loss_is_the_weighted_sum_of_its_table_of_terms():
+    import dataclasses
+
+    key = jax.random.PRNGKey(3)
+    k = jax.random.split(key, 8)
+    student = losses.Outputs(jax.random.normal(k[0], (5, 2)), 0.1 * jax.random.normal(k[1], (5, 2)),
+                             jax.random.normal(k[2], (5, 4)), jax.random.normal(k[3], (5, 4)),
+                             teacher_q=-jnp.abs(jax.random.normal(k[4], (5,))))
+    teacher = losses.Outputs(jax.random.normal(k[5], (5, 2)), jnp.zeros((5, 2)),
+                             jax.random.normal(k[6], (5, 4)), jax.random.normal(k[7], (5, 4)))
+    config = StudentConfig(policy_weight=0.5, representation_weight=2.0, relational_weight=3.0,
+                           critic_guidance_weight=0.25, temperature=0.7)
+    for _, field in losses.TERMS.values():
+        assert hasattr(config, field)  # every term's weight is a config field
+    mse = losses.policy_loss("mse", teacher.mean, teacher.log_std, student.mean, student.log_std)[0]
+    regression = losses.representation_regression(student.phi, student.psi, teacher.phi, teacher.psi)
+    relational = losses.relational_kl(student.phi, student.psi, teacher.phi, teacher.psi, 0.7)
+    guidance = -jnp.mean(student.teacher_q)
+    total, metrics = losses.total_loss(student, teacher, config)
+    np.testing.assert_allclose(total, 0.5 * mse + 2.0 * regression + 3.0 * relational + 0.25 * guidance, rtol=1e-6)
+    np.testing.assert_allclose(metrics["loss/relational"], relational, rtol=1e-6)
+    # A zero weight leaves its term out entirely (and its metrics with it).
+    without, metrics = losses.total_loss(student, teacher, dataclasses.replace(config, relational_weight=0.0))
+    np.testing.assert_allclose(without, total - 3.0 * relational, rtol=1e-5)
+    assert "loss/relational" not in metrics and "repr/relational_kl" not in metrics
+
+
+def test_student_config_from_the_library_matches_the_command_line(tiny_teacher_run):
+    from students.config import student_config
+
+    config = student_config(tiny_teacher_run, steps=7, iterations=3, dagger=False, student_width=16)
+    assert (config.iterations, config.updates_per_iteration) == (3, 3)  # 7 steps over 3 rounds, rounded up
+    assert (config.beta_start, config.beta_decay) == (1.0, 1.0)
+    with pytest.raises(DistillError, match="environment mismatch"):
+        student_config(tiny_teacher_run, env="ant")
+    with pytest.warns(UserWarning, match="wider than is sensible"):
+        student_config(tiny_teacher_run, student_width=2048)

@@ -7,12 +7,17 @@ from pathlib import Path
 import jax
 
 from distill import runs
+from distill.checkpoints import CHECKPOINT_KINDS
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator, summarize
 
 
 def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, which: str = "best") -> dict:
     target = Path(target)
+    if which not in CHECKPOINT_KINDS:
+        raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
     if target.suffix == ".onnx":
         from export.closed_loop import evaluate_onnx
 
@@ -41,5 +46,5 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
     environment = spec.make(backend=getattr(config, "backend", "spring"))
     evaluate = make_evaluator(environment, spec, policy, episodes)
     result = summarize(evaluate(actor_params, jax.random.PRNGKey(seed)))
-    result.update({"policy": f"{kind} ({which} checkpoint, epoch {step})", "env": spec.name, "seed": seed})
+    result.update({"policy": f"{kind} ({which} checkpoint, step {step})", "env": spec.name, "seed": seed})
     return result
