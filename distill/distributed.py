@@ -7,8 +7,10 @@ steps its own environment slots and replay columns, and parameters are replicate
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 
 from distill.errors import DistillError
 
@@ -54,17 +56,73 @@ def initialize(
     # The C++ runtime logs connection failures line by line; our own message says what went wrong.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        jax.distributed.initialize(
-            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-            initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s,
-        )
+        with _errors_reported_in_one_line():
+            jax.distributed.initialize(
+                coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s,
+            )
     except Exception as err:  # jaxlib raises XlaRuntimeError, ValueError or RuntimeError here
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        _abandon_runtime()
         where = f"coordinator {coordinator}" if coordinator else "the detected cluster"
-        raise DistillError(f"could not join the run through {where} within {timeout_s} s: {first}") from None
+        detail = str(err).strip().splitlines()[0][:200] if isinstance(err, (ValueError, TypeError)) else (
+            "not every process connected" + (f" (this is process {process_id} of {num_processes})" if num_processes else ""))
+        raise DistillError(f"could not join the run through {where} within {timeout_s} s: {detail}") from None
     if num_processes is not None and jax.process_count() != num_processes:
+        _abandon_runtime()
         raise DistillError(f"the run has {jax.process_count()} processes, not the {num_processes} given by --num-processes")
     return True
+
+
+_joined = False
+
+
+def _on_runtime_error(status) -> None:
+    """The distributed runtime's error callback (it runs on one of the runtime's threads).
+
+    Without one, the runtime aborts the process with a C++ stack trace, both when joining fails and
+    when another process of the run dies later. While joining, the failure comes back to Python as
+    an exception; afterwards the run cannot go on (its collectives would wait forever), so this
+    process stops at once with one line.
+    """
+    if _joined:
+        first = (str(status).strip().splitlines() or ["unknown error"])[0][:300]
+        print(f"error: the multi-process run failed (another process stopped or cannot be reached): {first}",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+_abandoned = []
+
+
+def _abandon_runtime() -> None:
+    """Forgets a runtime that failed to join, so that exiting does not shut it down (which waits and
+    logs) nor destroy it; the process is about to end anyway."""
+    from jax._src import distributed as jax_distributed
+
+    state = jax_distributed.global_state
+    _abandoned.append((state.client, state.service, state.preemption_sync_manager))
+    state.client = state.service = state.preemption_sync_manager = None
+
+
+@contextlib.contextmanager
+def _errors_reported_in_one_line():
+    """Hands the runtime client our error callback while ``jax.distributed.initialize`` creates it."""
+    global _joined
+    from jax._src import distributed as jax_distributed
+
+    runtime = jax_distributed._jax
+    make_client = runtime.get_distributed_runtime_client
+
+    def client_with_callback(*args, **kwargs):
+        kwargs.setdefault("missed_heartbeat_callback", _on_runtime_error)
+        return make_client(*args, **kwargs)
+
+    runtime.get_distributed_runtime_client = client_with_callback
+    try:
+        yield
+        _joined = True
+    finally:
+        runtime.get_distributed_runtime_client = make_client
 
 
 __all__ = ["DEFAULT_TIMEOUT_S", "initialize", "parse_coordinator"]

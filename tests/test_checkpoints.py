@@ -22,7 +22,7 @@ def restore_target(compiled):
 
 def test_train_state_round_trip_is_exact(compiled, tmp_path):
     state = compiled.prefill_step(compiled.init(jax.random.PRNGKey(3)))
-    state, _ = compiled.training_step(state)
+    state, _ = jax.jit(compiled.teacher.training_step)(state)
     expected = jax.device_get(state)
     ckpt = RunCheckpoints(tmp_path, keep=2)
     ckpt.save(1, state, state.params, time_at_goal=1.0)
@@ -70,3 +70,8 @@ def test_mismatched_checkpoint_is_a_one_line_error(tiny_teacher_run, tmp_path):
     (run / "config.json").write_text(json.dumps(record))
     with pytest.raises(DistillError, match="does not match"):
         load_teacher(run)
+
+
+def test_unknown_checkpoint_kind_is_refused_by_the_library(tiny_teacher_run):
+    with pytest.raises(DistillError, match="--checkpoint must be one of best, last, got 'middle'"):
+        load_teacher(tiny_teacher_run, which="middle")

@@ -100,3 +100,14 @@ def test_unreachable_coordinator_times_out_with_one_line(tmp_path):
     assert_one_line_error(result, "could not join the run", "within 5 s")
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "run").exists()
+
+
+def test_mismatched_process_counts_stop_both_processes(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    common = ["train-teacher", "--out", str(tmp_path / "run"), *TINY_FLAGS, "--coordinator", coordinator,
+              "--coordinator-timeout", "10"]
+    first = cli_process(*common, "--num-processes", "2", "--process-id", "0", env=ONE_DEVICE)
+    second = run_cli(*common, "--num-processes", "3", "--process-id", "1", env=ONE_DEVICE, timeout=120)
+    assert_one_line_error(second, "the run has 2 processes, not the 3 given by --num-processes")
+    first.wait(timeout=120)  # it does not hang: its peer is gone, so it stops
+    assert first.returncode != 0
