@@ -21,11 +21,13 @@ app = typer.Typer(
 
 
 def _quiet_libraries() -> None:
-    """Silences import-time chatter of optional backends so that errors stay one line."""
+    """Silences import-time chatter of optional backends so that errors and warnings stay one line."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", message=".*Brax System, piplines and environments.*")
+    # Our own warnings (a student too wide to deploy) are one line too.
+    warnings.showwarning = lambda message, *rest, **kw: typer.echo(f"warning: {message}", err=True)
     logging.getLogger().setLevel(logging.CRITICAL)
     logging.getLogger("absl").setLevel(logging.CRITICAL)
 
@@ -36,9 +38,6 @@ def one_line_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _quiet_libraries()
-        import warnings
-
-        warnings.showwarning = lambda message, *rest, **kw: typer.echo(f"warning: {message}", err=True)
         try:
             return fn(*args, **kwargs)
         except DistillError as err:

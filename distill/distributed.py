@@ -37,8 +37,6 @@ def initialize(
     ``detect`` leaves every setting to JAX's cluster detection (SLURM, Open MPI, cloud TPU); otherwise
     the coordinator, the process count and this process's id must all be given.
     """
-    import jax
-
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if not detect and not any(given):
         return False
@@ -54,7 +52,10 @@ def initialize(
         if not 0 <= process_id < num_processes:
             raise DistillError(f"--process-id must lie in [0, {num_processes - 1}] for {num_processes} processes, got {process_id}")
     # The C++ runtime logs connection failures line by line; our own message says what went wrong.
+    # It reads this when it is loaded, so before JAX is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import jax
+
     try:
         with _errors_reported_in_one_line():
             jax.distributed.initialize(

@@ -111,3 +111,18 @@ def test_mismatched_process_counts_stop_both_processes(tmp_path):
     assert_one_line_error(second, "the run has 2 processes, not the 3 given by --num-processes")
     first.wait(timeout=120)  # it does not hang: its peer is gone, so it stops
     assert first.returncode != 0
+
+
+def test_duplicate_process_ids_fail_with_one_line_each(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    args = ["train-teacher", "--out", str(tmp_path / "run"), *TINY_FLAGS, "--coordinator", coordinator,
+            "--num-processes", "2", "--process-id", "0", "--coordinator-timeout", "5"]
+    first = cli_process(*args, env=ONE_DEVICE)
+    second = run_cli(*args, env=ONE_DEVICE, timeout=120)
+    _, first_err = first.communicate(timeout=120)
+    for returncode, stderr in ((first.returncode, first_err), (second.returncode, second.stderr)):
+        assert returncode == 2
+        assert [line for line in stderr.splitlines() if line.strip()] == [
+            f"error: could not join the run through coordinator {coordinator} within 5 s: "
+            "not every process connected (this is process 0 of 2)"]
+    assert not (tmp_path / "run").exists()
