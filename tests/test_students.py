@@ -241,3 +241,12 @@ def test_student_config_from_the_library_matches_the_command_line(tiny_teacher_r
         student_config(tiny_teacher_run, env="ant")
     with pytest.warns(UserWarning, match="wider than is sensible"):
         student_config(tiny_teacher_run, student_width=2048)
+
+
+def test_compress_resume_with_a_changed_config_is_refused(tiny_student_run, tiny_teacher_run, tmp_path):
+    run = tmp_path / "student"
+    shutil.copytree(tiny_student_run, run)
+    before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    result = run_cli("compress", str(tiny_teacher_run), "--out", str(run), "--resume", "--student-depth", "8", "--no-progress")
+    assert_one_line_error(result, "changed config", "--student-depth 8 (the run has 4)")
+    assert before == {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
