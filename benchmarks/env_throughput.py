@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_output import table_and_json  # noqa: E402
+
 
 def measure(name: str, num_envs: int, steps: int) -> dict:
     import jax
@@ -62,19 +64,12 @@ def main() -> None:
         records.append(measure(name, args.num_envs, args.steps))
         print(json.dumps(records[-1]), flush=True)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"environment steps/s, random actions, {args.num_envs} envs ({records[0]['platform']})")
-    for col in ("env", "backend", "env steps/s", "compile s"):
-        table.add_column(col, justify="right")
-    for r in records:
-        table.add_row(r["env"], r["backend"], f"{r['env_steps_per_s']:,.0f}", f"{r['compile_and_first_s']:.1f}")
-    Console().print(table)
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {path}")
+    table_and_json(
+        f"environment steps/s, random actions, {args.num_envs} envs ({records[0]['platform']})",
+        ["env", "backend", "env steps/s", "compile s"],
+        [[r["env"], r["backend"], f"{r['env_steps_per_s']:,.0f}", f"{r['compile_and_first_s']:.1f}"] for r in records],
+        records, args.json,
+    )
 
 
 if __name__ == "__main__":

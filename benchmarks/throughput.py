@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_output import table_and_json  # noqa: E402
+
 PRESETS = {
     "reacher": dict(env="reacher"),
     "public-cpu": dict(env="ant", num_envs=32, batch_size=64, unroll_length=62, updates_per_step=499,
@@ -133,26 +135,18 @@ def main() -> None:
                 records.append(measure_run(depth, args.epochs, args.steps_per_epoch, args.rounds_per_epoch))
         print(json.dumps(records[-1]), flush=True)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    title = f"training throughput ({args.mode}, {records[0]['platform']} x{records[0]['devices']})"
-    table = Table(title=title)
-    columns = ["depth", "teacher env steps/s"] + (["student env steps/s"] if args.mode == "run" else ["ms / SGD step", "compile + first step s"])
-    for col in columns + ["peak RSS GB"]:
-        table.add_column(col, justify="right")
+    columns = ["depth", "teacher env steps/s"] + (
+        ["student env steps/s"] if args.mode == "run" else ["ms / SGD step", "compile + first step s"])
+    rows = []
     for r in records:
         cells = [str(r["depth"]), f"{r['teacher_env_steps_per_s']:,.0f}"]
         if args.mode == "run":
             cells.append(f"{r['student_env_steps_per_s']:,.0f}")
         else:
             cells += [f"{r['sgd_step_ms']:.1f}", f"{r['compile_and_first_step_s']:.1f}"]
-        table.add_row(*cells, f"{r['peak_rss_gb']:.2f}")
-    Console().print(table)
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {path}")
+        rows.append(cells + [f"{r['peak_rss_gb']:.2f}"])
+    table_and_json(f"training throughput ({args.mode}, {records[0]['platform']} x{records[0]['devices']})",
+                   columns + ["peak RSS GB"], rows, records, args.json)
 
 
 if __name__ == "__main__":
