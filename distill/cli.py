@@ -228,6 +228,39 @@ def evaluate(
 
 @app.command()
 @one_line_errors
+def render(
+    target: Path = typer.Argument(..., help="A teacher or student run directory, or an exported .onnx file."),
+    out: Path = typer.Option(..., "--out", help="The .html file to write (Brax's interactive viewer)."),
+    env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file that does not name it)."),
+    episodes: int = typer.Option(4, "--episodes", help="Deterministic episodes, shown one after the other."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the episodes' starts and goals."),
+    png: bool = typer.Option(False, "--png", help="Also write the maze's top view (walls, start, goals, paths) as <out>.png."),
+    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of a run."),
+):
+    """Draw a policy's deterministic episodes: an HTML viewer, and a top view for mazes."""
+    from distill.commands.render import render_target
+
+    written = render_target(target, out, env=env, episodes=episodes, seed=seed, png=png, which=which)
+    for path in written.values():
+        typer.echo(f"wrote {path}")
+
+
+@app.command("critic-map")
+@one_line_errors
+def critic_map_cmd(
+    run: Path = typer.Argument(..., help="A teacher or student run directory on a maze."),
+    goal: str = typer.Option(..., "--goal", help="The goal's x,y on the maze floor, e.g. 8,4."),
+    out: Path = typer.Option(..., "--out", help="The .png file to write."),
+    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of the run."),
+):
+    """Draw the critic's Q(s, pi(s, g), g) over a maze's free floor for one goal."""
+    from distill.commands.render import critic_map_target
+
+    typer.echo(f"wrote {critic_map_target(run, goal, out, which=which)}")
+
+
+@app.command()
+@one_line_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where every stage writes; an interrupted demo continues here."),
     quick: bool = typer.Option(False, "--quick", help="A reduced-size pipeline (about a minute) to check the installation."),

@@ -18,7 +18,8 @@ from distill.evaluation import summarize
 from export.runtime import OnnxPolicy, PolicyFileError
 
 
-def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict:
+def load_onnx_policy(path: Path, env: str | None):
+    """An exported policy, the environment it acts in and the backend: (OnnxPolicy, EnvSpec, backend)."""
     path = Path(path)
     if not path.is_file():
         raise DistillError(f"ONNX file {path} does not exist")
@@ -27,14 +28,19 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict
     except PolicyFileError as err:
         raise DistillError(str(err)) from None
     file_env = policy.metadata.get("env")
-    if file_env is None:
-        raise DistillError(f"{path} does not name its environment in its metadata; it was not exported by distill")
-    if env is not None and env != file_env:
+    if file_env is None and env is None:
+        raise DistillError(f"{path} does not name its environment in its metadata; pass --env")
+    if env is not None and file_env is not None and env != file_env:
         raise DistillError(f"{path} was exported for '{file_env}', not for '{env}'")
-    spec = get_spec(file_env)
+    spec = get_spec(file_env or env)
     if (policy.state_dim, policy.goal_dim, policy.action_dim) != (spec.state_dim, spec.goal_dim, spec.action_dim):
         raise DistillError(f"{path} has dimensions that do not fit '{spec.name}'")
-    environment = spec.make(backend=policy.metadata.get("backend", spec.backend))
+    return policy, spec, policy.metadata.get("backend", spec.backend)
+
+
+def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict:
+    policy, spec, backend = load_onnx_policy(path, env)
+    environment = spec.make(backend=backend)
     reset = jax.jit(jax.vmap(environment.reset))
     step = jax.jit(jax.vmap(environment.step))
 
@@ -46,5 +52,5 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict
         env_state = step(env_state, action)
         success[t] = np.asarray(env_state.metrics["success"])
     result = summarize(success)
-    result.update({"policy": f"onnx ({path.name})", "env": spec.name, "seed": seed})
+    result.update({"policy": f"onnx ({Path(path).name})", "env": spec.name, "seed": seed})
     return result

@@ -86,6 +86,24 @@ def tiny_teacher_run(tmp_path_factory):
     return out
 
 
+# A teacher for the 1000-step environments, small enough to train in well under a minute.
+TINY_ENV_TEACHER = dict(
+    num_envs=4, unroll_length=10, batch_size=16, updates_per_step=2, total_steps=4 * 10 * 4, num_evals=1,
+    eval_episodes=2, replay_rows=60, prefill_rows=20, width=32, repr_dim=8,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_maze_teacher_run(tmp_path_factory):
+    """A real, tiny ant_u4_maze teacher run (trained, evaluated, checkpointed)."""
+    from teachers.config import teacher_config
+    from teachers.train import train_teacher
+
+    out = tmp_path_factory.mktemp("maze_teacher") / "run"
+    train_teacher(teacher_config("ant_u4_maze", **TINY_ENV_TEACHER), out, show_progress=False)
+    return out
+
+
 TINY_STUDENT_FLAGS = [
     "--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "2",
     "--steps", "6", "--student-width", "16", "--report-episodes", "4", "--no-progress",

@@ -89,6 +89,8 @@ def test_runtime_policy_acts_like_the_file_says(exported, tiny_student_run):
         policy(np.zeros(11, np.float32), np.zeros(2, np.float32))
 
 
+# The whole pipeline end to end in a reduced size (90 s): CI runs it with the learning tests.
+@pytest.mark.slow
 def test_demo_reduced_size(tmp_path):
     out = tmp_path / "demo"
     result = run_cli("demo", "--quick", "--out", str(out), "--no-progress", timeout=900)

@@ -8,11 +8,9 @@ import pytest
 from distill.runs import read_metrics
 from teachers.config import teacher_config
 from teachers.train import train_teacher
+from tests.conftest import TINY_ENV_TEACHER
 
-TINY = dict(
-    num_envs=4, unroll_length=10, batch_size=16, updates_per_step=2, total_steps=4 * 10 * 4, num_evals=1,
-    eval_episodes=2, replay_rows=60, prefill_rows=20, width=32, repr_dim=8,
-)
+TINY = TINY_ENV_TEACHER
 # Prefill collects whole unrolls of every environment until prefill_rows are filled; the remaining
 # env-step budget is spent in training steps of num_envs * unroll_length env steps each.
 PER_STEP = TINY["num_envs"] * TINY["unroll_length"]
@@ -20,11 +18,8 @@ PREFILL_ENV_STEPS = math.ceil(TINY["prefill_rows"] / TINY["unroll_length"]) * PE
 TRAINING_STEPS = (TINY["total_steps"] - PREFILL_ENV_STEPS) // PER_STEP
 
 
-# The ant maze trains the ant robot too, so the plain ant is left to test_envs (reset and step).
-@pytest.mark.parametrize("env", ["humanoid", "ant_u4_maze"])
-def test_short_training_run(env, tmp_path):
-    final = train_teacher(teacher_config(env, **TINY), tmp_path / env, show_progress=False)
-    metrics = read_metrics(tmp_path / env)
+def check_tiny_run(run, final):
+    metrics = read_metrics(run)
     assert len(metrics) == 1 and metrics[0]["epoch"] == 1
     record = metrics[0]
     assert final["env_steps"] == record["env_steps"] == TINY["total_steps"] == PREFILL_ENV_STEPS + TRAINING_STEPS * PER_STEP
@@ -33,3 +28,15 @@ def test_short_training_run(env, tmp_path):
     assert final["episode_length"] == 1000 and final["episodes"] == 2
     for key in ("critic_loss", "actor_loss", "alpha"):
         assert np.isfinite(record[key]), (key, record[key])
+
+
+# A minute of compiling the humanoid's physics: CI runs it with the learning tests.
+@pytest.mark.slow
+def test_short_training_run_humanoid(tmp_path):
+    final = train_teacher(teacher_config("humanoid", **TINY), tmp_path / "run", show_progress=False)
+    check_tiny_run(tmp_path / "run", final)
+
+
+def test_short_training_run_ant_maze(tiny_maze_teacher_run):
+    # The ant maze trains the ant robot too, so the plain ant is left to test_envs (reset and step).
+    check_tiny_run(tiny_maze_teacher_run, read_metrics(tiny_maze_teacher_run)[-1])

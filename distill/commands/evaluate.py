@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import jax
 
 from distill import runs
 from distill.checkpoints import CHECKPOINT_KINDS
+from distill.envs import EnvSpec
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator, summarize
+from distill.networks import CRLNetworks, deterministic_action
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPolicy:
+    """The networks of a teacher or student run, as trained, and its deterministic policy."""
+
+    spec: EnvSpec
+    backend: str
+    networks: CRLNetworks
+    params: Any
+    description: str
+
+    @property
+    def actor_params(self) -> Any:
+        return self.params["actor"]
+
+    def apply(self, actor_params, obs: jax.Array) -> jax.Array:
+        """(actor params, obs) -> action in [-1, 1]."""
+        return deterministic_action(self.networks.policy(actor_params, obs)[0])
+
+
+def load_run_policy(target: Path, which: str = "best", env: str | None = None) -> RunPolicy:
+    if which not in CHECKPOINT_KINDS:
+        raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
+    record = runs.read_config(target)
+    kind = record.get("kind")
+    if kind == "teacher":
+        from teachers.train import load_teacher
+
+        config, spec, networks, params, step = load_teacher(target, which)
+    elif kind == "student":
+        from students.train import load_student
+
+        config, spec, networks, params, step = load_student(target, which)
+    else:
+        raise DistillError(f"{target} is neither a teacher nor a student run")
+    if env is not None and env != spec.name:
+        raise DistillError(f"{target} was trained on '{spec.name}', not on '{env}'")
+    return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind} ({which} checkpoint, step {step})")
 
 
 def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, which: str = "best") -> dict:
@@ -22,29 +65,8 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
         from export.closed_loop import evaluate_onnx
 
         return evaluate_onnx(target, env=env, episodes=episodes, seed=seed)
-    record = runs.read_config(target)
-    kind = record.get("kind")
-    if kind == "teacher":
-        from teachers.train import load_teacher
-
-        config, spec, networks, params, step = load_teacher(target, which)
-        actor_params = params["actor"]
-    elif kind == "student":
-        from students.train import load_student
-
-        config, spec, networks, params, step = load_student(target, which)
-        actor_params = params["actor"]
-    else:
-        raise DistillError(f"{target} is neither a teacher nor a student run")
-    if env is not None and env != spec.name:
-        raise DistillError(f"{target} was trained on '{spec.name}', not on '{env}'")
-
-    def policy(actor_params, obs):
-        mean, _ = networks.policy(actor_params, obs)
-        return jax.numpy.tanh(mean)
-
-    environment = spec.make(backend=getattr(config, "backend", "spring"))
-    evaluate = make_evaluator(environment, spec, policy, episodes)
-    result = summarize(evaluate(actor_params, jax.random.PRNGKey(seed)))
-    result.update({"policy": f"{kind} ({which} checkpoint, step {step})", "env": spec.name, "seed": seed})
+    policy = load_run_policy(target, which, env)
+    evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes)
+    result = summarize(evaluate(policy.actor_params, jax.random.PRNGKey(seed)))
+    result.update({"policy": policy.description, "env": policy.spec.name, "seed": seed})
     return result

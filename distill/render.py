@@ -1,0 +1,168 @@
+"""Seeing what an agent does: Brax's HTML viewer of its episodes, a maze top view and a critic map.
+
+Any deterministic policy works, given as a host function ``policy(obs) -> action`` over a batch of
+observations (a jitted JAX network or an onnxruntime session alike), so teachers, students and
+exported ONNX files are drawn the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from distill.envs import EnvSpec, GoalEnv
+from distill.errors import DistillError
+from distill.networks import energy
+
+HostPolicy = Callable[[np.ndarray], np.ndarray]
+
+
+def rollout_states(env: GoalEnv, spec: EnvSpec, policy: HostPolicy, episodes: int, seed: int, length: int | None = None):
+    """Runs ``episodes`` deterministic episodes side by side from the seed's starts and goals.
+
+    Returns (pipeline states per step, batched over episodes; observations [steps + 1, episodes, obs]).
+    """
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
+    reset = jax.jit(jax.vmap(env.reset))
+    step = jax.jit(jax.vmap(env.step))
+    env_state = reset(jax.random.split(jax.random.PRNGKey(seed), episodes))
+    states, observations = [env_state.pipeline_state], [np.asarray(env_state.obs)]
+    for _ in range(length or spec.episode_length):
+        env_state = step(env_state, np.asarray(policy(observations[-1]), np.float32))
+        states.append(env_state.pipeline_state)
+        observations.append(np.asarray(env_state.obs))
+    return states, np.stack(observations)
+
+
+def write_html(env: GoalEnv, states: list, out: Path) -> Path:
+    """Brax's interactive viewer of the episodes, one after the other."""
+    from brax.io import html
+
+    episodes = jax.tree.leaves(states[0])[0].shape[0]
+    frames = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), s) for i in range(episodes) for s in states]
+    _write(out, lambda path: path.write_text(html.render(env.sys.tree_replace({"opt.timestep": env.dt}), frames)))
+    return out
+
+
+def write_maze_png(layout: tuple[str, ...], scale: float, spec: EnvSpec, observations: np.ndarray, out: Path,
+                   title: str) -> Path:
+    """Top view of a maze: walls, the start cell, each episode's xy path and its goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from distill.envs.maze import cell_centers, wall_boxes
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for x, y, hx, hy in wall_boxes(layout, scale):
+        ax.add_patch(Rectangle((x - hx, y - hy), 2 * hx, 2 * hy, color="0.35"))
+    start = cell_centers(layout, "R", scale)[0]
+    ax.plot(*start, marker="s", color="tab:green", markersize=12, label="start cell", ls="none")
+    goal_xy = observations[0, :, spec.state_dim : spec.state_dim + 2]
+    for episode in range(observations.shape[1]):
+        path = observations[:, episode, :2]
+        color = plt.cm.tab10(episode % 10)
+        ax.plot(path[:, 0], path[:, 1], color=color, lw=1.2)
+        ax.plot(*goal_xy[episode], marker="*", color=color, markersize=14, markeredgecolor="k")
+    ax.plot([], [], marker="*", color="w", markeredgecolor="k", ls="none", markersize=12, label="goals")
+    ax.set_aspect("equal")
+    rows, cols = len(layout), len(layout[0])
+    ax.set_xlim(-scale / 2, (rows - 0.5) * scale)
+    ax.set_ylim(-scale / 2, (cols - 0.5) * scale)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    _write(out, lambda path: fig.savefig(path, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def maze_cell(layout: tuple[str, ...], scale: float, xy) -> str | None:
+    """The layout character under a point, or None outside the maze."""
+    i, j = (int(np.floor(v / scale + 0.5)) for v in xy)
+    if not (0 <= i < len(layout) and 0 <= j < len(layout[0])):
+        return None
+    return layout[i][j]
+
+
+def critic_map(env: GoalEnv, spec: EnvSpec, networks, params, goal_xy, points_per_cell: int = 8, seed: int = 0):
+    """Q(s, pi(s, g), g) for one goal over a grid of free positions of a maze's floor.
+
+    Every state is the robot's reset pose moved to the grid point; the goal is the robot's own goal
+    vector (the humanoid's standing height) moved to ``goal_xy``. Returns (xs, ys, q) with q NaN on
+    walls.
+    """
+    layout, scale = env.layout, env.scale
+    cell = maze_cell(layout, scale, goal_xy)
+    if cell is None:
+        raise DistillError(f"the goal {tuple(goal_xy)} lies outside the maze")
+    if cell == "#":
+        raise DistillError(f"the goal {tuple(goal_xy)} lies inside a wall")
+    reset = np.asarray(jax.jit(env.reset)(jax.random.PRNGKey(seed)).obs)
+    pose, goal = reset[: spec.state_dim], reset[spec.state_dim :].copy()
+    goal[:2] = goal_xy
+    rows, cols = len(layout), len(layout[0])
+    xs = np.linspace(-scale / 2, (rows - 0.5) * scale, rows * points_per_cell)
+    ys = np.linspace(-scale / 2, (cols - 0.5) * scale, cols * points_per_cell)
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
+    free = np.array([maze_cell(layout, scale, xy) not in (None, "#") for xy in grid])
+    states = np.repeat(pose[None], len(grid), 0)
+    states[:, :2] = grid
+    goals = np.repeat(goal[None], len(grid), 0)
+
+    @jax.jit
+    def q_values(states, goals):
+        mean, _ = networks.policy(params["actor"], jax.numpy.concatenate([states, goals], -1))
+        phi = networks.phi(params["sa_encoder"], states, jax.numpy.tanh(mean))
+        psi = networks.psi(params["goal_encoder"], goals)
+        return energy(phi, psi)
+
+    q = np.asarray(q_values(states, goals)).astype(np.float64)
+    q[~free] = np.nan
+    return xs, ys, q.reshape(len(xs), len(ys))
+
+
+def write_critic_map(env: GoalEnv, xs, ys, q, goal_xy, out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from distill.envs.maze import wall_boxes
+
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    mesh = ax.pcolormesh(xs, ys, q.T, shading="nearest", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="Q(s, pi(s, g), g) = -||phi - psi||")
+    for x, y, hx, hy in wall_boxes(env.layout, env.scale):
+        ax.add_patch(Rectangle((x - hx, y - hy), 2 * hx, 2 * hy, color="0.35"))
+    ax.plot(*goal_xy, marker="*", color="tab:red", markersize=16, markeredgecolor="k", ls="none", label="goal")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    _write(out, lambda path: fig.savefig(path, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def _write(out: Path, write: Callable[[Path], None]) -> None:
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(out)
+    except OSError as err:
+        raise DistillError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+__all__ = ["critic_map", "maze_cell", "rollout_states", "write_critic_map", "write_html", "write_maze_png"]
