@@ -55,13 +55,10 @@ def write_maze_png(layout: tuple[str, ...], scale: float, spec: EnvSpec, observa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from distill.envs.maze import cell_centers, wall_boxes
+    from distill.envs.maze import cell_centers
 
     fig, ax = plt.subplots(figsize=(6, 6))
-    for x, y, hx, hy in wall_boxes(layout, scale):
-        ax.add_patch(Rectangle((x - hx, y - hy), 2 * hx, 2 * hy, color="0.35"))
+    _draw_walls(ax, layout, scale)
     start = cell_centers(layout, "R", scale)[0]
     ax.plot(*start, marker="s", color="tab:green", markersize=12, label="start cell", ls="none")
     goal_xy = observations[0, :, spec.state_dim : spec.state_dim + 2]
@@ -71,18 +68,7 @@ def write_maze_png(layout: tuple[str, ...], scale: float, spec: EnvSpec, observa
         ax.plot(path[:, 0], path[:, 1], color=color, lw=1.2)
         ax.plot(*goal_xy[episode], marker="*", color=color, markersize=14, markeredgecolor="k")
     ax.plot([], [], marker="*", color="w", markeredgecolor="k", ls="none", markersize=12, label="goals")
-    ax.set_aspect("equal")
-    rows, cols = len(layout), len(layout[0])
-    ax.set_xlim(-scale / 2, (rows - 0.5) * scale)
-    ax.set_ylim(-scale / 2, (cols - 0.5) * scale)
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    _write(out, lambda path: fig.savefig(path, dpi=100))
-    plt.close(fig)
-    return out
+    return _save_maze_figure(fig, ax, layout, scale, title, out)
 
 
 def maze_cell(layout: tuple[str, ...], scale: float, xy) -> str | None:
@@ -135,17 +121,31 @@ def write_critic_map(env: GoalEnv, xs, ys, q, goal_xy, out: Path, title: str) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from distill.envs.maze import wall_boxes
 
     fig, ax = plt.subplots(figsize=(6.5, 6))
     mesh = ax.pcolormesh(xs, ys, q.T, shading="nearest", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label="Q(s, pi(s, g), g) = -||phi - psi||")
-    for x, y, hx, hy in wall_boxes(env.layout, env.scale):
-        ax.add_patch(Rectangle((x - hx, y - hy), 2 * hx, 2 * hy, color="0.35"))
+    _draw_walls(ax, env.layout, env.scale)
     ax.plot(*goal_xy, marker="*", color="tab:red", markersize=16, markeredgecolor="k", ls="none", label="goal")
+    return _save_maze_figure(fig, ax, env.layout, env.scale, title, out)
+
+
+def _draw_walls(ax, layout: tuple[str, ...], scale: float) -> None:
+    from matplotlib.patches import Rectangle
+
+    from distill.envs.maze import wall_boxes
+
+    for x, y, hx, hy in wall_boxes(layout, scale):
+        ax.add_patch(Rectangle((x - hx, y - hy), 2 * hx, 2 * hy, color="0.35"))
+
+
+def _save_maze_figure(fig, ax, layout: tuple[str, ...], scale: float, title: str, out: Path) -> Path:
+    """Frames a top view of the maze (x down the layout's rows, y along its columns) and writes it."""
+    import matplotlib.pyplot as plt
+
     ax.set_aspect("equal")
+    ax.set_xlim(-scale / 2, (len(layout) - 0.5) * scale)
+    ax.set_ylim(-scale / 2, (len(layout[0]) - 0.5) * scale)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title(title, fontsize=9)
