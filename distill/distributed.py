@@ -57,7 +57,7 @@ def initialize(
     import jax
 
     try:
-        with _errors_reported_in_one_line():
+        with _native_log_held_back(), _errors_reported_in_one_line():
             jax.distributed.initialize(
                 coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
                 initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s,
@@ -75,6 +75,36 @@ def initialize(
 
 
 _joined = False
+
+
+@contextlib.contextmanager
+def _native_log_held_back():
+    """Holds back what the C++ runtime writes to stderr while joining.
+
+    Its coordination service logs races between processes (two claiming one id, a barrier retried)
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says. A join that succeeds gets those lines back; one that fails
+    is told in our single line instead, and the runtime's threads, which live on until the process
+    ends, keep writing to nowhere while Python's own stderr goes on to the terminal.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            sys.stderr = os.fdopen(terminal, "w", buffering=1)
+            raise
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
+        sys.stderr.flush()
 
 
 def _on_runtime_error(status) -> None:
