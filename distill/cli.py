@@ -64,6 +64,8 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
             "action_dim": s.action_dim,
             "success_radius": s.success_radius,
             "episode_length": s.episode_length,
+            "backend": s.backend,
+            "cpu_preset": bool(s.preset),
             "default": s.name == DEFAULT_ENV,
             "description": s.description,
         }
@@ -76,13 +78,13 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
     from rich.table import Table
 
     table = Table(title="goal-conditioned environments (observation = concat\\[state, goal])")
-    for col in ("name", "state", "goal indices", "action", "radius", "episode", "description"):
+    for col in ("name", "state", "goal indices", "action", "radius", "episode", "backend", "description"):
         table.add_column(col)
     for r in rows:
         name = r["name"] + (" (default)" if r["default"] else "")
         table.add_row(
             name, str(r["state_dim"]), str(r["goal_indices"]), str(r["action_dim"]), str(r["success_radius"]),
-            str(r["episode_length"]), r["description"],
+            str(r["episode_length"]), r["backend"], r["description"] + ("" if r["cpu_preset"] else " [paper defaults: GPU-sized]"),
         )
     console = Console()
     (console if console.is_terminal else Console(width=140)).print(table)

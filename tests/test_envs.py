@@ -18,13 +18,16 @@ from distill.envs.humanoid import RESET_NOISE, STANDING_HEIGHT, GoalHumanoid
 from distill.envs.maze import (
     BIG_MAZE,
     GOAL_NOISE,
+    HARDEST_MAZE,
     MAZE_SCALE,
     U4_MAZE,
+    U5_MAZE,
     MazeEnv,
     cell_centers,
     maze_env,
     wall_boxes,
 )
+from distill.envs.point_mass import BALL_RADIUS
 from distill.envs.vector import vec_reset, vec_step
 
 NUM_ENVS = 4
@@ -157,7 +160,7 @@ def inside_any_box(points: np.ndarray, centres: np.ndarray, halves: np.ndarray, 
     return (gap < 0).all(axis=-1).any(axis=-1)
 
 
-@pytest.mark.parametrize("layout", [U4_MAZE, BIG_MAZE])
+@pytest.mark.parametrize("layout", [U4_MAZE, U5_MAZE, BIG_MAZE, HARDEST_MAZE])
 def test_wall_boxes_cover_exactly_the_wall_cells(layout):
     boxes = np.asarray(wall_boxes(layout))
     centres, halves = boxes[:, :2], boxes[:, 2:]
@@ -165,6 +168,8 @@ def test_wall_boxes_cover_exactly_the_wall_cells(layout):
         cells = cell_centers(layout, kind)
         if len(cells):
             assert inside_any_box(cells, centres, halves, margin=-0.01).all() == (kind == "#")
+    # Every maze is closed: its border is wall all round.
+    assert set(layout[0]) == set(layout[-1]) == {"#"} and {row[0] + row[-1] for row in layout} == {"##"}
 
 
 @pytest.mark.parametrize("name", MAZES)
@@ -174,40 +179,64 @@ def test_maze_start_and_goals_lie_in_free_space(name):
     keys = jax.random.split(jax.random.PRNGKey(1), 256)
     goals = np.asarray(run_once(jax.vmap(env._sample_goal), keys))
     starts = np.asarray(run_once(jax.vmap(env._initial_q), keys)[0][:, :2])
-    # A metre of clearance: the ant's legs reach about that far from its torso.
-    assert not inside_any_box(goals, centres, halves, margin=1.0).any()
-    assert not inside_any_box(starts, centres, halves, margin=1.0).any()
-    # Goals spread over every goal cell, not just one.
-    nearest_cell = np.linalg.norm(goals[:, None] - env.goals[None], axis=-1).argmin(axis=1)
+    # A quarter cell of clearance (a metre for the ant): goals jitter by an eighth of a cell.
+    assert not inside_any_box(goals[:, :2], centres, halves, margin=env.scale / 4).any()
+    assert not inside_any_box(starts, centres, halves, margin=env.scale / 4).any()
+    # Goals spread over every goal cell, not just one ...
+    nearest_cell = np.linalg.norm(goals[:, None, :2] - env.goals[None], axis=-1).argmin(axis=1)
     assert set(nearest_cell) == set(range(len(env.goals)))
+    # ... and no episode starts at its goal.
+    assert (np.linalg.norm(goals[:, :2] - starts, axis=-1) > 2 * env.success_radius).all()
 
 
-def assert_walls_act_like_the_floor(env: MazeEnv):
-    """The walls are exactly ``wall_boxes``, and collide with every robot geom the floor does."""
+@pytest.mark.parametrize("name", MAZES)
+def test_a_robot_placed_on_its_goal_has_reached_it(name):
+    """The goal slice of the state a goal names is that goal: goals are reachable states."""
+    env = REGISTRY[name].make()
+
+    def reached(key):
+        goal = env._sample_goal(key)
+        # Every maze robot's goal is the leading entries of its joint positions (torso xy[z]).
+        q = env.sys.init_q.at[: goal.shape[0]].set(goal)
+        state = env._state(env.pipeline_init(q, jnp.zeros(env.sys.qd_size())))
+        return goal, state[jnp.asarray(env.goal_indices)]
+
+    goals, achieved = run_once(jax.vmap(reached), jax.random.split(jax.random.PRNGKey(2), 16))
+    np.testing.assert_allclose(np.asarray(achieved), np.asarray(goals), atol=1e-5)
+    assert (np.asarray(env.goal_distance(achieved, goals)) < env.success_radius).all()
+
+
+def assert_walls_collide_with_the_robot(env: MazeEnv):
+    """The walls are exactly ``wall_boxes``, and collide with every robot geom that can touch them
+    (the feet of Brax's ant and humanoid, which alone touch the floor, and the point mass's ball)."""
     wall_ids, centres, halves = boxes_of(env.sys)
     np.testing.assert_allclose(np.concatenate([centres, halves], axis=1), wall_boxes(env.layout, env.scale))
+    contype, conaffinity = np.asarray(env.sys.geom_contype), np.asarray(env.sys.geom_conaffinity)
     floor = mujoco.mj_name2id(env.sys.mj_model, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+    robot = [g for g in range(len(contype)) if g not in set(wall_ids) | {floor}
+             and contype[g] & conaffinity[wall_ids[0]]]
+    assert robot
 
     def candidate_pairs(q):
         # The spring pipeline resolves collisions between exactly these geom pairs.
         return contact.get(env.sys, env.pipeline_init(q, jnp.zeros(env.sys.qd_size())).x).geom
 
     pairs = {tuple(sorted(pair)) for pair in np.asarray(run_once(candidate_pairs, env.sys.init_q)).tolist()}
+    assert {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in robot} <= pairs
     on_floor = {geom for pair in pairs if floor in pair for geom in pair if geom != floor}
-    assert on_floor  # the feet, in Brax's ant and humanoid
-    assert {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in on_floor} <= pairs
+    assert on_floor <= set(robot)
 
 
 @pytest.mark.parametrize("name", MAZES)
-def test_every_wall_collides_with_every_foot(name):
-    assert_walls_act_like_the_floor(REGISTRY[name].make())
+def test_every_wall_collides_with_the_robot(name):
+    assert_walls_collide_with_the_robot(REGISTRY[name].make())
 
 
 def test_maze_takes_any_robot():
     """The humanoid in a one-cell corridor: walls its feet hit, its own goal height kept."""
     layout = ("####", "#RG#", "####")
     env = maze_env(GoalHumanoid, layout)()
-    assert_walls_act_like_the_floor(env)
+    assert_walls_collide_with_the_robot(env)
     key = jax.random.PRNGKey(0)
     goal = np.asarray(env._sample_goal(key))
     assert np.abs(goal[:2] - cell_centers(layout, "G")[0]).max() <= GOAL_NOISE * MAZE_SCALE
@@ -242,3 +271,45 @@ def test_wall_stops_a_pushed_ant():
     assert free.max() - 4.0 > 14.0 - 8.0
     # ... while at the wall the torso gets at most about a leg's length past the wall's face.
     assert walled.max() < 10.0 + 1.0
+
+
+def pushed_along_x(env, starts, speed: float, steps: int, action=None) -> np.ndarray:
+    """Torso (or ball) x over ``steps`` steps after a shove of ``speed`` along +x from each start."""
+    action = jnp.zeros(env.action_size) if action is None else action
+
+    def torso_x(start):
+        q = env.sys.init_q.at[:2].set(start)
+        qd = jnp.zeros(env.sys.qd_size()).at[0].set(speed)
+        state = env.pipeline_init(q, qd)
+
+        def body(state, _):
+            state = env.pipeline_step(state, action)
+            return state, state.x.pos[0, 0]
+
+        return jax.lax.scan(body, state, None, steps)[1]
+
+    return np.asarray(run_once(jax.vmap(torso_x), jnp.asarray(starts)))
+
+
+def test_wall_stops_a_driven_point_mass():
+    """The ball pushed at full force along +x: at a wall it stops at the wall's face, in a corridor it
+    runs on."""
+    env = REGISTRY["simple_u_maze"].make()
+    # Same places as for the ant: a wall spans x in [10, 14] beyond the start cell (8, 4); the
+    # corridor along column 3 is free up to x = 22.
+    walled, free = pushed_along_x(env, [[8.0, 4.0], [4.0, 12.0]], speed=0.0, steps=100,
+                                  action=jnp.array([1.0, 0.0]))
+    assert free.max() > 14.0
+    assert walled.max() < 10.0 - BALL_RADIUS + 0.05
+    # It rests against the wall rather than bouncing back out.
+    assert walled[-1] > 10.0 - BALL_RADIUS - 0.1
+
+
+def test_wall_stops_a_pushed_humanoid():
+    """The humanoid's U maze (2 m cells) has a wall spanning x in [5, 7] beyond its start (4, 2)."""
+    env = REGISTRY["humanoid_u_maze"].make()
+    walled, free = pushed_along_x(env, [[4.0, 2.0], [2.0, 6.0]], speed=8.0, steps=60)
+    # In the open the shove carries the torso well past where the wall's far side would be ...
+    assert free.max() - 2.0 > 7.0 - 4.0
+    # ... while at the wall its feet stop at the face and the torso leans at most a body length over.
+    assert walled.max() < 5.0 + 1.5

@@ -12,7 +12,8 @@ with contextlib.redirect_stdout(io.StringIO()):
 from distill.envs.ant import GoalAnt
 from distill.envs.base import EnvSpec, GoalEnv
 from distill.envs.humanoid import GoalHumanoid
-from distill.envs.maze import BIG_MAZE, U4_MAZE, maze_env
+from distill.envs.maze import BIG_MAZE, HARDEST_MAZE, U4_MAZE, U5_MAZE, maze_env
+from distill.envs.point_mass import GoalPointMass
 from distill.envs.reacher import GoalReacher
 from distill.errors import DistillError
 
@@ -84,8 +85,45 @@ register_goal_env(
     "ant_u4_maze", maze_env(GoalAnt, U4_MAZE), 8, "ant in a long U-shaped corridor; goal = torso xy"
 )
 register_goal_env(
+    "ant_u5_maze", maze_env(GoalAnt, U5_MAZE), 8, "ant in a longer U-shaped corridor (7 x 8); goal = torso xy"
+)
+register_goal_env(
     "ant_big_maze", maze_env(GoalAnt, BIG_MAZE), 8, "ant in an 8 x 8 maze with dead ends; goal = torso xy"
 )
+register_goal_env(
+    "ant_hardest_maze", maze_env(GoalAnt, HARDEST_MAZE), 8, "ant in a 9 x 12 maze of junctions; goal = torso xy"
+)
+# The humanoid is about half the ant's reach per step, so its mazes are drawn at half the scale.
+HUMANOID_MAZE_SCALE = 2.0
+for name, layout, what in (
+    ("humanoid_u_maze", U4_MAZE, "a U-shaped corridor"),
+    ("humanoid_big_maze", BIG_MAZE, "an 8 x 8 maze with dead ends"),
+    ("humanoid_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions"),
+):
+    register_goal_env(
+        name, maze_env(GoalHumanoid, layout, HUMANOID_MAZE_SCALE), 17, f"humanoid in {what} (2 m cells); goal = torso xyz"
+    )
+# The point mass costs a few microseconds a step, so its mazes train on a CPU in minutes: every
+# SGD update the paper's ratio asks for (one per 40 transitions) fits in the budget.
+SIMPLE_MAZE_PRESET = dict(
+    num_envs=256,
+    unroll_length=50,
+    batch_size=256,
+    total_steps=3_000_000,
+    num_evals=10,
+    eval_episodes=64,
+    replay_rows=4_000,
+    prefill_rows=1_000,
+)
+for name, layout, what in (
+    ("simple_u_maze", U4_MAZE, "a U-shaped corridor"),
+    ("simple_big_maze", BIG_MAZE, "an 8 x 8 maze with dead ends"),
+    ("simple_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions"),
+):
+    register_goal_env(
+        name, maze_env(GoalPointMass, layout), 2, f"point mass in {what}; goal = xy (the cheapest maze)",
+        preset=SIMPLE_MAZE_PRESET,
+    )
 
 
 def get_spec(name: str) -> EnvSpec:

@@ -2,14 +2,19 @@
 
 A maze is a map of cells: ``#`` wall, ``R`` the robot's start cell, ``G`` a goal cell, ``.`` free.
 Cell (row i, column j) is centred at (x, y) = scale * (i, j), by default with scale 4.0, JaxGCRL's
-convention. Walls are 2 m high boxes written into the robot's MJCF; they collide with whatever
-collides with the floor (in Brax's ant and humanoid, only the feet).
+convention. Walls are 2 m high boxes written into the robot's MJCF; they collide with every robot
+geom of contype 1: in Brax's ant and humanoid only the feet (what touches the floor), and the point
+mass's ball.
 
 State, success radius and goal are the robot's, with the goal's leading torso xy moved: the robot
 starts at the start cell, and goals are goal-cell centres plus a little uniform noise.
 
 - ``U4_MAZE``: a long U-shaped corridor (10 goal cells, JaxGCRL's U4 maze).
-- ``BIG_MAZE``: an 8 x 8 maze with branches and dead ends (JaxGCRL's big maze).
+- ``U5_MAZE``: a longer U, 7 x 8 cells with the border (JaxGCRL's U5 maze).
+- ``BIG_MAZE``: an 8 x 8 maze with branches and dead ends (JaxGCRL's big maze, D4RL's medium).
+- ``HARDEST_MAZE``: a 9 x 12 maze with many junctions (JaxGCRL's hardest maze, D4RL's large).
+
+The start cell is never a goal cell, so no episode starts at its goal.
 
 A robot in a layout is ``maze_env(robot_class, layout)``, e.g. ``maze_env(GoalAnt, U4_MAZE)``.
 """
@@ -39,6 +44,16 @@ U4_MAZE = (
     "#####",
 )
 
+U5_MAZE = (
+    "########",
+    "#GGGGGG#",
+    "#R####G#",
+    "######G#",
+    "#G####G#",
+    "#GGGGGG#",
+    "########",
+)
+
 BIG_MAZE = (
     "########",
     "#RG##GG#",
@@ -48,6 +63,18 @@ BIG_MAZE = (
     "#G#GG#G#",
     "#GGG#GG#",
     "########",
+)
+
+HARDEST_MAZE = (
+    "############",
+    "#RGGG#GGGGG#",
+    "#G##G#G#G#G#",
+    "#GGGGGG#GGG#",
+    "#G####G###G#",
+    "#GG#G#GGGGG#",
+    "##G#G#G#G###",
+    "#GG#GGG#GGG#",
+    "############",
 )
 
 
