@@ -93,6 +93,9 @@ class Trainable:
     """Title of the learning-curve plot."""
     describe: Callable[[Any, int], dict] = lambda state, steps_done: {}
     """Extra per-epoch record fields from the state and the steps done (e.g. the student's round)."""
+    pictures: Callable[[Any], Callable[[Path], None] | None] = lambda state: None
+    """Called on every process when training ends; its device work (say, episodes to draw) runs
+    there, and the drawing function it returns, if any, runs on process 0 with the run directory."""
 
 
 def is_writer() -> bool:
@@ -267,6 +270,10 @@ def train(
             if writer:
                 runs.plot_learning_curve(out, records, trainable.title)
             progress(record["env_steps"], latest)
+        if epochs_done < schedule.epochs:
+            draw = trainable.pictures(state)
+            if draw is not None and writer:
+                draw(out)
     finally:
         if board:
             board.close()

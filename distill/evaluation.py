@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from distill.envs import EnvSpec, GoalEnv
 from distill.errors import DistillError
 
 
+# Episodes whose paths an evaluation keeps for pictures (a maze's top view).
+PATH_EPISODES = 4
+
+
+class Episodes(NamedTuple):
+    """What an evaluation returns: every episode's success flags, and the paths of the first few."""
+
+    success: jax.Array
+    """[episode_length, episodes] success flags."""
+    path: jax.Array
+    """[episode_length + 1, PATH_EPISODES or fewer, 2]: the first two goal coordinates the state
+    achieves (a maze robot's xy), from the reset on."""
+    goal: jax.Array
+    """[PATH_EPISODES or fewer, 2]: the first two goal coordinates of those episodes."""
+
+
 def rollout_success(
     env: GoalEnv, policy: Callable[[jax.Array], jax.Array], num_episodes: int, episode_length: int, key: jax.Array
-) -> jax.Array:
-    """Runs ``num_episodes`` episodes in parallel; returns the [episode_length, episodes] success flags."""
+) -> Episodes:
+    """Runs ``num_episodes`` episodes in parallel from the key's starts and goals."""
     env_state = jax.vmap(env.reset)(jax.random.split(key, num_episodes))
+    drawn = min(PATH_EPISODES, num_episodes)
+    where = jnp.asarray(env.goal_indices[:2])
 
     def step(env_state, _):
         env_state = jax.vmap(env.step)(env_state, policy(env_state.obs))
-        return env_state, env_state.metrics["success"]
+        return env_state, (env_state.metrics["success"], env_state.obs[:drawn, where])
 
-    _, success = jax.lax.scan(step, env_state, None, length=episode_length)
-    return success
+    _, (success, path) = jax.lax.scan(step, env_state, None, length=episode_length)
+    path = jnp.concatenate([env_state.obs[None, :drawn, where], path])
+    return Episodes(success, path, env_state.obs[:drawn, env.state_dim : env.state_dim + 2])
 
 
 def summarize(success) -> dict:
@@ -38,7 +58,7 @@ def summarize(success) -> dict:
 
 
 def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int):
-    """A jitted ``evaluate(params, key) -> success flags`` for a deterministic policy."""
+    """A jitted ``evaluate(params, key) -> Episodes`` for a deterministic policy."""
     if num_episodes <= 0:
         raise DistillError(f"evaluation episodes must be positive, got {num_episodes}")
 
@@ -70,4 +90,4 @@ def random_policy_baseline(env: GoalEnv, spec: EnvSpec, num_episodes: int, seed:
     return summarize(run(key))
 
 
-__all__ = ["make_evaluator", "random_policy_baseline", "rollout_success", "summarize"]
+__all__ = ["Episodes", "PATH_EPISODES", "make_evaluator", "random_policy_baseline", "rollout_success", "summarize"]

@@ -48,27 +48,42 @@ def write_html(env: GoalEnv, states: list, out: Path) -> Path:
     return out
 
 
-def write_maze_png(layout: tuple[str, ...], scale: float, spec: EnvSpec, observations: np.ndarray, out: Path,
+def write_maze_png(layout: tuple[str, ...], scale: float, paths: np.ndarray, goals: np.ndarray, out: Path,
                    title: str) -> Path:
-    """Top view of a maze: walls, the start cell, each episode's xy path and its goal."""
+    """Top view of a maze: walls, the start cell, each episode's xy path ([steps, episodes, 2]) and
+    its goal ([episodes, 2])."""
+    return write_maze_panels(layout, scale, {"": (paths, goals)}, out, title)
+
+
+def write_maze_panels(layout: tuple[str, ...], scale: float, panels: dict, out: Path, title: str) -> Path:
+    """Top views side by side, one per ``label -> (paths, goals)``, e.g. teacher and student on the
+    same episodes (the same colour is the same episode in every panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    size = 5.5 if len(panels) > 1 else 6
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    for ax, (label, (paths, goals)) in zip(axes[0], panels.items()):
+        _draw_paths(ax, layout, scale, np.asarray(paths), np.asarray(goals))
+        ax.set_title(label, fontsize=10)
+    return _save_maze_figure(fig, list(axes[0]), layout, scale, title, out)
+
+
+def _draw_paths(ax, layout, scale, paths: np.ndarray, goals: np.ndarray) -> None:
+    import matplotlib.pyplot as plt
+
     from distill.envs.maze import cell_centers
 
-    fig, ax = plt.subplots(figsize=(6, 6))
     _draw_walls(ax, layout, scale)
     start = cell_centers(layout, "R", scale)[0]
     ax.plot(*start, marker="s", color="tab:green", markersize=12, label="start cell", ls="none")
-    goal_xy = observations[0, :, spec.state_dim : spec.state_dim + 2]
-    for episode in range(observations.shape[1]):
-        path = observations[:, episode, :2]
+    for episode in range(paths.shape[1]):
         color = plt.cm.tab10(episode % 10)
-        ax.plot(path[:, 0], path[:, 1], color=color, lw=1.2)
-        ax.plot(*goal_xy[episode], marker="*", color=color, markersize=14, markeredgecolor="k")
+        ax.plot(paths[:, episode, 0], paths[:, episode, 1], color=color, lw=1.2)
+        ax.plot(*goals[episode], marker="*", color=color, markersize=14, markeredgecolor="k")
     ax.plot([], [], marker="*", color="w", markeredgecolor="k", ls="none", markersize=12, label="goals")
-    return _save_maze_figure(fig, ax, layout, scale, title, out)
 
 
 def maze_cell(layout: tuple[str, ...], scale: float, xy) -> str | None:
@@ -127,7 +142,8 @@ def write_critic_map(env: GoalEnv, xs, ys, q, goal_xy, out: Path, title: str) ->
     fig.colorbar(mesh, ax=ax, label="Q(s, pi(s, g), g) = -||phi - psi||")
     _draw_walls(ax, env.layout, env.scale)
     ax.plot(*goal_xy, marker="*", color="tab:red", markersize=16, markeredgecolor="k", ls="none", label="goal")
-    return _save_maze_figure(fig, ax, env.layout, env.scale, title, out)
+    ax.set_title(title, fontsize=9)
+    return _save_maze_figure(fig, [ax], env.layout, env.scale, "", out)
 
 
 def _draw_walls(ax, layout: tuple[str, ...], scale: float) -> None:
@@ -139,17 +155,19 @@ def _draw_walls(ax, layout: tuple[str, ...], scale: float) -> None:
         ax.add_patch(Rectangle((x - hx, y - hy), 2 * hx, 2 * hy, color="0.35"))
 
 
-def _save_maze_figure(fig, ax, layout: tuple[str, ...], scale: float, title: str, out: Path) -> Path:
-    """Frames a top view of the maze (x down the layout's rows, y along its columns) and writes it."""
+def _save_maze_figure(fig, axes: list, layout: tuple[str, ...], scale: float, title: str, out: Path) -> Path:
+    """Frames top views of the maze (x down the layout's rows, y along its columns) and writes them."""
     import matplotlib.pyplot as plt
 
-    ax.set_aspect("equal")
-    ax.set_xlim(-scale / 2, (len(layout) - 0.5) * scale)
-    ax.set_ylim(-scale / 2, (len(layout[0]) - 0.5) * scale)
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xlim(-scale / 2, (len(layout) - 0.5) * scale)
+        ax.set_ylim(-scale / 2, (len(layout[0]) - 0.5) * scale)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    axes[0].legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9 if len(axes) == 1 else 11)
     fig.tight_layout()
     _write(out, lambda path: fig.savefig(path, dpi=100))
     plt.close(fig)
@@ -165,4 +183,4 @@ def _write(out: Path, write: Callable[[Path], None]) -> None:
         raise DistillError(f"cannot write {out}: {err.strerror or err}") from None
 
 
-__all__ = ["critic_map", "maze_cell", "rollout_states", "write_critic_map", "write_html", "write_maze_png"]
+__all__ = ["critic_map", "maze_cell", "rollout_states", "write_critic_map", "write_html", "write_maze_panels", "write_maze_png"]

@@ -13,10 +13,12 @@ import jax
 import numpy as np
 
 from distill import runs
+from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
-from distill.latency import jax_policy_latency
 from distill.evaluation import make_evaluator, random_policy_baseline, summarize
+from distill.latency import jax_policy_latency
 from distill.networks import count_params, deterministic_action, pairwise_energy
+from distill.render import write_maze_panels
 from students.train import compress, load_student
 from teachers.train import load_teacher, train_teacher
 
@@ -29,8 +31,12 @@ def _policy(networks):
     return policy
 
 
-def _evaluate(spec, env, networks, params, episodes: int, key) -> dict:
-    return summarize(make_evaluator(env, spec, _policy(networks), episodes)(params["actor"], key))
+def _evaluate(spec, env, networks, params, episodes: int, key, paths: dict | None = None, label: str = "") -> dict:
+    """The policy's summary on the key's episodes; ``paths[label]`` gets its first episodes' paths."""
+    result = jax.device_get(make_evaluator(env, spec, _policy(networks), episodes)(params["actor"], key))
+    if paths is not None:
+        paths[label] = (result.path, result.goal)
+    return summarize(result.success)
 
 
 def visited_observations(spec, env, networks, params, episodes: int, key, count: int = 4096) -> jax.Array:
@@ -96,8 +102,9 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     env = spec.make(backend=t_config.backend)
     key = jax.random.PRNGKey(seed)
 
-    teacher_eval = _evaluate(spec, env, teacher, t_params, episodes, key)
-    student_eval = _evaluate(spec, env, student, s_params, episodes, key)
+    paths = {}
+    teacher_eval = _evaluate(spec, env, teacher, t_params, episodes, key, paths, f"teacher (depth {t_config.critic_depth})")
+    student_eval = _evaluate(spec, env, student, s_params, episodes, key, paths, f"student (depth {s_config.student_depth})")
     obs = visited_observations(spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7))
     t_action = deterministic_action(teacher.policy(t_params["actor"], obs)[0])
     s_action = deterministic_action(student.policy(s_params["actor"], obs)[0])
@@ -117,7 +124,7 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     rows["random"] = random_policy_baseline(env, spec, episodes, seed)
 
     if baseline:
-        rows["scratch"] = _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress)
+        rows["scratch"] = _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths)
 
     report = {
         "env": spec.name,
@@ -132,6 +139,10 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     }
     if report["compress_seconds"] and report["teacher_train_seconds"]:
         report["compress_cost_fraction"] = report["compress_seconds"] / report["teacher_train_seconds"]
+    if isinstance(env, MazeEnv):
+        title = f"{spec.name}: the same {len(next(iter(paths.values()))[1])} evaluation episodes for every policy"
+        write_maze_panels(env.layout, env.scale, paths, student_run / "report_maze.png", title)
+        report["maze_paths"] = "report_maze.png"
     runs.atomic_write_text(student_run / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     _write_markdown(student_run, report)
     _plot(student_run, report)
@@ -144,7 +155,7 @@ def _train_seconds(run: Path) -> float | None:
     return float(sum(m.get("epoch_seconds", 0.0) for m in metrics)) or None
 
 
-def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress) -> dict:
+def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths) -> dict:
     """CRL at the student's depth and width, with the teacher's env-step budget and settings.
 
     It uses the next seed, so that where the teacher is itself that shallow (the CPU default) the
@@ -166,7 +177,8 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
         except DistillError as err:
             return {"skipped": str(err)}
     b_config, _, networks, params, _ = load_teacher(out)
-    return {**_evaluate(spec, env, networks, params, episodes, key), "depth": b_config.critic_depth,
+    label = f"CRL from scratch (depth {b_config.critic_depth})"
+    return {**_evaluate(spec, env, networks, params, episodes, key, paths, label), "depth": b_config.critic_depth,
             "width": b_config.width, "params": {k: count_params(v) for k, v in params.items()},
             "env_steps": runs.read_metrics(out)[-1]["env_steps"]}
 
@@ -204,6 +216,8 @@ def _write_markdown(run: Path, r: dict) -> None:
     if "scratch" in r and "skipped" in r["scratch"]:
         lines.append(f"- CRL from scratch: skipped ({r['scratch']['skipped']})")
     lines += ["", "![comparison](report.png)", ""]
+    if r.get("maze_paths"):
+        lines += ["Where each policy goes (same episodes, same colours):", "", f"![paths]({r['maze_paths']})", ""]
     runs.atomic_write_text(run / "report.md", "\n".join(lines))
 
 

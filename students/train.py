@@ -207,7 +207,7 @@ def student_trainable(distiller: Distiller, title: str) -> Trainable:
         init=lambda: init(jax.random.PRNGKey(config.seed)),
         shardings=shardings,
         mesh=distiller.mesh,
-        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], eval_key)),
+        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], eval_key).success),
         params=lambda state: state.params,
         title=title,
         describe=lambda state, rounds_done: {"round": rounds_done},

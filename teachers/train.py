@@ -24,11 +24,13 @@ from distill import engine, runs
 from distill.checkpoints import RunCheckpoints
 from distill.engine import Schedule, Trainable, is_writer, make_schedule
 from distill.envs import EnvSpec, GoalEnv, get_spec
+from distill.envs.maze import MazeEnv
 from distill.envs.vector import VecState, vec_reset, vec_step
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator, summarize
 from distill.networks import CRLNetworks, deterministic_action, load_run_networks, make_crl_networks, sample_action
 from distill.progress import TrainingProgress
+from distill.render import write_maze_png
 from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
 from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated
 from teachers import losses
@@ -254,10 +256,23 @@ def teacher_trainable(teacher: Teacher) -> Trainable:
         init=init,
         shardings=compiled.shardings,
         mesh=teacher.mesh,
-        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch))),
+        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch)).success),
         params=lambda state: state.params,
         title=f"CRL teacher on {config.env} (critic depth {config.critic_depth})",
+        pictures=lambda state: _maze_top_view(teacher, evaluate, state, eval_key),
     )
+
+
+def _maze_top_view(teacher: Teacher, evaluate, state: TrainState, key: jax.Array):
+    """In a maze, where the trained policy goes says more than its score: the run's ``maze.png``
+    draws the first episodes of an evaluation by the final policy."""
+    env, config = teacher.env, teacher.config
+    if not isinstance(env, MazeEnv):
+        return None
+    episodes = jax.device_get(evaluate(state.params["actor"], key))
+    title = (f"CRL teacher (critic depth {config.critic_depth}) on {config.env}, final policy after "
+             f"{int(state.env_steps):,} env steps")
+    return lambda out: write_maze_png(env.layout, env.scale, episodes.path, episodes.goal, out / "maze.png", title)
 
 
 def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False, show_progress: bool = True,

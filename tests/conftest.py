@@ -95,12 +95,12 @@ TINY_ENV_TEACHER = dict(
 
 @pytest.fixture(scope="session")
 def tiny_maze_teacher_run(tmp_path_factory):
-    """A real, tiny ant_u4_maze teacher run (trained, evaluated, checkpointed)."""
+    """A real, tiny simple_u_maze teacher run (trained, evaluated, checkpointed)."""
     from teachers.config import teacher_config
     from teachers.train import train_teacher
 
     out = tmp_path_factory.mktemp("maze_teacher") / "run"
-    train_teacher(teacher_config("ant_u4_maze", **TINY_ENV_TEACHER), out, show_progress=False)
+    train_teacher(teacher_config("simple_u_maze", **TINY_ENV_TEACHER), out, show_progress=False)
     return out
 
 

@@ -106,7 +106,7 @@ def test_evaluate_a_teacher_run(tiny_teacher_run):
     config, spec, networks, params, step = load_teacher(tiny_teacher_run)
     evaluate = make_evaluator(spec.make(backend=config.backend), spec,
                               lambda actor, obs: deterministic_action(networks.policy(actor, obs)[0]), 4)
-    expected = summarize(evaluate(params["actor"], jax.random.PRNGKey(0)))
+    expected = summarize(evaluate(params["actor"], jax.random.PRNGKey(0)).success)
     assert expected["episodes"] == 4 and spec.name == "reacher"
     assert {k: record[k] for k in expected} == pytest.approx(expected, abs=1e-6)
     assert record["env"] == "reacher" and record["seed"] == 0

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+import zlib
+
 import jax
 import numpy as np
 import pytest
 
 from distill.commands.render import render_target
+from distill.envs.maze import U4_MAZE, wall_boxes
 from distill.errors import DistillError
 from distill.networks import energy
 from tests.conftest import assert_one_line_error, run_cli
@@ -17,8 +23,18 @@ def test_render_a_maze_run_writes_the_viewer_and_the_top_view(tiny_maze_teacher_
     written = render_target(tiny_maze_teacher_run, out, episodes=2, png=True, length=40)
     html = out.read_text()
     assert written == {"html": str(out), "png": str(tmp_path / "maze.png")}
-    assert "<html" in html.lower() and len(html) > 10_000  # the system and 2 x 41 frames, compressed
+    viewer = viewer_system(html)
+    assert len(viewer["states"]["x"]) == 2 * 41  # two episodes of 40 steps after their resets
+    # The maze's walls are in the scene: boxes on the world body.
+    assert sum(geom["name"] == "Box" for geom in viewer["geoms"]["world"]) == len(wall_boxes(U4_MAZE))
     assert (tmp_path / "maze.png").stat().st_size > 10_000
+
+
+def viewer_system(html: str) -> dict:
+    """The scene and frames Brax's viewer page carries (compressed JSON in base64)."""
+    payload = re.search(r'system = "([^"]+)"', html)
+    assert payload and "<html" in html.lower()
+    return json.loads(zlib.decompress(base64.b64decode(payload.group(1))))
 
 
 def test_render_a_reacher_run_through_the_command_line(tiny_teacher_run, tmp_path):
@@ -26,7 +42,7 @@ def test_render_a_reacher_run_through_the_command_line(tiny_teacher_run, tmp_pat
     result = run_cli("render", str(tiny_teacher_run), "--out", str(out), "--episodes", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"wrote {out}"
-    assert out.stat().st_size > 10_000
+    assert len(viewer_system(out.read_text())["states"]["x"]) == 1 + 100  # one reset and its episode
 
 
 def test_render_bad_input(tiny_teacher_run, tmp_path):

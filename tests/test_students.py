@@ -14,7 +14,7 @@ from distill.networks import deterministic_action
 from students import losses
 from students.config import StudentConfig
 from students.train import load_student, make_distiller
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli
 
 TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
 
@@ -161,6 +161,21 @@ def test_compress_with_scratch_baseline(tiny_student_run, tiny_teacher_run):
     assert report["scratch"]["width"] == report["student"]["width"] == 16
     assert report["scratch"]["env_steps"] == json.loads((tiny_teacher_run / "metrics.jsonl").read_text().splitlines()[-1])["env_steps"]
     assert json.loads((tiny_student_run / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
+
+
+def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_path):
+    from distill.evaluation import PATH_EPISODES
+
+    out = tmp_path / "student"
+    flags = [f for f in TINY_STUDENT_FLAGS if f != "--no-progress"]
+    result = run_cli("compress", str(tiny_maze_teacher_run), "--out", str(out), *flags, "--no-baseline", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["env"] == "simple_u_maze" and report["maze_paths"] == "report_maze.png"
+    assert (out / "report_maze.png").stat().st_size > 10_000
+    assert "![paths](report_maze.png)" in (out / "report.md").read_text()
+    # Every evaluation of a maze keeps the paths of its first episodes for such pictures.
+    assert report["episodes"] >= PATH_EPISODES
 
 
 def test_compress_bad_inputs(tiny_teacher_run, tmp_path):

@@ -67,6 +67,6 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
         return evaluate_onnx(target, env=env, episodes=episodes, seed=seed)
     policy = load_run_policy(target, which, env)
     evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes)
-    result = summarize(evaluate(policy.actor_params, jax.random.PRNGKey(seed)))
+    result = summarize(evaluate(policy.actor_params, jax.random.PRNGKey(seed)).success)
     result.update({"policy": policy.description, "env": policy.spec.name, "seed": seed})
     return result

@@ -45,7 +45,8 @@ def render_target(target: Path, out: Path, env: str | None = None, episodes: int
     written = {"html": str(write_html(environment, states, out))}
     if png:
         title = f"{description} on {spec.name}: {episodes} episodes, seed {seed}"
-        written["png"] = str(write_maze_png(environment.layout, environment.scale, spec, observations,
+        paths, goals = observations[:, :, :2], observations[0, :, spec.state_dim : spec.state_dim + 2]
+        written["png"] = str(write_maze_png(environment.layout, environment.scale, paths, goals,
                                             out.with_suffix(".png"), title))
     return written
 
