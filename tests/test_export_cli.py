@@ -75,6 +75,21 @@ def test_evaluate_rejects_foreign_onnx_and_wrong_env(exported, tmp_path):
     assert_one_line_error(run_cli("evaluate", str(tmp_path / "none.onnx")), "does not exist")
 
 
+def test_render_an_onnx_file_that_does_not_name_its_env(exported, tmp_path):
+    unnamed = tmp_path / "unnamed.onnx"
+    model = onnx.load(str(exported))
+    kept = [p for p in model.metadata_props if p.key != "env"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(unnamed))
+    out = tmp_path / "viewer.html"
+    assert_one_line_error(run_cli("render", str(unnamed), "--out", str(out)), "does not name its environment", "--env")
+    assert not out.exists()
+    result = run_cli("render", str(unnamed), "--env", "reacher", "--out", str(out), "--episodes", "1")
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 0
+
+
 def test_runtime_policy_acts_like_the_file_says(exported, tiny_student_run):
     policy = OnnxPolicy(exported)
     obs, goal = np.full(10, 0.2, np.float32), np.array([0.1, -0.1], np.float32)
