@@ -142,6 +142,43 @@ def train_teacher_cmd(
 
 @app.command()
 @one_line_errors
+def sweep(
+    out: Path = typer.Option(..., "--out", help="Sweep directory: one teacher run per (depth, seed) inside; rerun to continue."),
+    env: str = typer.Option(..., "--env", help="Environment name; see `distill envs`."),
+    depths: str = typer.Option("4,8,16", help="Comma-separated depths of actor and critic, multiples of 4."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds."),
+    total_steps: Optional[int] = typer.Option(None, help="Environment steps per run (default: the environment's)."),
+    width: Optional[int] = typer.Option(None, help="Hidden width (default 256)."),
+    repr_dim: Optional[int] = typer.Option(None, help="Dimension of phi and psi (default 64)."),
+    num_envs: Optional[int] = typer.Option(None, help="Parallel environments."),
+    batch_size: Optional[int] = typer.Option(None, help="InfoNCE batch size."),
+    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per training step."),
+    updates_per_step: Optional[int] = typer.Option(None, help="SGD steps per training step (update-to-data ratio)."),
+    num_evals: Optional[int] = typer.Option(None, help="Epochs per run, each followed by an evaluation."),
+    eval_episodes: Optional[int] = typer.Option(None, help="Deterministic episodes per evaluation."),
+    replay_rows: Optional[int] = typer.Option(None, help="Replay buffer time rows."),
+    prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
+    remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation on or off."),
+    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+):
+    """Train one teacher per depth and seed, then plot score against depth and all learning curves."""
+    from teachers.sweep import make_plan, run_sweep
+
+    plan = make_plan(
+        env, depths, seeds, total_steps=total_steps, width=width, repr_dim=repr_dim, num_envs=num_envs,
+        batch_size=batch_size, unroll_length=unroll_length, updates_per_step=updates_per_step, num_evals=num_evals,
+        eval_episodes=eval_episodes, replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat,
+    )
+    summary = run_sweep(plan, out, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
+    for d in summary["by_depth"]:
+        typer.echo(f"depth {d['depth']:>4}: time_at_goal {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f}, "
+                   f"success_any {d['success_any_mean']:.2f} over {d['seeds']} seed(s)")
+    typer.echo(f"wrote {Path(out) / 'sweep.md'}")
+
+
+@app.command()
+@one_line_errors
 def compress(
     teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
@@ -180,7 +217,8 @@ def compress(
         critic_guidance_weight=critic_guidance_weight, seed=seed,
     )
     final, report = compress_and_report(config, teacher_run, out, resume=resume, report_episodes=report_episodes,
-                                        baseline=baseline, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
+                                        baseline=baseline, show_progress=progress, checkpoint_minutes=checkpoint_minutes,
+                                        baseline_run=baseline_run)
     typer.echo(
         f"student trained in {final['compress_seconds']:.0f} s: time_at_goal {report['student']['time_at_goal']:.1f} vs teacher "
         f"{report['teacher']['time_at_goal']:.1f} (retention {report['retention']:.3f}) -> {out}/report.md"

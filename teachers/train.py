@@ -276,7 +276,7 @@ def _maze_top_view(teacher: Teacher, evaluate, state: TrainState, key: jax.Array
 
 
 def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False, show_progress: bool = True,
-                  checkpoint_minutes: float = 10.0) -> dict:
+                  checkpoint_minutes: float = 10.0, description: str | None = None) -> dict:
     """Trains a teacher into ``out`` and returns the final evaluation.
 
     With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
@@ -297,7 +297,7 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
     trainable = teacher_trainable(teacher)
     plan = schedule(config)
     checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
-    progress = TrainingProgress(plan.total_env_steps, f"teacher {config.env} d{config.critic_depth}",
+    progress = TrainingProgress(plan.total_env_steps, description or f"teacher {config.env} d{config.critic_depth}",
                                 enabled=show_progress and is_writer())
     try:
         with progress:
