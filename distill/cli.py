@@ -200,6 +200,7 @@ def compress(
     dagger: Optional[bool] = typer.Option(None, "--dagger/--no-dagger", help="DAgger (student acts; default) or plain cloning on teacher rollouts."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
+    baseline_run: Optional[Path] = typer.Option(None, "--baseline-run", help="Use this existing teacher run (e.g. a sweep's depth-4 run) as the from-scratch baseline instead of training one."),
     report_episodes: int = typer.Option(128, help="Deterministic episodes per policy in the final report."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted compression in --out."),
     checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),

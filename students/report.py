@@ -84,16 +84,40 @@ def critic_agreement(spec, teacher, teacher_params, student, student_params, obs
 
 
 def compress_and_report(config, teacher_run: Path, out: Path, resume: bool = False, report_episodes: int = 128,
-                        baseline: bool = True, show_progress: bool = True, checkpoint_minutes: float = 10.0):
-    """``distill compress``: distils (or resumes distilling), then writes the report; returns both."""
+                        baseline: bool = True, show_progress: bool = True, checkpoint_minutes: float = 10.0,
+                        baseline_run: Path | None = None):
+    """``distill compress``: distils (or resumes distilling), then writes the report; returns both.
+
+    ``baseline_run``, a teacher run of the same environment (say a sweep's depth-4 run), stands in for
+    the from-scratch network of the report instead of training one.
+    """
     if report_episodes <= 0:
         raise DistillError(f"--report-episodes must be positive, got {report_episodes}")
+    if baseline_run is not None:
+        if not baseline:
+            raise DistillError("--baseline-run names the from-scratch baseline; it cannot go with --no-baseline")
+        check_baseline_run(baseline_run, teacher_run)
     final = compress(config, teacher_run, out, resume=resume, show_progress=show_progress,
                      checkpoint_minutes=checkpoint_minutes)
-    return final, build_report(out, episodes=report_episodes, baseline=baseline, show_progress=show_progress)
+    return final, build_report(out, episodes=report_episodes, baseline=baseline, show_progress=show_progress,
+                               baseline_run=baseline_run)
 
 
-def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline: bool = True, show_progress: bool = False) -> dict:
+def check_baseline_run(baseline_run: Path, teacher_run: Path) -> None:
+    """A baseline must be a trained CRL run (a teacher run) of the teacher's environment."""
+    record = runs.read_config(Path(baseline_run))
+    if record.get("kind") != "teacher":
+        raise DistillError(f"--baseline-run {baseline_run} is a {record.get('kind', 'unknown')} run; the baseline must be "
+                           "a network trained from scratch by CRL (a teacher run)")
+    env, teacher_env = record["config"]["env"], runs.read_config(Path(teacher_run), kind="teacher")["config"]["env"]
+    if env != teacher_env:
+        raise DistillError(f"--baseline-run {baseline_run} was trained on '{env}', the teacher on '{teacher_env}'")
+    if not runs.read_metrics(Path(baseline_run)):
+        raise DistillError(f"--baseline-run {baseline_run} has not finished an epoch yet")
+
+
+def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline: bool = True, show_progress: bool = False,
+                 baseline_run: Path | None = None) -> dict:
     student_run = Path(student_run)
     record = runs.read_config(student_run, kind="student")
     s_config, spec, student, s_params, s_step = load_student(student_run)
@@ -123,7 +147,10 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     }
     rows["random"] = random_policy_baseline(env, spec, episodes, seed)
 
-    if baseline:
+    if baseline_run is not None:
+        check_baseline_run(baseline_run, teacher_run)
+        rows["scratch"] = {**_evaluate_run(Path(baseline_run), spec, env, episodes, key, paths), "given": True}
+    elif baseline:
         rows["scratch"] = _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths)
 
     report = {
@@ -137,6 +164,9 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
         "teacher_train_seconds": _train_seconds(teacher_run),
         **rows,
     }
+    report["budgets"] = {name: _budget(Path(run)) for name, run in (
+        ("teacher", teacher_run), ("student", student_run), ("scratch", rows.get("scratch", {}).get("run")))
+        if run is not None}
     if report["compress_seconds"] and report["teacher_train_seconds"]:
         report["compress_cost_fraction"] = report["compress_seconds"] / report["teacher_train_seconds"]
     if isinstance(env, MazeEnv):
@@ -147,6 +177,14 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     _write_markdown(student_run, report)
     _plot(student_run, report)
     return report
+
+
+def _budget(run: Path) -> dict:
+    """What a run spent: env steps collected, SGD updates and seconds of training."""
+    metrics = runs.read_metrics(run)
+    last = metrics[-1] if metrics else {}
+    return {"env_steps": last.get("env_steps"), "sgd_updates": last.get("sgd_updates"),
+            "seconds": _train_seconds(run)}
 
 
 def _train_seconds(run: Path) -> float | None:
@@ -176,11 +214,16 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
             train_teacher(config, out, resume=(out / "config.json").exists(), show_progress=show_progress)
         except DistillError as err:
             return {"skipped": str(err)}
-    b_config, _, networks, params, _ = load_teacher(out)
+    return _evaluate_run(out, spec, env, episodes, key, paths)
+
+
+def _evaluate_run(run: Path, spec, env, episodes, key, paths) -> dict:
+    """A CRL run trained from scratch, on the report's episodes."""
+    b_config, _, networks, params, _ = load_teacher(run)
     label = f"CRL from scratch (depth {b_config.critic_depth})"
     return {**_evaluate(spec, env, networks, params, episodes, key, paths, label), "depth": b_config.critic_depth,
             "width": b_config.width, "params": {k: count_params(v) for k, v in params.items()},
-            "env_steps": runs.read_metrics(out)[-1]["env_steps"]}
+            "env_steps": runs.read_metrics(run)[-1]["env_steps"], "run": str(run)}
 
 
 def _write_markdown(run: Path, r: dict) -> None:
@@ -198,7 +241,7 @@ def _write_markdown(run: Path, r: dict) -> None:
             continue
         lat = row.get("jax_latency")
         lat_text = f"{lat['p50_us']:.0f} / {lat['p99_us']:.0f}" if lat else "-"
-        label = {"scratch": "CRL from scratch (student size)"}.get(name, name)
+        label = {"scratch": "CRL from scratch (" + ("given run" if row.get("given") else "student size") + ")"}.get(name, name)
         lines.append(f"| {label} | {row['depth']} | {row['width']} | {sum(row['params'].values()):,} | "
                      f"{row['time_at_goal']:.1f} | {row['success_any']:.3f} | {lat_text} |")
     lines.append(f"| random actions | - | - | - | {r['random']['time_at_goal']:.1f} | {r['random']['success_any']:.3f} | - |")
@@ -211,6 +254,12 @@ def _write_markdown(run: Path, r: dict) -> None:
         f"- Critic agreement: top-1 goal retrieval {s['critic_agreement']['top1_agreement']:.3f}, "
         f"rank correlation of Q {s['critic_agreement']['q_rank_correlation']:.3f} over {s['critic_agreement']['goals_per_query']} goals",
     ]
+    if r.get("budgets"):
+        lines.append("- Budgets: " + "; ".join(
+            f"{name} {b['env_steps'] or 0:,} env steps, {b['sgd_updates'] or 0:,} SGD updates, {b['seconds'] or 0:.0f} s"
+            for name, b in r["budgets"].items()))
+    if "scratch" in r and r["scratch"].get("given"):
+        lines.append(f"- CRL from scratch is the given run {r['scratch']['run']}")
     if r.get("compress_cost_fraction"):
         lines.append(f"- Compression took {r['compress_seconds']:.0f} s, {100 * r['compress_cost_fraction']:.1f}% of the teacher's {r['teacher_train_seconds']:.0f} s of training")
     if "scratch" in r and "skipped" in r["scratch"]:

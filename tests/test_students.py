@@ -211,12 +211,33 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     flags = ["--student-depth", "4", "--student-width", "16", "--no-progress", "--no-baseline", "--num-envs", "8",
              "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "3", "--steps", "6"]
     kill_after_first_checkpoint([cli_process("compress", str(tiny_teacher_run), "--out", str(out), *flags)], out)
-    resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress", "--no-baseline",
-                      "--report-episodes", "4")
+    # The report's from-scratch baseline is an existing run here (the teacher itself stands in for a
+    # sweep's depth-4 run): it is evaluated as it is, not trained.
+    resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress",
+                      "--baseline-run", str(tiny_teacher_run), "--report-episodes", "4")
     assert resumed.returncode == 0, resumed.stderr
     metrics = read_metrics(out)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))  # no epoch lost or repeated
     assert metrics[-1]["round"] == 3
+    report = json.loads((out / "report.json").read_text())
+    assert report["scratch"]["run"] == str(tiny_teacher_run) and report["scratch"]["given"]
+    assert report["scratch"]["time_at_goal"] == report["teacher"]["time_at_goal"]
+    assert not (out / "scratch_baseline").exists()
+    teacher_steps = read_metrics(tiny_teacher_run)[-1]["env_steps"]
+    assert report["budgets"]["teacher"]["env_steps"] == report["budgets"]["scratch"]["env_steps"] == teacher_steps
+    assert report["budgets"]["student"]["env_steps"] == metrics[-1]["env_steps"]
+    assert "given run" in (out / "report.md").read_text()
+
+
+def test_baseline_run_must_be_a_teacher_of_the_same_env(tiny_teacher_run, tiny_student_run, tiny_maze_teacher_run, tmp_path):
+    out = tmp_path / "student"
+    for baseline, message in ((tiny_student_run, "is a student run"), (tiny_maze_teacher_run, "trained on 'simple_u_maze'"),
+                              (tmp_path / "none", "does not exist")):
+        assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--baseline-run", str(baseline)),
+                              message)
+    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--no-baseline",
+                                  "--baseline-run", str(tiny_teacher_run)), "cannot go with --no-baseline")
+    assert not out.exists()
 
 
 def test_loss_is_the_weighted_sum_of_its_table_of_terms():
