@@ -63,8 +63,8 @@ def write_maze_panels(layout: tuple[str, ...], scale: float, panels: dict, out: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = 5.5 if len(panels) > 1 else 6
-    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    width, height = _panel_size(layout, 5.5 if len(panels) > 1 else 6)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
     for ax, (label, (paths, goals)) in zip(axes[0], panels.items()):
         _draw_paths(ax, layout, scale, np.asarray(paths), np.asarray(goals))
         ax.set_title(label, fontsize=10)
@@ -137,13 +137,20 @@ def write_critic_map(env: GoalEnv, xs, ys, q, goal_xy, out: Path, title: str) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    width, height = _panel_size(env.layout, 6)
+    fig, ax = plt.subplots(figsize=(width + 1.2, height))
     mesh = ax.pcolormesh(xs, ys, q.T, shading="nearest", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label="Q(s, pi(s, g), g) = -||phi - psi||")
     _draw_walls(ax, env.layout, env.scale)
     ax.plot(*goal_xy, marker="*", color="tab:red", markersize=16, markeredgecolor="k", ls="none", label="goal")
     ax.set_title(title, fontsize=9)
     return _save_maze_figure(fig, [ax], env.layout, env.scale, "", out)
+
+
+def _panel_size(layout: tuple[str, ...], width: float) -> tuple[float, float]:
+    """Inches for one top view: x runs along the layout's rows, y along its columns, at equal scale,
+    plus room for the labels and title."""
+    return width, width * len(layout[0]) / len(layout) + 1.2
 
 
 def _draw_walls(ax, layout: tuple[str, ...], scale: float) -> None:
