@@ -1,0 +1,41 @@
+"""The GPU campaign's reduced size runs end to end on a CPU, and a second call redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def campaign(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_campaign.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=1200)
+
+
+# About four minutes of compiling on 2 cores: CI runs it with the slow tests.
+@pytest.mark.slow
+def test_reduced_campaign_runs_every_stage_and_continues_without_redoing(tmp_path):
+    out = tmp_path / "campaign"
+    first = campaign("--reduced", "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    throughput = json.loads((out / "throughput.json").read_text())
+    assert {(r["depth"], r["mode"]) for r in throughput} == {(4, "scan"), (4, "unrolled"), (8, "scan"), (8, "unrolled")}
+    assert all(r["env_steps_per_s"] > 0 and r["compile_and_first_step_s"] > 0 for r in throughput)
+    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
+    assert [d["depth"] for d in sweep["by_depth"]] == [4, 8]
+    result = json.loads((out / "compress.json").read_text())
+    assert result["teacher_run"] == "depth_8_seed_0" and result["baseline_run"] == "depth_4_seed_0"
+    assert result["scratch"]["depth"] == 4 and result["student"]["depth"] == 4
+    assert (out / "student.onnx").stat().st_size > 0 and "time_at_goal" in result["onnx_closed_loop"]
+
+    again = campaign("--reduced", "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sweep 1/2" not in again.stderr and "sweep 2/2" not in again.stderr
+    assert json.loads((out / "throughput.json").read_text()) == throughput
+    assert json.loads((out / "compress.json").read_text()) == result
