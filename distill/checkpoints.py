@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from distill.errors import DistillError
@@ -52,13 +55,15 @@ class RunCheckpoints:
 
     def save_last(self, step: int, state: Any, params: Any) -> None:
         """A resumable checkpoint only (between evaluations, so it cannot compete for ``best``)."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(params))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_stand_in_for_empty(state)),
+                                  params=ocp.args.StandardSave(params))
         self.last.save(step, args=args, force=True)
         self.wait()
 
     def save(self, step: int, state: Any, params: Any, time_at_goal: float) -> None:
         """A resumable checkpoint, which also becomes ``best`` if its time_at_goal beats the best so far."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(params))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_stand_in_for_empty(state)),
+                                  params=ocp.args.StandardSave(params))
         self.last.save(step, args=args, force=True)
         if self._best_score is None or time_at_goal > self._best_score:
             self.best.save(
@@ -80,12 +85,35 @@ class RunCheckpoints:
         step = self.last.latest_step() if step is None else step
         if step is None:
             raise DistillError(f"no checkpoint to resume from in {self.root / 'last'}")
-        restored = _restore(self.last, step, {"state": abstract_state}, self.root / "last")
-        return step, restored["state"]
+        restored = _restore(self.last, step, {"state": _stand_in_for_empty(abstract_state)}, self.root / "last")
+        return step, _empty_again(abstract_state, restored["state"])
 
     def close(self) -> None:
         self.last.close()
         self.best.close()
+
+
+def _is_empty(leaf) -> bool:
+    return math.prod(leaf.shape) == 0
+
+
+def _stand_in_for_empty(tree: Any) -> Any:
+    """orbax cannot save arrays of size zero, and MJX's physics state (part of a resumable training
+    state) holds some (no actuator activations, no sensors). Each is saved as one zero of its dtype,
+    a host array, in place of the empty one."""
+    return jax.tree.map(lambda leaf: np.zeros((1,), leaf.dtype) if _is_empty(leaf) else leaf, tree)
+
+
+def _empty_again(abstract: Any, restored: Any) -> Any:
+    """Puts the empty arrays back, shaped and placed as the abstract state says."""
+
+    def back(target, value):
+        if not _is_empty(target):
+            return value
+        sharding = getattr(target, "sharding", None)
+        return jax.device_put(np.zeros(target.shape, target.dtype), sharding) if sharding else jnp.zeros(target.shape, target.dtype)
+
+    return jax.tree.map(back, abstract, restored)
 
 
 def _read_score(manager: ocp.CheckpointManager, step: int) -> float | None:
