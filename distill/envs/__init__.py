@@ -10,6 +10,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     import brax.envs  # noqa: F401
 
 from distill.envs.ant import GoalAnt
+from distill.envs.arm import ArmBinpickHard, ArmPushEasy, ArmPushHard
 from distill.envs.base import EnvSpec, GoalEnv
 from distill.envs.humanoid import GoalHumanoid
 from distill.envs.maze import BIG_MAZE, HARDEST_MAZE, U4_MAZE, U5_MAZE, maze_env
@@ -124,6 +125,28 @@ for name, layout, what in (
         name, maze_env(GoalPointMass, layout), 2, f"point mass in {what}; goal = xy (the cheapest maze)",
         preset=SIMPLE_MAZE_PRESET,
     )
+
+# MuJoCo's own contact solver (MJX): Brax's other pipelines cannot hold a cube in a gripper. A step
+# costs about 20 times the point mass's, so the preset keeps the reacher's smaller batch.
+ARM_PRESET = dict(
+    num_envs=128, unroll_length=50, batch_size=256, updates_per_step=50, num_evals=10,
+    eval_episodes=128, replay_rows=2_000, prefill_rows=200,
+)
+register_goal_env(
+    "arm_push_easy", ArmPushEasy, 5,
+    "4-joint arm with a gripper; push the cube 0.17-0.25 m from its fixed start; goal = cube xyz",
+    episode_length=100, backend="mjx", preset=dict(ARM_PRESET, total_steps=2_000_000),
+)
+register_goal_env(
+    "arm_push_hard", ArmPushHard, 5,
+    "4-joint arm with a gripper; cube start and goal anywhere on a table patch, at least 0.2 m apart",
+    episode_length=150, backend="mjx", preset=dict(ARM_PRESET, total_steps=3_000_000),
+)
+register_goal_env(
+    "arm_binpick_hard", ArmBinpickHard, 5,
+    "4-joint arm with a gripper; lift the cube over a wall into a bin; goal = cube xyz",
+    episode_length=150, backend="mjx", preset=dict(ARM_PRESET, total_steps=3_000_000),
+)
 
 
 def get_spec(name: str) -> EnvSpec:
