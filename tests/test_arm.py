@@ -17,6 +17,10 @@ import pytest
 
 from distill.envs import arm
 
+# A minute or more of compiling MJX programs from a cold cache: CI runs these with the slow tests,
+# while every arm environment still resets, steps and keeps its goal bookkeeping in test_envs.py.
+pytestmark = pytest.mark.slow
+
 ENVS = {"push_easy": arm.ArmPushEasy, "push_hard": arm.ArmPushHard, "binpick_hard": arm.ArmBinpickHard}
 NUM_RESETS = 64
 STEPS = 150

@@ -16,6 +16,8 @@ TINY_FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", s
 SWEEP = ["sweep", "--env", "simple_u_maze", "--depths", "4,8", *TINY_FLAGS]
 
 
+# Two short trainings, a kill and a resume: about a minute, so CI runs it with the slow tests.
+@pytest.mark.slow
 def test_a_sweep_interrupted_in_its_second_run_continues_without_retraining_the_first(tmp_path):
     out = tmp_path / "sweep"
     first, second = out / "depth_4_seed_0", out / "depth_8_seed_0"
