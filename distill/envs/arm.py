@@ -265,16 +265,9 @@ class ArmEnv(GoalEnv):
         rng_task, _ = jax.random.split(rng)
         return self._sample_task(rng_task)[1]
 
-    def reset(self, rng: jax.Array) -> State:
-        # One key for both start and goal (see the class docstring), unlike the base's two.
-        q, qd = self._initial_q(rng)
-        goal = self._sample_goal(rng)
-        pipeline_state = self.pipeline_init(q, qd)
-        state = self._state(pipeline_state)
-        distance = self.goal_distance(state, goal)
-        metrics = {"distance": distance, "success": (distance < self.success_radius).astype(jnp.float32)}
-        zero = jnp.zeros(())
-        return State(pipeline_state, jnp.concatenate([state, goal]), zero, zero, metrics, {})
+    def _reset_keys(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        # One key for both start and goal (see the class docstring), so that they are drawn together.
+        return rng, rng
 
     def step(self, env_state: State, action: jax.Array) -> State:
         return super().step(env_state, self._controls(action))

@@ -109,8 +109,13 @@ class GoalEnv(PipelineEnv):
         """Environments with a visual target body move it to the goal; default: nothing."""
         return q
 
-    def reset(self, rng: jax.Array) -> State:
+    def _reset_keys(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The keys of an episode's start (``_initial_q``) and goal (``_sample_goal``)."""
         rng_q, rng_goal = jax.random.split(rng)
+        return rng_q, rng_goal
+
+    def reset(self, rng: jax.Array) -> State:
+        rng_q, rng_goal = self._reset_keys(rng)
         goal = self._sample_goal(rng_goal)
         q, qd = self._initial_q(rng_q)
         q = self._place_goal_marker(q, goal)
