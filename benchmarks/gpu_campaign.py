@@ -76,26 +76,14 @@ def peak_memory_gb() -> tuple[float, str]:
 
 def measure_point(env: str, depth: int, mode: str, steps: int, overrides: dict) -> dict:
     """One teacher training step configuration, timed in the engine's device loop after compiling."""
-    import jax
-
-    from distill.engine import make_run_steps
     from teachers.config import teacher_config
-    from teachers.train import make_teacher, teacher_trainable
+    from teachers.train import make_teacher
+    from throughput import time_teacher_steps
 
     teacher = make_teacher(teacher_config(env, critic_depth=depth, actor_depth=depth, **overrides),
                            unrolled=(mode == "unrolled"))
     config = teacher.config
-    trainable = teacher_trainable(teacher)
-    run_steps = make_run_steps(trainable)
-    state = trainable.init()
-    t0 = time.perf_counter()
-    state, metrics = run_steps(state, 1)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    state, metrics = run_steps(state, steps)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - t0
+    compile_s, seconds = time_teacher_steps(teacher, steps)
     memory, memory_kind = peak_memory_gb()
     return {"env": env, "depth": depth, "mode": mode, "device": device_name(), "num_envs": config.num_envs,
             "batch_size": config.batch_size, "updates_per_step": config.updates_per_step,

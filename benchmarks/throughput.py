@@ -37,27 +37,38 @@ PRESETS = {
 }
 
 
-def measure_step(depth: int, preset: str, steps: int) -> dict:
+def time_teacher_steps(teacher, steps: int) -> tuple[float, float]:
+    """(compile and first step, ``steps`` more) seconds of a teacher's training step in the engine's
+    device loop, from a prefilled state."""
     import jax
 
     from distill.engine import make_run_steps
-    from teachers.config import teacher_config
-    from teachers.train import make_teacher, teacher_trainable
+    from teachers.train import teacher_trainable
 
-    overrides = dict(PRESETS[preset])
-    env = overrides.pop("env")
-    teacher = make_teacher(teacher_config(env, critic_depth=depth, actor_depth=depth, **overrides))
-    config = teacher.config
     trainable = teacher_trainable(teacher)
     run_steps = make_run_steps(trainable)
+    state = trainable.init()
     t0 = time.perf_counter()
-    state, metrics = run_steps(trainable.init(), 1)
+    state, metrics = run_steps(state, 1)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     state, metrics = run_steps(state, steps)
     jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - t0
+    return compile_s, time.perf_counter() - t0
+
+
+def measure_step(depth: int, preset: str, steps: int) -> dict:
+    import jax
+
+    from teachers.config import teacher_config
+    from teachers.train import make_teacher
+
+    overrides = dict(PRESETS[preset])
+    env = overrides.pop("env")
+    teacher = make_teacher(teacher_config(env, critic_depth=depth, actor_depth=depth, **overrides))
+    config = teacher.config
+    compile_s, seconds = time_teacher_steps(teacher, steps)
     return {
         "mode": "step",
         "preset": preset,
