@@ -15,7 +15,7 @@ the same stages at toy sizes on a point-mass maze, to check the campaign end to 
 
     python benchmarks/gpu_campaign.py                       # every stage
     python benchmarks/gpu_campaign.py --stage throughput    # one stage
-    python benchmarks/gpu_campaign.py --reduced --out /tmp/campaign
+    python benchmarks/gpu_campaign.py --reduced --out runs/campaign
 """
 
 from __future__ import annotations
