@@ -6,6 +6,21 @@ import json
 from pathlib import Path
 
 
+def env_names(envs: str | None) -> list[str]:
+    """The environments an ``--envs a,b`` option names (every registered one when empty), or exits
+    with a one-line error naming the valid ones."""
+    from distill.envs import REGISTRY, get_spec
+    from distill.errors import DistillError
+
+    names = envs.split(",") if envs else list(REGISTRY)
+    try:
+        for name in names:
+            get_spec(name)
+    except DistillError as err:
+        raise SystemExit(f"error: {err}") from None
+    return names
+
+
 def table_and_json(title: str, columns: list[str], rows: list[list[str]], records: list[dict], json_path: str) -> Path:
     from rich.console import Console
     from rich.table import Table

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_output import table_and_json  # noqa: E402
+from bench_output import env_names, table_and_json  # noqa: E402
 
 
 def measure(name: str, num_envs: int, steps: int, random_episodes: int) -> dict:
@@ -65,17 +65,9 @@ def main() -> None:
     parser.add_argument("--json", default="results/env_throughput.json")
     args = parser.parse_args()
 
-    from distill.envs import REGISTRY, get_spec
-    from distill.errors import DistillError
-
-    try:
-        names = args.envs.split(",") if args.envs else list(REGISTRY)
-        for name in names:
-            get_spec(name)
-        if args.num_envs <= 0 or args.steps <= 0 or args.random_episodes < 0:
-            raise DistillError("--num-envs and --steps must be positive, --random-episodes not negative")
-    except DistillError as err:
-        sys.exit(f"error: {err}")
+    names = env_names(args.envs)
+    if args.num_envs <= 0 or args.steps <= 0 or args.random_episodes < 0:
+        sys.exit("error: --num-envs and --steps must be positive, --random-episodes not negative")
     records = []
     for name in names:
         records.append(measure(name, args.num_envs, args.steps, args.random_episodes))

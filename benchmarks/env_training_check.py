@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_output import table_and_json  # noqa: E402
+from bench_output import env_names, table_and_json  # noqa: E402
 
 SHORT_RUN = dict(
     num_envs=64, unroll_length=50, batch_size=256, updates_per_step=0, num_evals=4, eval_episodes=16,
@@ -57,15 +57,9 @@ def main() -> None:
     parser.add_argument("--json", default="results/envs/training_check.json")
     args = parser.parse_args()
 
-    from distill.envs import REGISTRY, get_spec
     from distill.errors import DistillError
 
-    try:
-        names = args.envs.split(",") if args.envs else list(REGISTRY)
-        for name in names:
-            get_spec(name)
-    except DistillError as err:
-        sys.exit(f"error: {err}")
+    names = env_names(args.envs)
     # Records of other environments already in the JSON are kept, so environments can be checked
     # a few at a time into one table.
     path = Path(args.json)
