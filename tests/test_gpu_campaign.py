@@ -18,6 +18,14 @@ def campaign(*args: str) -> subprocess.CompletedProcess:
                           text=True, env=env, cwd=ROOT, timeout=1200)
 
 
+def test_a_call_past_its_deadline_starts_no_point_and_leaves_them_for_the_next(tmp_path):
+    out = tmp_path / "campaign"
+    result = campaign("--reduced", "--out", str(out), "--stage", "throughput", "--deadline-s", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "deadline reached" in result.stdout
+    assert json.loads((out / "throughput.json").read_text()) == []
+
+
 # About four minutes of compiling on 2 cores: CI runs it with the slow tests.
 @pytest.mark.slow
 def test_reduced_campaign_runs_every_stage_and_continues_without_redoing(tmp_path):
