@@ -22,13 +22,15 @@ Bad inputs raise ``PolicyInputError``; unusable files raise ``PolicyFileError`` 
 Sessions use one intra-op and one inter-op thread with sequential execution: more threads lower the
 median latency of these small networks but add millisecond spikes, which a control loop cannot afford.
 
-A control loop's call (one float32 observation and goal) takes a fast path: the inputs are copied into
-buffers bound to the session once, so a call costs one onnxruntime run and a few copies. Its NaN and inf
-check reads the action instead of the inputs: every distill graph starts with Dense -> LayerNorm, and a
-non-finite input makes the whole first pre-activation non-finite, which LayerNorm turns into NaN in every
-unit, so the action is NaN too (the tests check this for every input position). Only when the action is
-not finite are the inputs inspected, to say which one was bad. Calls are serialised by a lock, so a
-policy may be shared between threads.
+A control loop's call (one float32 observation and goal) takes a fast path. Observation, goal and
+action share one buffer bound to the session once, so a call costs two copies in, one onnxruntime
+run, one copy out and one NaN/inf check of the whole buffer after the run: up to ``SUM_CHECK_MAX``
+values, a Python sum of its floats (non-finite exactly when a value is, since float32 values cannot
+overflow a float64 sum), cheaper than any numpy call on so few values; beyond, one ``np.isfinite``.
+Only a failed check inspects obs and goal apart, to name the bad one, or else reports an action that
+overflowed. The inputs are checked themselves, not through the action, because not every graph carries
+a NaN through (int8 quantisation turns it into an ordinary integer). Calls are serialised by a lock,
+so a policy may be shared between threads.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ DIM_KEYS = {"obs": "state_dim", "goal": "goal_dim", "action": "action_dim"}
 # numpy shares one dtype object per native type, so an identity test picks out float32 arrays without
 # the cost of a dtype comparison (other byte orders fail it and take the checked path).
 FLOAT32 = np.dtype(np.float32)
+_isfinite = math.isfinite
+_ndarray = np.ndarray
+# Up to this many values (inputs and action) a Python sum checks them faster than np.isfinite
+# (measured: 0.3 us for 12 values against 1.3 us; equal near 90).
+SUM_CHECK_MAX = 64
 
 
 class PolicyInputError(ValueError):
@@ -197,38 +204,49 @@ class OnnxPolicy(_OnnxModel):
     def __init__(self, path: str | Path):
         super().__init__(path)
         # Batch-1 buffers bound to the session once; numpy keeps them alive, onnxruntime holds pointers.
-        self._obs_shape, self._goal_shape = (self.state_dim,), (self.goal_dim,)
-        self._obs_buffer = np.zeros((1, self.state_dim), np.float32)
-        self._goal_buffer = np.zeros((1, self.goal_dim), np.float32)
-        self._action_buffer = np.zeros((1, self.action_dim), np.float32)
-        self._binding = self._session.io_binding()
-        for name, buffer in (("obs", self._obs_buffer), ("goal", self._goal_buffer)):
-            self._binding.bind_input(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
-        buffer = self._action_buffer
-        self._binding.bind_output("action", "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
-        self._lock = threading.Lock()
+        # obs, goal and action are adjacent views of one buffer, so one pass over it checks all three.
+        state_dim, goal_dim, action_dim = self.state_dim, self.goal_dim, self.action_dim
+        self._obs_shape, self._goal_shape = (state_dim,), (goal_dim,)
+        buffer = np.zeros(state_dim + goal_dim + action_dim, np.float32)
+        address, item = buffer.ctypes.data, buffer.itemsize
+        binding = self._session.io_binding()
+        binding.bind_input("obs", "cpu", 0, np.float32, [1, state_dim], address)
+        binding.bind_input("goal", "cpu", 0, np.float32, [1, goal_dim], address + item * state_dim)
+        binding.bind_output("action", "cpu", 0, np.float32, [1, action_dim], address + item * (state_dim + goal_dim))
+        self._binding = binding  # keeps the binding (and with it the bound pointers) alive
+        # Everything the fast path touches, fetched with one attribute lookup.
+        self._fast = (
+            threading.Lock(), buffer, buffer[:state_dim], buffer[state_dim : state_dim + goal_dim],
+            buffer[state_dim + goal_dim :], self._session.run_with_iobinding, binding,
+            len(buffer) <= SUM_CHECK_MAX,
+        )
 
     def __call__(self, obs: Any, goal: Any) -> np.ndarray:
         if (
-            type(obs) is np.ndarray and type(goal) is np.ndarray
+            type(obs) is _ndarray and type(goal) is _ndarray
             and obs.dtype is FLOAT32 and goal.dtype is FLOAT32
             and obs.shape == self._obs_shape and goal.shape == self._goal_shape
         ):
-            return self._act_one(obs, goal)
+            # The fast path, inlined: at kilohertz rates every Python call and attribute lookup shows.
+            lock, buffer, obs_view, goal_view, action_view, run, binding, sum_check = self._fast
+            with lock:
+                obs_view[...] = obs
+                goal_view[...] = goal
+                run(binding)
+                action = action_view.copy()
+                # Inputs and action in one pass, after the run: a NaN input that the graph turned into a
+                # finite action (int8) is still in the buffer.
+                finite = _isfinite(sum(buffer.tolist())) if sum_check else _all_finite(buffer)
+            if not finite:
+                self._refuse_non_finite("action", {"obs": obs, "goal": goal})  # names the bad input first
+            return action
         outputs, single = self._run(obs=obs, goal=goal)
         action = outputs["action"]
         return action[0] if single else action
 
-    def _act_one(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self._obs_buffer[0] = obs
-            self._goal_buffer[0] = goal
-            self._session.run_with_iobinding(self._binding)
-            action = self._action_buffer[0].copy()
-        # A Python loop over a few floats is cheaper here than a numpy reduction.
-        if not all(map(math.isfinite, action.tolist())):
-            self._refuse_non_finite("action", {"obs": obs, "goal": goal})
-        return action
+
+def _all_finite(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all())
 
 
 class OnnxCritic(_OnnxModel):

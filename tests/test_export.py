@@ -283,7 +283,7 @@ def test_runtime_rejects_bad_inputs(small_policy, obs, goal, fragment):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_single_call_refuses_every_non_finite_input_position(small_policy, bad):
-    """The batch-1 fast path checks the action, so a bad value anywhere in the inputs must poison it."""
+    """The batch-1 fast path checks the inputs in one pass; a bad value anywhere must be found and named."""
     policy = OnnxPolicy(small_policy[0])
     for name, dim in (("obs", SPEC.state_dim), ("goal", SPEC.goal_dim)):
         for i in range(dim):
@@ -291,6 +291,28 @@ def test_single_call_refuses_every_non_finite_input_position(small_policy, bad):
             (obs if name == "obs" else goal)[i] = bad
             with pytest.raises(PolicyInputError, match=f"{name} contains NaN or inf .first at index \\[{i}\\]"):
                 policy(obs, goal)
+
+
+def test_single_call_checks_wide_inputs_too(tmp_path):
+    """Past SUM_CHECK_MAX input values the fast path checks them with numpy instead; same refusals."""
+    from export.runtime import SUM_CHECK_MAX
+
+    spec = get_spec("humanoid")
+    assert spec.state_dim + spec.goal_dim > SUM_CHECK_MAX
+    nets = make_crl_networks(spec, actor_depth=0, critic_depth=4, width=16)
+    params = init_params(nets.actor, spec.state_dim + spec.goal_dim, seed=0)
+    path = tmp_path / "wide.onnx"
+    dims = dict(state_dim=spec.state_dim, goal_dim=spec.goal_dim, action_dim=spec.action_dim)
+    write_verified(policy_graph(params, **dims), path, jax_policy(nets, params),
+                   {"obs": spec.state_dim, "goal": spec.goal_dim}, {"env": "humanoid"})
+    policy = OnnxPolicy(path)
+    obs, goal = np.full(spec.state_dim, 0.1, np.float32), np.full(spec.goal_dim, -0.1, np.float32)
+    np.testing.assert_allclose(policy(obs, goal), policy(obs[None], goal[None])[0], atol=1e-6)
+    for name, i in (("obs", 0), ("obs", spec.state_dim - 1), ("goal", 0), ("goal", spec.goal_dim - 1)):
+        o, g = obs.copy(), goal.copy()
+        (o if name == "obs" else g)[i] = np.nan
+        with pytest.raises(PolicyInputError, match=f"{name} contains NaN or inf .first at index \\[{i}\\]"):
+            policy(o, g)
 
 
 def random_policy_inputs(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
