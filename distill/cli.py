@@ -252,17 +252,19 @@ def evaluate(
     env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
     which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of a run."),
+    obs_noise: float = typer.Option(0.0, "--obs-noise", help="Gaussian noise of this sigma on the state the policy observes (not on the goal); seeded by --seed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Evaluate a policy: time_at_goal and success_any over deterministic episodes."""
     from distill.commands.evaluate import evaluate_target
 
-    result = evaluate_target(run, episodes=episodes, env=env, seed=seed, which=which)
+    result = evaluate_target(run, episodes=episodes, env=env, seed=seed, which=which, obs_noise=obs_noise)
     if json_out:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
+        noise = f" with observation noise sigma {result['obs_noise']:g}" if result["obs_noise"] else ""
         typer.echo(
-            f"{result['policy']} on {result['env']}: time_at_goal {result['time_at_goal']:.2f}/{result['episode_length']} "
+            f"{result['policy']} on {result['env']}{noise}: time_at_goal {result['time_at_goal']:.2f}/{result['episode_length']} "
             f"(std {result['time_at_goal_std']:.2f}), success_any {result['success_any']:.3f} over {result['episodes']} episodes"
         )
 

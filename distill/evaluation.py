@@ -1,8 +1,16 @@
-"""Deterministic goal-reaching evaluation: time_at_goal and success_any."""
+"""Deterministic goal-reaching evaluation: time_at_goal and success_any.
+
+``obs_noise`` (sigma) adds Gaussian noise to the state the policy observes, never to the goal: the
+environment steps the true state and success is measured on it. The noise at step t is drawn from
+``fold_in(fold_in(key, NOISE_STREAM), t)`` of the evaluation's key, so a seed gives the same noise to
+every policy (JAX or ONNX) and sigma 0 is plain evaluation, the same program.
+"""
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +22,29 @@ from distill.errors import DistillError
 
 # Episodes whose paths an evaluation keeps for pictures (a maze's top view).
 PATH_EPISODES = 4
+# Folded into the evaluation key to draw observation noise, independent of the resets' keys.
+NOISE_STREAM = 0x6E6F6973
+
+
+def check_obs_noise(sigma: float) -> float:
+    """sigma of the observation noise: a finite, non-negative number."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise DistillError(f"--obs-noise must be a number, got {sigma!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise DistillError(f"--obs-noise must be a finite, non-negative standard deviation, got {sigma}")
+    return value
+
+
+def noise_key(key: jax.Array) -> jax.Array:
+    """The key observation noise is drawn from, given an evaluation's key."""
+    return jax.random.fold_in(key, NOISE_STREAM)
+
+
+def noisy_state(key: jax.Array, t, state: jax.Array, sigma: float) -> jax.Array:
+    """``state`` [episodes, state_dim] plus the step-``t`` noise of the noise key ``key``."""
+    return state + sigma * jax.random.normal(jax.random.fold_in(key, t), state.shape, state.dtype)
 
 
 class Episodes(NamedTuple):
@@ -29,18 +60,33 @@ class Episodes(NamedTuple):
 
 
 def rollout_success(
-    env: GoalEnv, policy: Callable[[jax.Array], jax.Array], num_episodes: int, episode_length: int, key: jax.Array
+    env: GoalEnv, policy: Callable[[jax.Array], jax.Array], num_episodes: int, episode_length: int, key: jax.Array,
+    obs_noise: float = 0.0,
 ) -> Episodes:
-    """Runs ``num_episodes`` episodes in parallel from the key's starts and goals."""
+    """Runs ``num_episodes`` episodes in parallel from the key's starts and goals.
+
+    With ``obs_noise`` > 0 the policy sees each state with Gaussian noise of that sigma (goal untouched).
+    """
     env_state = jax.vmap(env.reset)(jax.random.split(key, num_episodes))
     drawn = min(PATH_EPISODES, num_episodes)
     where = jnp.asarray(env.goal_indices[:2])
+    state_dim = env.state_dim
 
     def step(env_state, _):
         env_state = jax.vmap(env.step)(env_state, policy(env_state.obs))
         return env_state, (env_state.metrics["success"], env_state.obs[:drawn, where])
 
-    _, (success, path) = jax.lax.scan(step, env_state, None, length=episode_length)
+    def noisy_step(env_state, t):
+        obs = env_state.obs
+        seen = jnp.concatenate([noisy_state(keys, t, obs[:, :state_dim], obs_noise), obs[:, state_dim:]], axis=-1)
+        env_state = jax.vmap(env.step)(env_state, policy(seen))
+        return env_state, (env_state.metrics["success"], env_state.obs[:drawn, where])
+
+    if obs_noise:
+        keys = noise_key(key)
+        _, (success, path) = jax.lax.scan(noisy_step, env_state, jnp.arange(episode_length))
+    else:
+        _, (success, path) = jax.lax.scan(step, env_state, None, length=episode_length)
     path = jnp.concatenate([env_state.obs[None, :drawn, where], path])
     return Episodes(success, path, env_state.obs[:drawn, env.state_dim : env.state_dim + 2])
 
@@ -57,14 +103,19 @@ def summarize(success) -> dict:
     }
 
 
-def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int):
-    """A jitted ``evaluate(params, key) -> Episodes`` for a deterministic policy."""
+def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int, obs_noise: float = 0.0):
+    """A jitted ``evaluate(params, key) -> Episodes`` for a deterministic policy.
+
+    ``obs_noise`` > 0: the policy observes the state with Gaussian noise of that sigma (see the module).
+    """
     if num_episodes <= 0:
         raise DistillError(f"evaluation episodes must be positive, got {num_episodes}")
+    obs_noise = check_obs_noise(obs_noise)
 
     @jax.jit
     def evaluate(params, key):
-        return rollout_success(env, lambda obs: policy_apply(params, obs), num_episodes, spec.episode_length, key)
+        return rollout_success(env, lambda obs: policy_apply(params, obs), num_episodes, spec.episode_length, key,
+                               obs_noise)
 
     return evaluate
 
@@ -90,4 +141,5 @@ def random_policy_baseline(env: GoalEnv, spec: EnvSpec, num_episodes: int, seed:
     return summarize(run(key))
 
 
-__all__ = ["Episodes", "PATH_EPISODES", "make_evaluator", "random_policy_baseline", "rollout_success", "summarize"]
+__all__ = ["Episodes", "NOISE_STREAM", "PATH_EPISODES", "check_obs_noise", "make_evaluator", "noise_key", "noisy_state",
+           "random_policy_baseline", "rollout_success", "summarize"]

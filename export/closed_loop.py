@@ -2,7 +2,8 @@
 
 The environments are stepped by jitted JAX (they are Brax), but every action comes from the ONNX file
 through ``OnnxPolicy``, batched over the evaluation episodes. With the same seed the episodes start
-from the same states and goals as ``distill evaluate`` of the JAX student.
+from the same states and goals as ``distill evaluate`` of the JAX student, and ``obs_noise`` draws the
+same observation noise (``distill.evaluation.noisy_state``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.evaluation import summarize
+from distill.evaluation import check_obs_noise, noise_key, noisy_state, summarize
 from export.runtime import OnnxPolicy, PolicyFileError
 
 
@@ -38,19 +39,29 @@ def load_onnx_policy(path: Path, env: str | None):
     return policy, spec, policy.metadata.get("backend", spec.backend)
 
 
-def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int) -> dict:
+def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noise: float = 0.0) -> dict:
+    """time_at_goal and success_any of the file's policy; ``obs_noise`` > 0 adds Gaussian noise of that
+    sigma to the state it observes (not to the goal), drawn as ``distill evaluate`` of a run draws it."""
+    obs_noise = check_obs_noise(obs_noise)
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
     policy, spec, backend = load_onnx_policy(path, env)
     environment = spec.make(backend=backend)
     reset = jax.jit(jax.vmap(environment.reset))
     step = jax.jit(jax.vmap(environment.step))
+    key = jax.random.PRNGKey(seed)
+    noise = jax.jit(lambda t, state: noisy_state(noise_key(key), t, state, obs_noise))
 
-    env_state = reset(jax.random.split(jax.random.PRNGKey(seed), episodes))
+    env_state = reset(jax.random.split(key, episodes))
     success = np.zeros((spec.episode_length, episodes), np.float32)
     for t in range(spec.episode_length):
         obs = np.asarray(env_state.obs)
-        action = policy(obs[:, : spec.state_dim], obs[:, spec.state_dim :])
+        state = obs[:, : spec.state_dim]
+        if obs_noise:
+            state = np.asarray(noise(t, state))
+        action = policy(state, obs[:, spec.state_dim :])
         env_state = step(env_state, action)
         success[t] = np.asarray(env_state.metrics["success"])
     result = summarize(success)
-    result.update({"policy": f"onnx ({Path(path).name})", "env": spec.name, "seed": seed})
+    result.update({"policy": f"onnx ({Path(path).name})", "env": spec.name, "seed": seed, "obs_noise": obs_noise})
     return result

@@ -12,7 +12,7 @@ from distill import runs
 from distill.checkpoints import CHECKPOINT_KINDS
 from distill.envs import EnvSpec
 from distill.errors import DistillError
-from distill.evaluation import make_evaluator, summarize
+from distill.evaluation import check_obs_noise, make_evaluator, summarize
 from distill.networks import CRLNetworks, deterministic_action
 
 
@@ -55,8 +55,12 @@ def load_run_policy(target: Path, which: str = "best", env: str | None = None) -
     return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind} ({which} checkpoint, step {step})")
 
 
-def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, which: str = "best") -> dict:
+def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, which: str = "best",
+                    obs_noise: float = 0.0) -> dict:
+    """A run's or an ONNX file's summary on the seed's episodes; ``obs_noise`` > 0 adds Gaussian noise of
+    that sigma to the state the policy observes (the goal, the physics and success stay exact)."""
     target = Path(target)
+    obs_noise = check_obs_noise(obs_noise)
     if which not in CHECKPOINT_KINDS:
         raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
     if episodes <= 0:
@@ -64,9 +68,9 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
     if target.suffix == ".onnx":
         from export.closed_loop import evaluate_onnx
 
-        return evaluate_onnx(target, env=env, episodes=episodes, seed=seed)
+        return evaluate_onnx(target, env=env, episodes=episodes, seed=seed, obs_noise=obs_noise)
     policy = load_run_policy(target, which, env)
-    evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes)
+    evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes, obs_noise)
     result = summarize(evaluate(policy.actor_params, jax.random.PRNGKey(seed)).success)
-    result.update({"policy": policy.description, "env": policy.spec.name, "seed": seed})
+    result.update({"policy": policy.description, "env": policy.spec.name, "seed": seed, "obs_noise": obs_noise})
     return result
