@@ -127,7 +127,7 @@ def student_config(
     *,
     env: str | None = None,
     steps: int | None = None,
-    dagger: bool = True,
+    dagger: bool | None = True,
     **fields,
 ) -> StudentConfig:
     """A checked config for distilling the teacher in ``teacher_run``; None means "the default".
@@ -144,7 +144,8 @@ def student_config(
     if fields.get("student_width") is not None and fields["student_width"] <= 0:
         raise DistillError(f"--student-width must be positive, got {fields['student_width']}")
     config = StudentConfig(teacher_run=str(teacher_run), **{k: v for k, v in fields.items() if v is not None})
-    if not dagger:
+    # None is "the default" like every other option here: DAgger. Only an explicit False clones.
+    if dagger is False:
         config = dataclasses.replace(config, beta_start=1.0, beta_decay=1.0)
     if steps is not None:
         rounds = min(config.iterations, steps)

@@ -149,6 +149,8 @@ def test_tiny_end_to_end_compress(tiny_student_run, tiny_teacher_run):
     expected = critic_agreement(spec, teacher, t_params, student, params, obs)
     assert report["student"]["critic_agreement"] == pytest.approx(expected, abs=1e-6)
     assert params["actor"]["tower"]["blocks"]["block"]["dense_0"]["kernel"].shape[0] == 1  # one residual block
+    # `compress` without --dagger/--no-dagger distils with DAgger, as documented, not by cloning.
+    assert (config.beta_start, config.beta_decay) == (1.0, 0.5)
     ev = run_cli("evaluate", str(out), "--episodes", "4", "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["policy"].startswith("student")
@@ -273,6 +275,8 @@ def test_student_config_from_the_library_matches_the_command_line(tiny_teacher_r
     config = student_config(tiny_teacher_run, steps=7, iterations=3, dagger=False, student_width=16)
     assert (config.iterations, config.updates_per_iteration) == (3, 3)  # 7 steps over 3 rounds, rounded up
     assert (config.beta_start, config.beta_decay) == (1.0, 1.0)
+    # None means "the default", as it does for every other option: DAgger.
+    assert student_config(tiny_teacher_run, dagger=None).beta_decay == 0.5
     with pytest.raises(DistillError, match="environment mismatch"):
         student_config(tiny_teacher_run, env="ant")
     with pytest.warns(UserWarning, match="wider than is sensible"):
