@@ -179,6 +179,49 @@ def sweep(
 
 @app.command()
 @one_line_errors
+def frontier(
+    teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
+    out: Path = typer.Option(..., "--out", help="Frontier directory: one student run per (depth, width) inside; rerun to continue."),
+    depths: str = typer.Option("0,4,8", help="Comma-separated student depths: 0 (input projection and heads only) or multiples of 4."),
+    widths: str = typer.Option("64,128,256", help="Comma-separated student widths."),
+    steps: Optional[int] = typer.Option(None, "--steps", "--budget", help="Distillation SGD steps per student, spread over the rounds (default 900)."),
+    iterations: Optional[int] = typer.Option(None, help="DAgger rounds per student (default 6)."),
+    num_envs: Optional[int] = typer.Option(None, help="Environments stepped while collecting (default 64)."),
+    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per round (default 50)."),
+    batch_size: Optional[int] = typer.Option(None, help="Distillation batch size (default 256)."),
+    eval_episodes: Optional[int] = typer.Option(None, help="Episodes of each student's own evaluations during training (default 128)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Students' random seed (default 0)."),
+    episodes: int = typer.Option(128, "--episodes", help="Closed-loop episodes for the teacher and every ONNX student (the same ones)."),
+    eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of those episodes and of the observation noise."),
+    obs_noise: float = typer.Option(0.05, "--obs-noise", help="Also report retention with Gaussian noise of this sigma on the observed state (0 skips it)."),
+    tolerance: float = typer.Option(0.02, "--tolerance", help="Recommend the fastest student within this much retention of the best (0.02 = 2 points)."),
+    latency_calls: int = typer.Option(5000, help="Timed calls per policy, in 20 interleaved rounds."),
+    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
+):
+    """Students of several depths and widths: retention against ONNX latency, the Pareto front and a recommendation."""
+    from distill.commands.frontier import make_plan, recommend, run_frontier
+
+    recommend([], tolerance)  # refuses a tolerance outside [0, 1] before anything runs
+    plan = make_plan(teacher_run, depths, widths, episodes=episodes, eval_seed=eval_seed, obs_noise=obs_noise,
+                     steps=steps, iterations=iterations, num_envs=num_envs, unroll_length=unroll_length,
+                     batch_size=batch_size, eval_episodes=eval_episodes, seed=seed)
+    summary = run_frontier(plan, out, tolerance=tolerance, latency_calls=latency_calls, show_progress=progress,
+                           checkpoint_minutes=checkpoint_minutes)
+    for p in summary["points"]:
+        retention = "-" if p["retention"] is None else f"{p['retention']:.3f}"
+        noisy = "" if p["noisy_retention"] is None else f", noisy {p['noisy_retention']:.3f}"
+        typer.echo(f"depth {p['depth']:>3} width {p['width']:>4}: retention {retention}{noisy}, "
+                   f"p50 {p['p50_us']:.1f} us, p99 {p['p99_us']:.1f} us, {p['params']:,} parameters")
+    chosen = summary["recommendation"]
+    if chosen is not None:
+        typer.echo(f"recommended: depth {chosen['depth']}, width {chosen['width']} (retention {chosen['retention']:.3f}, "
+                   f"p50 {chosen['p50_us']:.1f} us): {chosen['command']}")
+    typer.echo(f"wrote {Path(out) / 'frontier.md'}")
+
+
+@app.command()
+@one_line_errors
 def compress(
     teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),

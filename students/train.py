@@ -215,11 +215,12 @@ def student_trainable(distiller: Distiller, title: str) -> Trainable:
 
 
 def compress(config: StudentConfig | None, teacher_run: Path | None, out: Path, resume: bool = False,
-             show_progress: bool = True, checkpoint_minutes: float = 10.0) -> dict:
+             show_progress: bool = True, checkpoint_minutes: float = 10.0, description: str | None = None) -> dict:
     """Distils the teacher in ``teacher_run`` into a student written to ``out``.
 
     With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
     has none yet) with its recorded teacher; ``config`` may then be None or must equal the recorded one.
+    ``description`` labels the progress bar (default: the environment and depth).
     """
     out = Path(out)
     engine.check_checkpoint_minutes(checkpoint_minutes)
@@ -243,7 +244,7 @@ def compress(config: StudentConfig | None, teacher_run: Path | None, out: Path, 
     trainable = student_trainable(distiller, title)
     plan = schedule(config)
     checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
-    progress = TrainingProgress(plan.total_env_steps, f"student {config.env} d{config.student_depth}",
+    progress = TrainingProgress(plan.total_env_steps, description or f"student {config.env} d{config.student_depth}",
                                 enabled=show_progress and is_writer())
     t_start = time.perf_counter()
     try:
