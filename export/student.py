@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import jax
@@ -18,11 +19,22 @@ def _versions() -> dict:
     return {k: v for k, v in runs.package_versions().items() if k in ("python", "jax", "flax", "onnx", "onnxruntime", "numpy")}
 
 
-def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, which: str = "best") -> dict:
-    """Writes the student's deterministic policy to ``out`` (and ``<out>.critic.onnx``); returns a summary."""
+def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, which: str = "best",
+                   precision: str = "fp32", gate_episodes: int = 128, gate_seed: int = 0, say=lambda _: None) -> dict:
+    """Writes the student's deterministic policy to ``out`` (and ``<out>.critic.onnx``); returns a summary.
+
+    ``precision`` "int8" or "fp16" writes that variant instead of the fp32 file, only if it passes the
+    variant gate (``export.variants``: within 2% of the fp32 file's closed-loop time_at_goal on
+    ``gate_episodes`` episodes of ``gate_seed``, and faster at batch 1); otherwise nothing is written.
+    """
+    from export.variants import PRECISIONS, export_variant
     from students.train import load_student
 
     run, out = Path(run), Path(out)
+    if precision not in PRECISIONS:
+        raise DistillError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if gate_episodes <= 0:
+        raise DistillError(f"the variant gate needs a positive number of episodes, got {gate_episodes}")
     record = runs.read_config(run, kind="student")
     config, spec, networks, params, step = load_student(run, which)
     teacher = record.get("teacher", {})
@@ -48,6 +60,7 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
         "student_checkpoint_step": int(step),
         "toolkit_version": __version__,
         "package_versions": _versions(),
+        "precision": "fp32",  # a variant's gate overwrites this with its own (export.variants)
     }
     if not out.name.endswith(".onnx"):
         raise DistillError(f"--out must name an .onnx file, got {out}")
@@ -60,8 +73,21 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
         mean, _ = networks.policy(actor, jnp.concatenate([obs, goal], -1))
         return {"action": deterministic_action(mean)}
 
-    report = write_verified(model, out, policy_fn, {"obs": spec.state_dim, "goal": spec.goal_dim}, metadata=common)
-    summary = {"policy": str(out), "policy_parity_max_abs_error": report["max_abs_error"]}
+    policy_inputs = {"obs": spec.state_dim, "goal": spec.goal_dim}
+    if precision == "fp32":
+        report = write_verified(model, out, policy_fn, policy_inputs, metadata=common)
+        summary = {"policy": str(out), "precision": precision, "policy_parity_max_abs_error": report["max_abs_error"]}
+    else:
+        if out.is_dir():
+            raise DistillError(f"cannot write ONNX file to {out}: it is a directory")
+        # The variant derives from the fp32 file that passed the parity gate; that file is only the
+        # reference here and is not kept.
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32_path = Path(tmp) / "fp32.onnx"
+            report = write_verified(model, fp32_path, policy_fn, policy_inputs, metadata=common)
+            gate = export_variant(fp32_path, precision, out, episodes=gate_episodes, seed=gate_seed, say=say)
+        summary = {"policy": str(out), "precision": precision, "policy_parity_max_abs_error": report["max_abs_error"],
+                   "variant_gate": gate}
 
     if critic:
         critic_out = out.with_name(out.name[: -len(".onnx")] + ".critic.onnx")
