@@ -482,6 +482,7 @@ def _plot(out: Path, s: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     points = [p for p in s["points"] if p["retention"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -508,6 +509,8 @@ def _plot(out: Path, s: dict) -> None:
                        label=f"best - tolerance ({s['tolerance']:g})")
         ax.axhline(1.0, color="gray", ls="--", lw=1, label="teacher")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("retention (student / teacher time_at_goal)")
         ax.legend(fontsize=7)
