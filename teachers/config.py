@@ -54,6 +54,11 @@ class TeacherConfig:
     remat: bool | None = None
     """Rematerialise residual blocks in the backward pass (less memory, more compute); None decides by
     itself: on from depth 256, or wherever the network would not fit comfortably without it."""
+    unrolled_blocks: bool = False
+    """Apply the residual blocks as a Python loop instead of a scan. Compile time then grows with
+    depth, but each step skips the scan's per-block loop cost: on an H100 at the paper's ratio, depth
+    16 trains 2.1x faster (20.4k against 9.8k env steps/s) for 7 s more compile; at depth 4 both are
+    the same. Worth it on a GPU for moderate depths; checkpoints keep the layout they were made with."""
     backend: str = ""
     """Brax physics pipeline; empty takes the environment's own."""
     seed: int = 0

@@ -108,7 +108,10 @@ def _check_sweep_dir(out: Path, plan: SweepPlan) -> bool:
 
 
 def _differences(old: dict, new: dict) -> list[str]:
+    # A setting added to TeacherConfig after the sweep began was at its default there.
+    defaults = {f.name: f.default for f in dataclasses.fields(TeacherConfig) if f.default is not dataclasses.MISSING}
     flat_old = {**{k: v for k, v in old.items() if k != "settings"}, **old.get("settings", {})}
+    flat_old.update({k: defaults[k] for k in new.get("settings", {}) if k not in flat_old and k in defaults})
     flat_new = {**{k: v for k, v in new.items() if k != "settings"}, **new.get("settings", {})}
     return [f"{k}: {flat_new.get(k)} here, {flat_old.get(k)} there" for k in sorted(set(flat_old) | set(flat_new))
             if flat_old.get(k) != flat_new.get(k)]

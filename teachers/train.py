@@ -191,7 +191,7 @@ def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, unrolled: bool
         width=config.width,
         repr_dim=config.repr_dim,
         remat=config.remat,
-        unrolled=unrolled,
+        unrolled=unrolled or config.unrolled_blocks,
     )
     env = spec.make(backend=config.backend)
     return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh)
@@ -311,7 +311,8 @@ def load_teacher(run: Path, which: str = "best"):
     """Rebuilds a trained teacher's networks and parameters: (config, spec, networks, params, step)."""
     return load_run_networks(
         run, "teacher", TeacherConfig, which,
-        lambda c: dict(actor_depth=c.actor_depth, critic_depth=c.critic_depth, width=c.width, repr_dim=c.repr_dim),
+        lambda c: dict(actor_depth=c.actor_depth, critic_depth=c.critic_depth, width=c.width, repr_dim=c.repr_dim,
+                       unrolled=c.unrolled_blocks),
     )
 
 

@@ -60,3 +60,20 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(DistillError, match="non-finite"):
         train_teacher(config, tmp_path / "run", show_progress=False)
     assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_unrolled_blocks_are_recorded_and_reloaded_in_their_own_layout(tmp_path):
+    import jax
+
+    from teachers.train import load_teacher
+
+    out = tmp_path / "unrolled"
+    result = run_cli("train-teacher", "--out", str(out), "--no-progress", "--critic-depth", "8", "--unrolled-blocks",
+                     *tiny_flags(num_evals=1))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["unrolled_blocks"] is True
+    config, _, networks, params, _ = load_teacher(out)
+    paths = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert any("block_1" in p for p in paths) and not any("'blocks'" in p for p in paths)
+    evaluated = run_cli("evaluate", str(out), "--episodes", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
