@@ -72,7 +72,7 @@ def visited_states(fp32_path: Path, episodes: int, seed: int, limit: int = MAX_C
     """Observations and goals the fp32 policy meets in closed loop: ``{"obs": [n, state_dim], "goal": [n, goal_dim]}``.
 
     ``episodes`` episodes of the seed's starts and goals, every step's input kept, then at most
-    ``limit`` of them drawn evenly at random (seeded).
+    ``limit`` of them drawn at random without replacement (seeded), kept in time order.
     """
     policy, spec, backend = load_onnx_policy(fp32_path, None)
     environment = spec.make(backend=backend)
@@ -91,7 +91,7 @@ def visited_states(fp32_path: Path, episodes: int, seed: int, limit: int = MAX_C
 
 
 def int8_model(fp32_path: Path, calibration: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """Static int8 quantisation of the Gemms, calibrated on ``calibration`` (see the module)."""
+    """Static int8 quantisation of the hidden Gemms, calibrated on ``calibration`` (see the module)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):

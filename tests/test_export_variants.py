@@ -178,3 +178,12 @@ def test_gate_refuses_a_tolerance_outside_0_1(reference, tmp_path):
     fp32, states = reference
     with pytest.raises(DistillError, match="in \\[0, 1\\]"):
         gate_variant(fp32, controller(None, gain=2.0), "int8", tmp_path / "p.onnx", calibration=states, max_loss=1.5)
+
+
+def test_int8_needs_hidden_layers(tmp_path):
+    nets, params = make_actor(depth=0, width=16)
+    path = tmp_path / "shallow.onnx"
+    write_verified(policy_graph(params, **DIMS), path, jax_policy(nets, params), POLICY_INPUTS, {"env": "reacher"})
+    obs, goal = random_policy_inputs(16, seed=0)
+    with pytest.raises(DistillError, match="no hidden layers"):
+        int8_model(path, {"obs": obs, "goal": goal})

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in records:
         ratio = f"{r['p50_ratio_to_bare_session']:.3f}" if "p50_ratio_to_bare_session" in r else ""
         table.add_row(r["model"], str(r["depth"]), str(r["width"]), f"{r['params']:,}", f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", ratio)
-    Console().print(table)
+    # A pipe gets rich's 80 columns, which squeezes this table unreadably.
+    (Console() if Console().is_terminal else Console(width=150)).print(table)
     deep = next(r for r in records if r["depth"] == args.deep_depth and "teacher" in r["model"])
     onnx_rec = next(r for r in records if r["model"] == ONNX_POLICY_ROW)
     print(f"depth-{args.deep_depth} teacher (JAX) / student (onnxruntime) p50: {deep['p50_us'] / onnx_rec['p50_us']:.0f}x")
