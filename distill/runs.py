@@ -53,6 +53,43 @@ def check_out_dir(out: Path, resume: bool) -> None:
         raise DistillError(f"cannot write to output directory {out}: permission denied")
 
 
+def check_grid_dir(out: Path, record_name: str, record: dict, what: str, nested: str = "settings",
+                   defaults: dict | None = None) -> bool:
+    """For a command that trains a grid of runs into ``out`` (a sweep, a frontier): True if ``out``
+    already holds this grid with the same settings (to continue it), False if it can start there;
+    refuses anything else. ``record`` is what ``out/record_name`` holds; its ``nested`` dict is
+    compared key by key, and a key the recorded grid lacks counts as its value in ``defaults`` (a
+    setting added after that grid began)."""
+    out = Path(out)
+    recorded = out / record_name
+    if recorded.is_file():
+        try:
+            old = json.loads(recorded.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DistillError(f"{recorded} is unreadable: {err}") from None
+        new = json.loads(json.dumps(record))
+        changed = _setting_differences({k: old.get(k) for k in new}, new, nested, defaults or {})
+        if changed:
+            raise DistillError(f"{out} holds a {what} with other settings ({'; '.join(changed)}); "
+                               "rerun it with its own settings to continue it, or choose another --out")
+        return True
+    if out.is_dir() and any(out.iterdir()):
+        raise DistillError(f"output directory {out} already exists and is not empty (it holds no {what}); "
+                           "choose another --out")
+    check_out_dir(out, resume=False)
+    return False
+
+
+def _setting_differences(old: dict, new: dict, nested: str, defaults: dict) -> list[str]:
+    def flat(d):
+        return {**{k: v for k, v in d.items() if k != nested}, **(d.get(nested) or {})}
+
+    flat_old, flat_new = flat(old), flat(new)
+    flat_old.update({k: defaults[k] for k in flat_new if k not in flat_old and k in defaults})
+    return [f"{k}: {flat_new.get(k)} here, {flat_old.get(k)} there" for k in sorted(set(flat_old) | set(flat_new))
+            if flat_old.get(k) != flat_new.get(k)]
+
+
 def prepare_out_dir(out: Path, resume: bool) -> Path:
     """Creates ``out`` for a new run, or checks it holds a run to resume. Never clears anything."""
     out = Path(out)

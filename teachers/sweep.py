@@ -87,34 +87,8 @@ def make_plan(env: str, depths, seeds=(0,), **overrides) -> SweepPlan:
 
 def _check_sweep_dir(out: Path, plan: SweepPlan) -> bool:
     """True if ``out`` already holds this sweep (to continue); refuses anything else."""
-    out = Path(out)
-    recorded = out / SWEEP_CONFIG
-    if recorded.is_file():
-        try:
-            old = json.loads(recorded.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DistillError(f"{recorded} is unreadable: {err}") from None
-        new = json.loads(json.dumps(plan.record()))
-        changed = _differences({k: old.get(k) for k in new}, new)
-        if changed:
-            raise DistillError(f"{out} holds a sweep with other settings ({'; '.join(changed)}); "
-                               "rerun it with its own settings to continue it, or choose another --out")
-        return True
-    if out.is_dir() and any(out.iterdir()):
-        raise DistillError(f"output directory {out} already exists and is not empty (it holds no sweep); "
-                           "choose another --out")
-    runs.check_out_dir(out, resume=False)
-    return False
-
-
-def _differences(old: dict, new: dict) -> list[str]:
-    # A setting added to TeacherConfig after the sweep began was at its default there.
     defaults = {f.name: f.default for f in dataclasses.fields(TeacherConfig) if f.default is not dataclasses.MISSING}
-    flat_old = {**{k: v for k, v in old.items() if k != "settings"}, **old.get("settings", {})}
-    flat_old.update({k: defaults[k] for k in new.get("settings", {}) if k not in flat_old and k in defaults})
-    flat_new = {**{k: v for k, v in new.items() if k != "settings"}, **new.get("settings", {})}
-    return [f"{k}: {flat_new.get(k)} here, {flat_old.get(k)} there" for k in sorted(set(flat_old) | set(flat_new))
-            if flat_old.get(k) != flat_new.get(k)]
+    return runs.check_grid_dir(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults)
 
 
 def _finished(run: Path, config: TeacherConfig) -> bool:

@@ -87,3 +87,15 @@ def test_bad_sweep_through_the_command_line(tmp_path):
 
 def test_depth_lists_parse():
     assert parse_int_list("4, 8,16", "depths") == (4, 8, 16)
+
+
+def test_a_sweep_recorded_before_a_setting_existed_continues_at_that_settings_default(tmp_path):
+    from distill.runs import check_grid_dir
+
+    record = {"env": "simple_u_maze", "depths": [4, 8], "settings": {"width": 32, "unrolled_blocks": False}}
+    older = {"env": "simple_u_maze", "depths": [4, 8], "settings": {"width": 32}}
+    (tmp_path / "sweep_config.json").write_text(json.dumps(older))
+    assert check_grid_dir(tmp_path, "sweep_config.json", record, "sweep", defaults={"unrolled_blocks": False})
+    changed = {**record, "settings": {"width": 32, "unrolled_blocks": True}}
+    with pytest.raises(DistillError, match="holds a sweep with other settings .*unrolled_blocks: True here, False there"):
+        check_grid_dir(tmp_path, "sweep_config.json", changed, "sweep", defaults={"unrolled_blocks": False})

@@ -174,33 +174,7 @@ def recommend(points: list[dict], tolerance: float = DEFAULT_TOLERANCE, cost: st
 
 def _check_frontier_dir(out: Path, plan: FrontierPlan) -> bool:
     """True if ``out`` already holds this frontier (to continue); refuses anything else."""
-    out = Path(out)
-    recorded = out / FRONTIER_CONFIG
-    if recorded.is_file():
-        try:
-            old = json.loads(recorded.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DistillError(f"{recorded} is unreadable: {err}") from None
-        new = json.loads(json.dumps(plan.record()))
-        changed = _differences({k: old.get(k) for k in new}, new)
-        if changed:
-            raise DistillError(f"{out} holds a frontier with other settings ({'; '.join(changed)}); "
-                               "rerun it with its own settings to continue it, or choose another --out")
-        return True
-    if out.is_dir() and any(out.iterdir()):
-        raise DistillError(f"output directory {out} already exists and is not empty (it holds no frontier); "
-                           "choose another --out")
-    runs.check_out_dir(out, resume=False)
-    return False
-
-
-def _differences(old: dict, new: dict) -> list[str]:
-    def flat(d):
-        return {**{k: v for k, v in d.items() if k != "student_settings"}, **(d.get("student_settings") or {})}
-
-    flat_old, flat_new = flat(old), flat(new)
-    return [f"{k}: {flat_new.get(k)} here, {flat_old.get(k)} there" for k in sorted(set(flat_old) | set(flat_new))
-            if flat_old.get(k) != flat_new.get(k)]
+    return runs.check_grid_dir(out, FRONTIER_CONFIG, plan.record(), "frontier", nested="student_settings")
 
 
 def _student_finished(run: Path, config) -> bool:
