@@ -13,6 +13,7 @@ into place. A file that fails is deleted, so nothing on disk ever looks verified
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -208,6 +209,31 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())  # the rename below must never expose a half-written file
 
 
+
+@contextlib.contextmanager
+def atomic_onnx_file(path: Path):
+    """A temporary file beside ``path`` for the block to write; leaving the block moves it onto
+    ``path``, readable by all. On any failure the temporary file is removed and whatever was at
+    ``path`` stays as it was; an OSError becomes a one-line error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as err:
+        raise DistillError(f"cannot write ONNX file to {path}: {err.strerror or err}") from None
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a deployed model is read by other users
+        os.replace(tmp, path)  # atomic on one filesystem, which mkstemp(dir=path.parent) ensures
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DistillError(f"cannot write ONNX file to {path}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_verified(
     model: onnx.ModelProto,
     path: str | Path,
@@ -229,14 +255,7 @@ def write_verified(
     final.CopyFrom(model)  # the caller's model stays as it was
     _check_structural(final, metadata or {})
     set_metadata(final, metadata or {})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as err:
-        raise DistillError(f"cannot write ONNX file to {path}: {err.strerror or err}") from None
-    tmp = Path(tmp_name)
-    try:
+    with atomic_onnx_file(path) as tmp:
         _write_bytes(tmp, final.SerializeToString())
         try:
             report = parity_gate(tmp, jax_fn, input_specs, **gate_options)
@@ -246,12 +265,4 @@ def write_verified(
         set_metadata(final, {"parity": report, "parity_max_abs_error": report["max_abs_error"]})
         onnx.checker.check_model(final, full_check=True)
         _write_bytes(tmp, final.SerializeToString())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a deployed model is read by other users
-        os.replace(tmp, path)  # atomic on one filesystem, which mkstemp(dir=path.parent) ensures
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DistillError(f"cannot write ONNX file to {path}: {err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return report

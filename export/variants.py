@@ -34,7 +34,6 @@ variant, the retention and the speedup.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +48,7 @@ from distill.errors import DistillError
 from export.closed_loop import evaluate_onnx, load_onnx_policy
 from export.latency import interleaved_policy_latency
 from export.onnx_graph import set_metadata
-from export.parity import _load_checked, _write_bytes
+from export.parity import _load_checked, _write_bytes, atomic_onnx_file
 from export.runtime import OnnxPolicy, PolicyFileError
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -251,23 +250,8 @@ def _write_variant(variant: onnx.ModelProto, out: Path, precision: str, record: 
     _without_keys(final, FP32_ONLY_KEYS)
     set_metadata(final, {"precision": precision, "variant_gate": record})
     onnx.checker.check_model(final, full_check=True)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as err:
-        raise DistillError(f"cannot write ONNX file to {out}: {err.strerror or err}") from None
-    tmp = Path(tmp_name)
-    try:
+    with atomic_onnx_file(out) as tmp:
         _write_bytes(tmp, final.SerializeToString())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DistillError(f"cannot write ONNX file to {out}: {err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def export_variant(fp32_path: Path, precision: str, out: Path, *, episodes: int = 128, seed: int = 0,
