@@ -43,6 +43,18 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def int_list(values, what: str) -> tuple[int, ...]:
+    """A list option given as text (``"4,8,16"``) or as integers from Python, checked the same way."""
+    if isinstance(values, str):
+        return parse_int_list(values, what)
+    values = tuple(values)
+    if not values:
+        raise DistillError(f"--{what} must list at least one value")
+    if len(set(values)) != len(values):
+        raise DistillError(f"--{what} lists a value more than once: {list(values)}")
+    return values
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepPlan:
     env: str
@@ -64,13 +76,7 @@ class SweepPlan:
 
 def make_plan(env: str, depths, seeds=(0,), **overrides) -> SweepPlan:
     """Checks a whole sweep before anything trains: every run's config must be valid."""
-    depths = parse_int_list(depths, "depths") if isinstance(depths, str) else tuple(depths)
-    seeds = parse_int_list(seeds, "seeds") if isinstance(seeds, str) else tuple(seeds)
-    for name, values in (("depths", depths), ("seeds", seeds)):
-        if not values:
-            raise DistillError(f"--{name} must list at least one value")
-        if len(set(values)) != len(values):
-            raise DistillError(f"--{name} lists a value more than once: {list(values)}")
+    depths, seeds = int_list(depths, "depths"), int_list(seeds, "seeds")
     bad = [d for d in depths if d <= 0 or d % 4]
     if bad:
         raise DistillError(f"--depths must be positive multiples of 4 (a residual block is 4 layers), got {bad}")
@@ -234,4 +240,4 @@ def _plot(out: Path, s: dict) -> None:
     plt.close(fig)
 
 
-__all__ = ["SweepPlan", "make_plan", "parse_int_list", "run_sweep", "write_summary"]
+__all__ = ["SweepPlan", "int_list", "make_plan", "parse_int_list", "run_sweep", "write_summary"]

@@ -106,15 +106,9 @@ class FrontierPlan:
 def make_plan(teacher_run: Path, depths="0,4,8", widths="64,128,256", episodes: int = DEFAULT_EPISODES,
               eval_seed: int = 0, obs_noise: float = DEFAULT_OBS_NOISE, **options) -> FrontierPlan:
     """Checks a whole frontier before anything trains: the teacher, the grid and every point's config."""
-    from teachers.sweep import parse_int_list
+    from teachers.sweep import int_list
 
-    depths = parse_int_list(depths, "depths") if isinstance(depths, str) else tuple(depths)
-    widths = parse_int_list(widths, "widths") if isinstance(widths, str) else tuple(widths)
-    for name, values in (("depths", depths), ("widths", widths)):
-        if not values:
-            raise DistillError(f"--{name} must list at least one value")
-        if len(set(values)) != len(values):
-            raise DistillError(f"--{name} lists a value more than once: {list(values)}")
+    depths, widths = int_list(depths, "depths"), int_list(widths, "widths")
     bad = [d for d in depths if d < 0 or d % 4]
     if bad:
         raise DistillError(f"--depths must be non-negative multiples of 4 (0 = input projection and heads only; "
