@@ -80,6 +80,19 @@ def check_grid_dir(out: Path, record_name: str, record: dict, what: str, nested:
     return False
 
 
+def open_grid_dir(out: Path, record_name: str, record: dict, what: str, **check) -> bool:
+    """``check_grid_dir``, then for a new grid the output directory and its record (with the package
+    versions and the command line); True if an existing grid is continued."""
+    out = Path(out)
+    if check_grid_dir(out, record_name, record, what, **check):
+        return True
+    prepare_out_dir(out, resume=False)
+    atomic_write_text(out / record_name, json.dumps(
+        {**record, "versions": package_versions(), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])},
+        indent=2, sort_keys=True) + "\n")
+    return False
+
+
 def _setting_differences(old: dict, new: dict, nested: str, defaults: dict) -> list[str]:
     def flat(d):
         return {**{k: v for k, v in d.items() if k != nested}, **(d.get(nested) or {})}

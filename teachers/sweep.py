@@ -91,10 +91,10 @@ def make_plan(env: str, depths, seeds=(0,), **overrides) -> SweepPlan:
     return plan
 
 
-def _check_sweep_dir(out: Path, plan: SweepPlan) -> bool:
-    """True if ``out`` already holds this sweep (to continue); refuses anything else."""
+def _open_sweep_dir(out: Path, plan: SweepPlan) -> bool:
+    """True if ``out`` already holds this sweep (to continue); starts a new one or refuses anything else."""
     defaults = {f.name: f.default for f in dataclasses.fields(TeacherConfig) if f.default is not dataclasses.MISSING}
-    return runs.check_grid_dir(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults)
+    return runs.open_grid_dir(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults)
 
 
 def _finished(run: Path, config: TeacherConfig) -> bool:
@@ -106,12 +106,7 @@ def run_sweep(plan: SweepPlan, out: Path, show_progress: bool = True, checkpoint
               notice=lambda text: print(text, file=sys.stderr, flush=True)) -> dict:
     """Trains every run of the sweep that is not finished yet, then writes the sweep's summary."""
     out = Path(out)
-    continuing = _check_sweep_dir(out, plan)
-    if not continuing:
-        runs.prepare_out_dir(out, resume=False)
-        runs.atomic_write_text(out / SWEEP_CONFIG, json.dumps(
-            {**plan.record(), "versions": runs.package_versions(),
-             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}, indent=2, sort_keys=True) + "\n")
+    _open_sweep_dir(out, plan)
     cells = [(d, s) for d in plan.depths for s in plan.seeds]
     for index, (depth, seed) in enumerate(cells, 1):
         run, config = plan.run_dir(out, depth, seed), plan.config(depth, seed)

@@ -166,11 +166,6 @@ def recommend(points: list[dict], tolerance: float = DEFAULT_TOLERANCE, cost: st
 
 # ---- running the points ------------------------------------------------------------------------
 
-def _check_frontier_dir(out: Path, plan: FrontierPlan) -> bool:
-    """True if ``out`` already holds this frontier (to continue); refuses anything else."""
-    return runs.check_grid_dir(out, FRONTIER_CONFIG, plan.record(), "frontier", nested="student_settings")
-
-
 def _student_finished(run: Path, config) -> bool:
     """Its last epoch is recorded and its final checkpoint written (a run killed between the two resumes)."""
     from students.train import schedule
@@ -311,12 +306,7 @@ def run_frontier(plan: FrontierPlan, out: Path, tolerance: float = DEFAULT_TOLER
         raise DistillError(f"--tolerance must lie in [0, 1], got {tolerance}")
     if latency_calls < 20:
         raise DistillError(f"--latency-calls must be at least 20, got {latency_calls}")
-    continuing = _check_frontier_dir(out, plan)
-    if not continuing:
-        runs.prepare_out_dir(out, resume=False)
-        runs.atomic_write_text(out / FRONTIER_CONFIG, json.dumps(
-            {**plan.record(), "versions": runs.package_versions(),
-             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}, indent=2, sort_keys=True) + "\n")
+    runs.open_grid_dir(out, FRONTIER_CONFIG, plan.record(), "frontier", nested="student_settings")
     teacher = _read_json(out / TEACHER_FILE)
     if teacher is None:
         notice(f"frontier: evaluating the teacher on {plan.episodes} episodes"
