@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from distill.errors import DistillError
+from distill.networks import stack_blocks, unstack_blocks
 
 # Orbax logs every save at INFO and damaged files at ERROR; we report both ourselves, in one line.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
@@ -140,12 +141,28 @@ def _checkpoint_error(err: Exception, where: Path) -> DistillError:
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, abstract: dict, where: Path) -> dict:
-    args = ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()})
     try:
-        restored = manager.restore(step, args=args)
+        return _restore_as(manager, step, abstract)
     except Exception as err:  # orbax raises many types for damaged or foreign files
-        raise _checkpoint_error(err, where / str(step)) from None
+        legacy = unstack_blocks(abstract)
+        if jax.tree.structure(legacy) == jax.tree.structure(abstract):
+            raise _checkpoint_error(err, where / str(step)) from None
+        # Runs from before the stacked layout was the only one saved unrolled blocks (block_i).
+        try:
+            restored = stack_blocks(_restore_as(manager, step, legacy))
+        except Exception:
+            raise _checkpoint_error(err, where / str(step)) from None
+        return jax.tree.map(_place_like, abstract, restored)
+
+
+def _restore_as(manager: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
+    restored = manager.restore(step, args=ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()}))
     return {k: restored[k] for k in abstract}
+
+
+def _place_like(target, value):
+    sharding = getattr(target, "sharding", None)
+    return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
 
 
 def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[int, Any]:

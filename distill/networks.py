@@ -4,9 +4,15 @@ Each network is an input projection (Dense, LayerNorm, swish), ``depth // 4`` re
 4 x [Dense, LayerNorm, swish] with the skip added after the last activation, then a head. The blocks'
 parameters are stacked on a leading axis and applied with ``nn.scan``, so XLA compiles one block
 whatever the depth; ``remat`` recomputes block activations in the backward pass to save memory.
-``unrolled=True`` builds the same blocks with a Python loop (the paper's code): its compile time grows
-with depth, but on a GPU it saves the scan's per-block loop cost (teachers offer it as
-``unrolled_blocks``).
+
+``unroll`` is the scan's unroll factor: K blocks per loop iteration, and all of them (no loop at all)
+when K is the number of blocks. It changes the compiled program, never the parameters: every unroll
+computes the same function from the same stacked parameters, so a checkpoint does not depend on it.
+A CPU wants 1 (compile time stays flat with depth); a GPU wants the loop gone, since each iteration
+costs launches and synchronisation that a 256-wide layer cannot hide (``block_unroll`` picks).
+
+Runs made before the stacked layout was the only one may hold unrolled parameters (``block_0``,
+``block_1``, ... instead of ``blocks/block``); ``stack_blocks`` converts them on load.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from flax import struct
+
+from distill.errors import DistillError
 
 if TYPE_CHECKING:
     from distill.envs import EnvSpec
@@ -56,12 +65,12 @@ class _ScanBlock(nn.Module):
 
 
 class ResidualTower(nn.Module):
-    """Input projection followed by ``depth // 4`` residual blocks."""
+    """Input projection followed by ``depth // 4`` residual blocks, ``unroll`` of them per loop step."""
 
     width: int = 256
     depth: int = 4
     remat: bool = False
-    unrolled: bool = False
+    unroll: int = 1
 
     @nn.compact
     def __call__(self, x):
@@ -71,17 +80,13 @@ class ResidualTower(nn.Module):
         num_blocks = self.depth // LAYERS_PER_BLOCK
         if num_blocks == 0:
             return x
-        if self.unrolled:
-            block_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
-            for i in range(num_blocks):
-                x = block_cls(self.width, name=f"block_{i}")(x)
-            return x
         block_cls = nn.remat(_ScanBlock, prevent_cse=False) if self.remat else _ScanBlock
         blocks = nn.scan(
             block_cls,
             variable_axes={"params": 0},
             split_rngs={"params": True},
             length=num_blocks,
+            unroll=max(1, min(self.unroll, num_blocks)),
         )
         x, _ = blocks(self.width, name="blocks")(x, None)
         return x
@@ -94,11 +99,11 @@ class Encoder(nn.Module):
     width: int = 256
     depth: int = 4
     remat: bool = False
-    unrolled: bool = False
+    unroll: int = 1
 
     @nn.compact
     def __call__(self, x):
-        h = ResidualTower(self.width, self.depth, self.remat, self.unrolled, name="tower")(x)
+        h = ResidualTower(self.width, self.depth, self.remat, self.unroll, name="tower")(x)
         return dense(self.repr_dim, name="head")(h)
 
 
@@ -109,11 +114,11 @@ class Actor(nn.Module):
     width: int = 256
     depth: int = 4
     remat: bool = False
-    unrolled: bool = False
+    unroll: int = 1
 
     @nn.compact
     def __call__(self, obs):
-        h = ResidualTower(self.width, self.depth, self.remat, self.unrolled, name="tower")(obs)
+        h = ResidualTower(self.width, self.depth, self.remat, self.unroll, name="tower")(obs)
         mean = dense(self.action_dim, name="mean")(h)
         log_std = jnp.tanh(dense(self.action_dim, name="log_std")(h))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1.0)
@@ -185,6 +190,51 @@ class CRLNetworks:
         return self.goal_encoder.apply({"params": goal_params}, goal)
 
 
+# ---- how many residual blocks each loop iteration applies ---------------------------------------
+
+BLOCK_UNROLL_CHOICES = ("auto", "all")
+# On a GPU every loop iteration costs kernel launches and a host-visible trip-count check, which a
+# 256-wide layer cannot hide, so the loop goes entirely up to this many blocks; deeper towers keep a
+# short loop (a bounded program) of GPU_DEEP_UNROLL blocks per iteration. Measured on an H100 by
+# ``benchmarks/gpu_campaign.py --stage speed`` (results/gpu/<card>/speed.md).
+GPU_FULL_UNROLL_BLOCKS = 16
+GPU_DEEP_UNROLL = 8
+
+
+def check_block_unroll(value) -> int | str:
+    """``--block-unroll``: a positive integer, 'all' (no loop) or 'auto' (chosen per backend)."""
+    if isinstance(value, bool):
+        raise DistillError(f"--block-unroll must be a positive integer, 'all' or 'auto', got {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip().lower()
+        if text in BLOCK_UNROLL_CHOICES:
+            return text
+        try:
+            number = int(text)
+        except ValueError:
+            raise DistillError(f"--block-unroll must be a positive integer, 'all' or 'auto', got '{value}'") from None
+    if number < 1:
+        raise DistillError(f"--block-unroll must be at least 1 (1 = a plain loop over the blocks), got {number}")
+    return number
+
+
+def resolve_block_unroll(value, depth: int, backend: str | None = None) -> int:
+    """The scan unroll factor of a tower of ``depth``: 1 on a CPU (flat compile time), the whole
+    tower on a GPU up to ``GPU_FULL_UNROLL_BLOCKS`` blocks and ``GPU_DEEP_UNROLL`` beyond."""
+    value = check_block_unroll(value)
+    num_blocks = max(1, depth // LAYERS_PER_BLOCK)
+    if value == "all":
+        return num_blocks
+    if value == "auto":
+        backend = backend or jax.default_backend()
+        if backend in ("gpu", "cuda", "rocm"):
+            return num_blocks if num_blocks <= GPU_FULL_UNROLL_BLOCKS else min(GPU_DEEP_UNROLL, num_blocks)
+        return 1
+    return min(value, num_blocks)
+
+
 def make_crl_networks(
     spec: EnvSpec,
     *,
@@ -193,16 +243,76 @@ def make_crl_networks(
     width: int = 256,
     repr_dim: int = 64,
     remat: bool = False,
-    unrolled: bool = False,
+    block_unroll: int | str = 1,
 ) -> CRLNetworks:
+    actor_unroll = resolve_block_unroll(block_unroll, actor_depth)
+    critic_unroll = resolve_block_unroll(block_unroll, critic_depth)
     return CRLNetworks(
-        actor=Actor(spec.action_dim, width, actor_depth, remat, unrolled),
-        sa_encoder=Encoder(repr_dim, width, critic_depth, remat, unrolled),
-        goal_encoder=Encoder(repr_dim, width, critic_depth, remat, unrolled),
+        actor=Actor(spec.action_dim, width, actor_depth, remat, actor_unroll),
+        sa_encoder=Encoder(repr_dim, width, critic_depth, remat, critic_unroll),
+        goal_encoder=Encoder(repr_dim, width, critic_depth, remat, critic_unroll),
         state_dim=spec.state_dim,
         action_dim=spec.action_dim,
         goal_dim=spec.goal_dim,
     )
+
+
+# ---- runs made with unrolled blocks (block_0, block_1, ...) ---------------------------------------
+
+def _unrolled_names(tree: dict) -> list[str]:
+    return sorted((k for k in tree if k.startswith("block_") and k[6:].isdigit()), key=lambda k: int(k[6:]))
+
+
+def _map_dicts(tree, fn):
+    """Applies ``fn`` to every dict of a nested structure, innermost first; other containers
+    (flax structs, optax states, tuples, lists) are rebuilt around the converted dicts."""
+    import dataclasses
+
+    if isinstance(tree, dict):
+        return fn({k: _map_dicts(v, fn) for k, v in tree.items()})
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        return tree.replace(**{f.name: _map_dicts(getattr(tree, f.name), fn) for f in dataclasses.fields(tree)})
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_map_dicts(v, fn) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_map_dicts(v, fn) for v in tree)
+    return tree
+
+
+def stack_blocks(tree):
+    """Unrolled-layout parameters (``block_i`` per block) as the stacked layout (``blocks/block``
+    with a leading block axis); anything else is left as it is."""
+
+    def convert(d: dict) -> dict:
+        names = _unrolled_names(d)
+        if not names:
+            return d
+        rest = {k: v for k, v in d.items() if k not in names}
+        stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[d[n] for n in names])
+        return {**rest, "blocks": {"block": stacked}}
+
+    return _map_dicts(tree, convert)
+
+
+def unstack_blocks(tree):
+    """The inverse of ``stack_blocks`` on arrays or abstract shapes: the layout an unrolled run saved."""
+
+    def convert(d: dict) -> dict:
+        if set(d.get("blocks", {})) != {"block"}:
+            return d
+        stacked = d["blocks"]["block"]
+        count = jax.tree.leaves(stacked)[0].shape[0]
+
+        def take(x, i):
+            if isinstance(x, jax.ShapeDtypeStruct):
+                # Parameters are replicated, so the stacked array's sharding fits each block too.
+                return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=getattr(x, "sharding", None))
+            return x[i]
+
+        rest = {k: v for k, v in d.items() if k != "blocks"}
+        return {**rest, **{f"block_{i}": jax.tree.map(lambda x: take(x, i), stacked) for i in range(count)}}
+
+    return _map_dicts(tree, convert)
 
 
 def load_run_networks(run, kind: str, config_cls, which: str, network_shape: Callable[[Any], dict]):
@@ -214,13 +324,8 @@ def load_run_networks(run, kind: str, config_cls, which: str, network_shape: Cal
     from distill import runs
     from distill.checkpoints import abstract_of, load_params
     from distill.envs import get_spec
-    from distill.errors import DistillError
 
-    record = runs.read_config(run, kind=kind)
-    try:
-        config = config_cls(**record["config"])
-    except TypeError as err:
-        raise DistillError(f"{run}/config.json does not describe a {kind}: {err}") from None
+    config = runs.config_from_record(runs.read_config(run, kind=kind), config_cls, run, kind)
     spec = get_spec(config.env)
     networks = make_crl_networks(spec, **network_shape(config))
     abstract = abstract_of(jax.eval_shape(networks.init, jax.random.PRNGKey(0)))

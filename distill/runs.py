@@ -54,12 +54,13 @@ def check_out_dir(out: Path, resume: bool) -> None:
 
 
 def check_grid_dir(out: Path, record_name: str, record: dict, what: str, nested: str = "settings",
-                   defaults: dict | None = None) -> bool:
+                   defaults: dict | None = None, ignore: tuple[str, ...] = ()) -> bool:
     """For a command that trains a grid of runs into ``out`` (a sweep, a frontier): True if ``out``
     already holds this grid with the same settings (to continue it), False if it can start there;
     refuses anything else. ``record`` is what ``out/record_name`` holds; its ``nested`` dict is
     compared key by key, and a key the recorded grid lacks counts as its value in ``defaults`` (a
-    setting added after that grid began)."""
+    setting added after that grid began); keys in ``ignore`` (speed-only or retired settings) are
+    not compared."""
     out = Path(out)
     recorded = out / record_name
     if recorded.is_file():
@@ -68,7 +69,7 @@ def check_grid_dir(out: Path, record_name: str, record: dict, what: str, nested:
         except (OSError, json.JSONDecodeError) as err:
             raise DistillError(f"{recorded} is unreadable: {err}") from None
         new = json.loads(json.dumps(record))
-        changed = _setting_differences({k: old.get(k) for k in new}, new, nested, defaults or {})
+        changed = _setting_differences({k: old.get(k) for k in new}, new, nested, defaults or {}, ignore)
         if changed:
             raise DistillError(f"{out} holds a {what} with other settings ({'; '.join(changed)}); "
                                "rerun it with its own settings to continue it, or choose another --out")
@@ -93,9 +94,10 @@ def open_grid_dir(out: Path, record_name: str, record: dict, what: str, **check)
     return False
 
 
-def _setting_differences(old: dict, new: dict, nested: str, defaults: dict) -> list[str]:
+def _setting_differences(old: dict, new: dict, nested: str, defaults: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     def flat(d):
-        return {**{k: v for k, v in d.items() if k != nested}, **(d.get(nested) or {})}
+        merged = {**{k: v for k, v in d.items() if k != nested}, **(d.get(nested) or {})}
+        return {k: v for k, v in merged.items() if k not in ignore}
 
     flat_old, flat_new = flat(old), flat(new)
     flat_old.update({k: defaults[k] for k in flat_new if k not in flat_old and k in defaults})
@@ -173,20 +175,28 @@ def read_config(run: Path, kind: str | None = None) -> dict:
     return record
 
 
+def config_from_record(record: dict, config_cls: type, run: Path, kind: str) -> Any:
+    """The config a ``config.json`` record describes. Settings a config class has retired (its
+    ``RETIRED_FIELDS``, e.g. a layout choice now made on load) are dropped, so old runs still load."""
+    values = {k: v for k, v in record.get("config", {}).items() if k not in getattr(config_cls, "RETIRED_FIELDS", ())}
+    try:
+        return config_cls(**values)
+    except TypeError as err:
+        raise DistillError(f"{run}/config.json does not describe a {kind}: {err}") from None
+
+
 def recorded_config(run: Path, kind: str, config_cls: type) -> Any:
     """The resolved config a run to resume was started with."""
     check_out_dir(run, resume=True)
-    record = read_config(run, kind=kind)
-    try:
-        return config_cls(**record["config"])
-    except TypeError as err:
-        raise DistillError(f"{run}/config.json does not describe a {kind}: {err}") from None
+    return config_from_record(read_config(run, kind=kind), config_cls, run, kind)
 
 
 def check_unchanged(run: Path, recorded: Any, config: Any) -> None:
     """A resumed run must continue with exactly the config it was started with."""
     old, new = dataclasses.asdict(recorded), dataclasses.asdict(config)
-    changed = [f"--{k.replace('_', '-')} {new[k]} (the run has {old.get(k)})" for k in sorted(new) if new[k] != old.get(k)]
+    runtime = getattr(type(config), "RUNTIME_FIELDS", ())
+    changed = [f"--{k.replace('_', '-')} {new[k]} (the run has {old.get(k)})" for k in sorted(new)
+               if new[k] != old.get(k) and k not in runtime]
     if changed:
         raise DistillError(f"cannot resume {run} with a changed config: {', '.join(changed)}; start a new --out instead")
 

@@ -94,7 +94,8 @@ def make_plan(env: str, depths, seeds=(0,), **overrides) -> SweepPlan:
 def _open_sweep_dir(out: Path, plan: SweepPlan) -> bool:
     """True if ``out`` already holds this sweep (to continue); starts a new one or refuses anything else."""
     defaults = {f.name: f.default for f in dataclasses.fields(TeacherConfig) if f.default is not dataclasses.MISSING}
-    return runs.open_grid_dir(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults)
+    ignore = TeacherConfig.RETIRED_FIELDS + TeacherConfig.RUNTIME_FIELDS
+    return runs.open_grid_dir(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults, ignore=ignore)
 
 
 def _finished(run: Path, config: TeacherConfig) -> bool:

@@ -180,7 +180,7 @@ class Teacher:
         return deterministic_action(mean)
 
 
-def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, unrolled: bool = False) -> Teacher:
+def make_teacher(config: TeacherConfig, mesh: Mesh | None = None) -> Teacher:
     mesh = mesh or make_mesh()
     config = config.resolved().validate(mesh.size)
     spec = get_spec(config.env)
@@ -191,7 +191,7 @@ def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, unrolled: bool
         width=config.width,
         repr_dim=config.repr_dim,
         remat=config.remat,
-        unrolled=unrolled or config.unrolled_blocks,
+        block_unroll=config.block_unroll,
     )
     env = spec.make(backend=config.backend)
     return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh)
@@ -312,7 +312,7 @@ def load_teacher(run: Path, which: str = "best"):
     return load_run_networks(
         run, "teacher", TeacherConfig, which,
         lambda c: dict(actor_depth=c.actor_depth, critic_depth=c.critic_depth, width=c.width, repr_dim=c.repr_dim,
-                       unrolled=c.unrolled_blocks),
+                       block_unroll=c.block_unroll),
     )
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from distill.envs import EnvSpec
 from distill.networks import LOG_STD_MAX, LOG_STD_MIN, Actor, Encoder, count_params
-from distill.networks import make_crl_networks
+from distill.errors import DistillError
+from distill.networks import check_block_unroll, make_crl_networks, resolve_block_unroll, stack_blocks, unstack_blocks
 
 HUMANOID_LIKE = EnvSpec("humanoid_like", 268, (0, 1, 2), 17, 0.5, 1000, "", lambda **_: None)
 
@@ -51,22 +52,51 @@ def test_shapes_and_log_std_range():
     assert phi.shape == psi.shape == (5, 16)
 
 
-def test_scan_remat_and_unrolled_compute_the_same_function():
+@pytest.mark.parametrize("depth", [4, 16])
+def test_every_unroll_computes_the_same_outputs_and_gradients(depth):
+    """The unroll changes the program, never the function: outputs and gradients of every unroll,
+    with and without remat, equal the plain loop's from the same stacked parameters."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 10))
+    plain = Actor(2, 32, depth, unroll=1)
+    params = plain.init(jax.random.PRNGKey(1), x)
+
+    def loss(module):
+        return jax.value_and_grad(lambda p: sum(jnp.sum(jnp.sin(o)) for o in module.apply(p, x)))(params)
+
+    value, grads = loss(plain)
+    for unroll in (2, 3, depth // 4):
+        for remat in (False, True):
+            other_value, other_grads = loss(Actor(2, 32, depth, remat=remat, unroll=unroll))
+            np.testing.assert_allclose(other_value, value, rtol=1e-5)
+            for a, b in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_unrolled_layout_converts_to_the_stacked_one_and_back():
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 10))
-    scanned = Actor(2, 32, 12)
-    params = scanned.init(jax.random.PRNGKey(1), x)
-    remat_out = Actor(2, 32, 12, remat=True).apply(params, x)
-    # Move the stacked block parameters into the unrolled layout and compare outputs.
-    unrolled = Actor(2, 32, 12, unrolled=True)
-    p = jax.tree.map(lambda a: a, params["params"])
-    stacked = p["tower"].pop("blocks")["block"]
-    for i in range(3):
-        p["tower"][f"block_{i}"] = jax.tree.map(lambda a: a[i], stacked)
-    unrolled_out = unrolled.apply({"params": p}, x)
-    base_out = scanned.apply(params, x)
-    for a, b, c in zip(base_out, remat_out, unrolled_out):
-        np.testing.assert_allclose(a, b, atol=1e-6)
-        np.testing.assert_allclose(a, c, atol=1e-5)
+    actor = Actor(2, 32, 12)
+    params = actor.init(jax.random.PRNGKey(1), x)["params"]
+    unrolled = unstack_blocks(params)
+    assert sorted(k for k in unrolled["tower"] if k.startswith("block")) == ["block_0", "block_1", "block_2"]
+    restacked = stack_blocks(unrolled)
+    assert jax.tree.structure(restacked) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(restacked), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value, message", [("0", "at least 1"), (0, "at least 1"), ("-2", "at least 1"),
+                                            ("two", "positive integer"), ("1.5", "positive integer"), (True, "positive integer")])
+def test_bad_block_unroll_is_refused(value, message):
+    with pytest.raises(DistillError, match=message):
+        check_block_unroll(value)
+
+
+def test_block_unroll_resolves_per_backend():
+    assert resolve_block_unroll("auto", 1024, "cpu") == 1
+    assert resolve_block_unroll("auto", 64, "gpu") == 16
+    assert resolve_block_unroll("all", 64, "cpu") == 16
+    assert resolve_block_unroll("8", 16, "cpu") == 4  # never more than the tower has
+    assert resolve_block_unroll(3, 64, "gpu") == 3
 
 
 def test_depth_zero_tower_is_projection_only():

@@ -7,7 +7,7 @@ from distill.errors import DistillError
 from distill.runs import read_metrics
 from teachers.config import teacher_config
 from teachers.train import train_teacher
-from tests.conftest import TINY_TEACHER, cli_process, kill_after_first_checkpoint, run_cli
+from tests.conftest import ROOT, TINY_TEACHER, cli_process, kill_after_first_checkpoint, run_cli
 
 
 def tiny_flags(**overrides):
@@ -62,18 +62,16 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "run" / "config.json").is_file()
 
 
-def test_unrolled_blocks_are_recorded_and_reloaded_in_their_own_layout(tmp_path):
-    import jax
-
+def test_a_run_saved_with_unrolled_blocks_loads_and_evaluates_to_its_recorded_figures(tmp_path):
+    """tests/data/legacy_unrolled_teacher was trained with the unrolled layout (block_0, block_1, ...)
+    that runs had before the stacked one was the only one; it loads, converted, and evaluates as then."""
+    from distill.networks import count_params
     from teachers.train import load_teacher
 
-    out = tmp_path / "unrolled"
-    result = run_cli("train-teacher", "--out", str(out), "--no-progress", "--critic-depth", "8", "--unrolled-blocks",
-                     *tiny_flags(num_evals=1))
+    legacy = ROOT / "tests" / "data" / "legacy_unrolled_teacher"
+    config, _, _, params, _ = load_teacher(legacy)
+    assert params["actor"]["tower"]["blocks"]["block"]["dense_0"]["kernel"].shape == (2, 16, 16)
+    assert count_params(params) > 0 and not hasattr(config, "unrolled_blocks")
+    result = run_cli("evaluate", str(legacy), "--episodes", "16", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads((out / "config.json").read_text())["config"]["unrolled_blocks"] is True
-    config, _, networks, params, _ = load_teacher(out)
-    paths = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
-    assert any("block_1" in p for p in paths) and not any("'blocks'" in p for p in paths)
-    evaluated = run_cli("evaluate", str(out), "--episodes", "2")
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(result.stdout) == json.loads((legacy / "expected_evaluation.json").read_text())
