@@ -64,12 +64,14 @@ class _PlainLines:
         self.steps, self.updates = steps, updates
         if first:
             self.latest, self.mark = latest, (now, steps, updates)
-            if steps:
-                self.write(f"{self.description}: resuming at {steps:,}/{self.total:,} env steps")
+            if steps:  # a resumed run, or env steps taken before training (a replay buffer's prefill)
+                self.write(f"{self.description}: {steps:,}/{self.total:,} env steps before the first training step")
             return
         if self.anchor is None and steps > self.mark[1]:
             # The first tick's time is mostly compilation: measure rates from here on.
             self.anchor, self.mark = (now, steps), (now, steps, updates)
+            self.write(f"{self.description}: first training steps done after {_clock(now - self.t_start)} "
+                       f"(compilation included), {steps:,}/{self.total:,} env steps")
         new_eval = latest is not None and latest is not self.latest and latest != self.latest
         self.latest = latest
         if new_eval or now - self.mark[0] >= self.interval_s:
@@ -81,6 +83,8 @@ class _PlainLines:
             self.rate = (self.steps - steps0) / (now - t0)
             if self.updates is not None and updates0 is not None and self.updates > updates0:
                 self.ms_per_update = 1000.0 * (now - t0) / (self.updates - updates0)
+        elif self.rate is None and self.latest and self.latest.get("steps_per_s"):
+            self.rate = self.latest["steps_per_s"]  # too early to measure: the engine's figure for the epoch
         self.mark = (now, self.steps, self.updates)
 
     def line(self, now: float, evaluation: bool = False) -> str:
@@ -103,7 +107,7 @@ class _PlainLines:
         if self.steps >= self.total:
             return _clock(0)
         if self.anchor is None or self.steps <= self.anchor[1] or now <= self.anchor[0]:
-            return "-"
+            return _clock((self.total - self.steps) / self.rate) if self.rate else "-"
         rate = (self.steps - self.anchor[1]) / (now - self.anchor[0])
         return _clock((self.total - self.steps) / rate)
 

@@ -57,7 +57,9 @@ def test_progress_into_a_log_is_whole_lines_now_and_then(tmp_path):
     assert lines[0].endswith(": started, 100,000 env steps to run (the first steps wait for compilation)")
     assert re.search(r" done: 100,000/100,000 env steps in \d+:\d\d:\d\d  last eval: time_at_goal 33\.5", lines[-1])
 
-    body = lines[1:-1]
+    assert re.search(r": first training steps done after \d+:\d\d:\d\d \(compilation included\), 500/100,000 env steps$",
+                     lines[1])
+    body = lines[2:-1]
     eval_lines = [line for line in body if re.search(r"  eval \d+: ", line)]
     between = [line for line in body if line not in eval_lines]
     assert [re.search(r"time_at_goal (\S+),", line).group(1) for line in eval_lines] == ["11.5", "22.5", "33.5"]
