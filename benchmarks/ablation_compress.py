@@ -69,8 +69,9 @@ def main() -> None:
         })
         print(json.dumps(records[-1]), flush=True)
 
-    from rich.console import Console
     from rich.table import Table
+
+    from distill.console import print_table
 
     table = Table(title=f"distillation ablation (teacher time_at_goal {records[0]['teacher_time_at_goal']:.1f})")
     for col in ("variant", "student time_at_goal", "success_any", "retention", "|da| mean", "top-1 agree", "Q rank corr", "seconds"):
@@ -79,7 +80,7 @@ def main() -> None:
         table.add_row(r["variant"], f"{r['student_time_at_goal']:.1f}", f"{r['student_success_any']:.3f}", f"{r['retention']:.3f}",
                       f"{r['action_mean_abs_error']:.4f}", f"{r['top1_agreement']:.3f}", f"{r['q_rank_correlation']:.3f}",
                       f"{r['compress_seconds']:.0f}")
-    Console().print(table)
+    print_table(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(records, indent=2) + "\n")
     print(f"wrote {args.out / 'ablation.json'}")

@@ -22,15 +22,16 @@ def env_names(envs: str | None) -> list[str]:
 
 
 def table_and_json(title: str, columns: list[str], rows: list[list[str]], records: list[dict], json_path: str) -> Path:
-    from rich.console import Console
     from rich.table import Table
+
+    from distill.console import print_table
 
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="right")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    print_table(table)
     path = Path(json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=2) + "\n")

@@ -90,8 +90,9 @@ def run_worker(args, depth: int, mode: str, cap: float) -> dict:
 
 
 def print_table(records: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from distill.console import print_table as show_table
 
     table = Table(title="teacher SGD update (actor + alpha + critic) vs depth")
     for col in ("depth", "mode", "compile s", "step s", "peak RSS GB", "status"):
@@ -100,7 +101,7 @@ def print_table(records: list[dict]) -> None:
     for r in records:
         table.add_row(str(r["depth"]), r["mode"], fmt(r["compile_s"], ".1f"), fmt(r["step_s"], ".3f"),
                       fmt(r["peak_rss_gb"], ".2f"), r["status"])
-    Console().print(table)
+    show_table(table)
     scan = {r["depth"]: r for r in records if r["mode"] == "scan" and r["status"] == "ok"}
     if len(scan) >= 2:
         lo, hi = min(scan), max(scan)

@@ -74,8 +74,9 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from distill.console import print_table
 
     table = Table(title="goal-conditioned environments (observation = concat\\[state, goal])")
     for col in ("name", "state", "goal indices", "action", "radius", "episode", "backend", "description"):
@@ -84,10 +85,9 @@ def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
         name = r["name"] + (" (default)" if r["default"] else "")
         table.add_row(
             name, str(r["state_dim"]), str(r["goal_indices"]), str(r["action_dim"]), str(r["success_radius"]),
-            str(r["episode_length"]), r["backend"], r["description"] + ("" if r["cpu_preset"] else " [paper defaults: GPU-sized]"),
+            str(r["episode_length"]), r["backend"], r["description"] + ("" if r["cpu_preset"] else " \\[paper defaults: GPU-sized]"),
         )
-    console = Console()
-    (console if console.is_terminal else Console(width=140)).print(table)
+    print_table(table)
 
 
 @app.command("train-teacher")

@@ -37,7 +37,14 @@ from distill.checkpoints import RunCheckpoints, abstract_of
 from distill.errors import DistillError
 from distill.sharding import with_shardings
 
-ProgressFn = Callable[[int, "dict | None"], None]
+# progress(env_steps, latest_record, updates=sgd_updates_or_None), e.g. TrainingProgress.advance_to.
+ProgressFn = Callable[..., None]
+
+
+def _sgd_updates(state) -> int | None:
+    """The state's count of SGD updates, for progress that shows time per update; None if it keeps none."""
+    updates = getattr(state, "updates", None)
+    return None if updates is None else int(updates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +220,10 @@ def train(
     run_steps = make_run_steps(trainable)
     ticker = _Ticker(tick_seconds)
     board = _TensorBoard(out, purge_step=int(state.env_steps) if steps_done else None) if writer else None
-    progress = progress_fn or (lambda env_steps, latest: None)
+    progress = progress_fn or (lambda env_steps, latest, updates=None: None)
     last_save = time.monotonic()
     try:
-        progress(int(state.env_steps), latest)
+        progress(int(state.env_steps), latest, updates=_sgd_updates(state))
         for epoch in range(epochs_done + 1, schedule.epochs + 1):
             t_epoch = time.perf_counter()
             train_seconds, steps_this_epoch, sums = 0.0, 0, {}
@@ -243,7 +250,7 @@ def train(
                 env_steps = int(state.env_steps)
                 if board:
                     board.scalars("train", metrics, env_steps)
-                progress(env_steps, latest)
+                progress(env_steps, latest, updates=_sgd_updates(state))
                 if steps_done < end and time.monotonic() - last_save >= 60 * checkpoint_minutes:
                     checkpoints.save_last(steps_done, state, trainable.params(state))
                     last_save = time.monotonic()
@@ -269,7 +276,7 @@ def train(
             last_save = time.monotonic()
             if writer:
                 runs.plot_learning_curve(out, records, trainable.title)
-            progress(record["env_steps"], latest)
+            progress(record["env_steps"], latest, updates=record["sgd_updates"])
         if epochs_done < schedule.epochs:
             draw = trainable.pictures(state)
             if draw is not None and writer:

@@ -165,11 +165,11 @@ def _write_report(out: Path, s: dict) -> None:
 
 
 def print_summary(s: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from distill.console import print_table
+
     lat = {r["model"]: r for r in s["latency"]}
-    console = Console() if Console().is_terminal else Console(width=120)
     table = Table(title=f"distill demo on {s['env']} ({s['episodes']} episodes)")
     for col in ("policy", "depth", "time_at_goal", "success_any", "parameters", "p50 us", "p99 us"):
         table.add_column(col, justify="right")
@@ -180,5 +180,5 @@ def print_summary(s: dict) -> None:
     onnx_lat = lat["student (onnxruntime, OnnxPolicy)"]
     table.add_row("student (ONNX)", str(s["student"]["depth"]), f"{s['onnx']['time_at_goal']:.1f}", f"{s['onnx']['success_any']:.3f}",
                   f"{sum(s['student']['params'].values()):,}", f"{onnx_lat['p50_us']:.1f}", f"{onnx_lat['p99_us']:.1f}")
-    console.print(table)
+    print_table(table)
     print(f"retention {s['retention']:.3f}; ONNX parity {s['onnx']['parity_max_abs_error']:.1e}")

@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     if SINGLE_THREAD_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
         print("note: set XLA_FLAGS='%s' before starting Python for single-threaded JAX numbers" % SINGLE_THREAD_XLA_FLAGS)
     records = latency_report(args.teacher_run, args.student_run, args.onnx, args.deep_depth, args.calls)
-    from rich.console import Console
     from rich.table import Table
+
+    from distill.console import print_table
 
     table = Table(title="policy latency at batch 1, one thread")
     for col in ("model", "depth", "width", "actor params", "p50 us", "p99 us", "p50 / bare session"):
@@ -110,8 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in records:
         ratio = f"{r['p50_ratio_to_bare_session']:.3f}" if "p50_ratio_to_bare_session" in r else ""
         table.add_row(r["model"], str(r["depth"]), str(r["width"]), f"{r['params']:,}", f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", ratio)
-    # A pipe gets rich's 80 columns, which squeezes this table unreadably.
-    (Console() if Console().is_terminal else Console(width=150)).print(table)
+    print_table(table)
     deep = next(r for r in records if r["depth"] == args.deep_depth and "teacher" in r["model"])
     onnx_rec = next(r for r in records if r["model"] == ONNX_POLICY_ROW)
     print(f"depth-{args.deep_depth} teacher (JAX) / student (onnxruntime) p50: {deep['p50_us'] / onnx_rec['p50_us']:.0f}x")
