@@ -111,6 +111,7 @@ def train_teacher_cmd(
     remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation of residual blocks on or off (default: on from depth 256 or where memory needs it)."),
     block_unroll: Optional[str] = typer.Option(None, "--block-unroll", help="Residual blocks per iteration of the loop over blocks: K, 'all' (no loop) or 'auto' (default: 1 on a CPU, the whole tower up to depth 64 on a GPU). Speed only; checkpoints do not depend on it."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
@@ -126,19 +127,32 @@ def train_teacher_cmd(
     # Before anything that touches a JAX device, including importing the environments.
     initialize(coordinator, num_processes, process_id, detect=distributed, timeout_s=coordinator_timeout)
     from teachers.config import run_teacher_config
-    from teachers.train import train_teacher
+    from teachers.sweep import parse_int_list
+    from teachers.train import seed_runs, train_teacher, train_teachers
 
-    config = run_teacher_config(
-        out, resume, env, critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim,
+    settings = dict(
+        critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim,
         num_envs=num_envs, batch_size=batch_size, total_steps=total_steps, unroll_length=unroll_length,
         updates_per_step=updates_per_step, num_evals=num_evals, eval_episodes=eval_episodes,
-        replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, block_unroll=block_unroll, seed=seed,
+        replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, block_unroll=block_unroll,
     )
-    final = train_teacher(config, out, resume=resume, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
-    typer.echo(
-        f"teacher trained: time_at_goal {final['time_at_goal']:.1f}/{final['episode_length']}, "
-        f"success_any {final['success_any']:.2f} after {final['env_steps']:,} env steps -> {out}"
-    )
+    if seeds is None:
+        config = run_teacher_config(out, resume, env, seed=seed, **settings)
+        results = [(out, train_teacher(config, out, resume=resume, show_progress=progress,
+                                       checkpoint_minutes=checkpoint_minutes))]
+    else:
+        if seed is not None:
+            raise DistillError("give either --seed or --seeds, not both")
+        seed_list = parse_int_list(seeds, "seeds")
+        outs = seed_runs(out, seed_list)
+        configs = [run_teacher_config(o, resume, env, seed=s, **settings) for o, s in zip(outs, seed_list)]
+        results = list(zip(outs, train_teachers(configs, outs, resume=resume, show_progress=progress,
+                                                checkpoint_minutes=checkpoint_minutes)))
+    for run, final in results:
+        typer.echo(
+            f"teacher trained: time_at_goal {final['time_at_goal']:.1f}/{final['episode_length']}, "
+            f"success_any {final['success_any']:.2f} after {final['env_steps']:,} env steps -> {run}"
+        )
 
 
 @app.command()
@@ -161,6 +175,7 @@ def sweep(
     prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
     remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation on or off."),
     block_unroll: Optional[str] = typer.Option(None, "--block-unroll", help="Residual blocks per loop iteration: K, 'all' or 'auto' (default; see train-teacher)."),
+    parallel_seeds: bool = typer.Option(False, "--parallel-seeds", help="Train each depth's seeds in one program (one vmapped step): on a GPU, N seeds in little more than the time of one."),
     checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ):
@@ -171,7 +186,7 @@ def sweep(
         env, depths, seeds, total_steps=total_steps, width=width, repr_dim=repr_dim, num_envs=num_envs,
         batch_size=batch_size, unroll_length=unroll_length, updates_per_step=updates_per_step, num_evals=num_evals,
         eval_episodes=eval_episodes, replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat,
-        block_unroll=block_unroll,
+        block_unroll=block_unroll, parallel_seeds=parallel_seeds,
     )
     summary = run_sweep(plan, out, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
     for d in summary["by_depth"]:

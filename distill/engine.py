@@ -42,9 +42,37 @@ ProgressFn = Callable[..., None]
 
 
 def _sgd_updates(state) -> int | None:
-    """The state's count of SGD updates, for progress that shows time per update; None if it keeps none."""
+    """The state's count of SGD updates (per member of a stacked state), for progress that shows time
+    per update; None if it keeps none."""
     updates = getattr(state, "updates", None)
-    return None if updates is None else int(updates)
+    return None if updates is None else int(np.ravel(updates)[0])
+
+
+def _env_steps(state) -> int:
+    """Env steps taken by one run (members of a stacked state advance together)."""
+    return int(np.ravel(state.env_steps)[0])
+
+
+def member_of(tree, index: int | None):
+    """Member ``index`` of a stacked pytree; the tree itself when ``index`` is None (a single run)."""
+    return tree if index is None else jax.tree.map(lambda x: x[index], tree)
+
+
+def stack_members(trees: list, shardings=None):
+    """The members' pytrees stacked on a new leading axis, placed with ``shardings`` if given."""
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    return stacked if shardings is None else jax.device_put(stacked, shardings)
+
+
+@dataclasses.dataclass
+class _Member:
+    """One run directory a training program writes: its checkpoints, metrics and TensorBoard."""
+
+    out: Path
+    checkpoints: RunCheckpoints
+    index: int | None
+    records: list = dataclasses.field(default_factory=list)
+    board: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +130,14 @@ class Trainable:
     """Extra per-epoch record fields from the state and the steps done (e.g. the student's round)."""
     pictures: Callable[[Any], Callable[[Path], None] | None] = lambda state: None
     """Called on every process when training ends; its device work (say, episodes to draw) runs
-    there, and the drawing function it returns, if any, runs on process 0 with the run directory."""
+    there, and the drawing function it returns, if any, runs on process 0 with the run directory.
+    With ``members``, it returns one such function (or None) per member."""
+    members: int = 0
+    """0: the state is one run's. N > 0: the state holds N runs stacked on a leading axis (say, N
+    seeds trained by one vmapped step); ``step`` advances them all, ``evaluate`` returns one summary
+    per member, and each member is saved to, and resumed from, its own run directory."""
+    member_shardings: Any = None
+    """With ``members``: the shardings of one member's state (what its checkpoints hold)."""
 
 
 def is_writer() -> bool:
@@ -197,94 +232,172 @@ def train(
     notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> dict:
     """Runs ``trainable`` through ``schedule`` in ``out``; returns the last epoch's record."""
-    out = Path(out)
+    return train_members(trainable, schedule, [out], [checkpoints], resume, checkpoint_minutes, progress_fn,
+                         tick_seconds, notice)[0]
+
+
+def _restore_members(trainable: Trainable, members: list[_Member], notice) -> tuple[int, Any]:
+    """(steps done, state) from the members' latest common checkpoint, or (0, None) to start afresh."""
+    latest = [m.checkpoints.latest_step() for m in members]
+    if any(step is None for step in latest):
+        if is_writer():
+            where = ", ".join(str(m.out) for m, step in zip(members, latest) if step is None)
+            notice(f"note: {where} has no checkpoint yet; starting {'that run' if len(members) == 1 else 'these runs'} "
+                   "from the beginning")
+        return 0, None
+    # Members are saved one after another, so a kill can fall between two of them: all go back to the
+    # newest step every member holds.
+    step = min(latest)
+    stacked = jax.eval_shape(trainable.init)
+    if not trainable.members:
+        abstract = with_shardings(abstract_of(stacked), trainable.shardings)
+        return members[0].checkpoints.restore_state(abstract, step)
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), stacked)
+    abstract = with_shardings(abstract_of(one), trainable.member_shardings)
+    states = []
+    for member in members:
+        if step not in member.checkpoints.last.all_steps():
+            raise DistillError(f"cannot resume {member.out}: it no longer holds step {step}, the newest step "
+                               "every run of this program holds")
+        states.append(member.checkpoints.restore_state(abstract, step)[1])
+    return step, stack_members(states, trainable.shardings)
+
+
+def train_members(
+    trainable: Trainable,
+    schedule: Schedule,
+    outs: list[Path],
+    checkpoints: list[RunCheckpoints],
+    resume: bool = False,
+    checkpoint_minutes: float = 10.0,
+    progress_fn: ProgressFn | None = None,
+    tick_seconds: float = 2.0,
+    notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+) -> list[dict]:
+    """Runs ``trainable`` through ``schedule``, one run directory per member (a single one unless
+    ``trainable.members``); returns each member's last epoch record."""
+    if len(outs) != max(1, trainable.members) or len(checkpoints) != len(outs):
+        raise ValueError("one run directory and one RunCheckpoints per member")
     writer = is_writer()
+    indices = list(range(trainable.members)) if trainable.members else [None]
+    members = [_Member(Path(o), c, i) for o, c, i in zip(outs, checkpoints, indices)]
     state, steps_done = None, 0
     if resume:
-        steps_done = checkpoints.latest_step()
-        if steps_done is None:
-            steps_done = 0
-            if writer:
-                notice(f"note: {out} has no checkpoint yet; starting that run from the beginning")
-        else:
-            abstract = with_shardings(abstract_of(jax.eval_shape(trainable.init)), trainable.shardings)
-            steps_done, state = checkpoints.restore_state(abstract, steps_done)
+        steps_done, state = _restore_members(trainable, members, notice)
     epochs_done = schedule.epochs_done(steps_done)
-    if writer:
-        runs.truncate_metrics(out, epochs_done)
-    records = [r for r in runs.read_metrics(out) if r.get("epoch", 0) <= epochs_done]
-    latest = records[-1] if records else None
+    for m in members:
+        if writer:
+            runs.truncate_metrics(m.out, epochs_done)
+        m.records = [r for r in runs.read_metrics(m.out) if r.get("epoch", 0) <= epochs_done]
     if state is None:
         state = trainable.init()
 
+    def latest_summary():
+        """What progress shows: the record of a single run, or the members' mean scores."""
+        if not members[0].records:
+            return None
+        if len(members) == 1:
+            return members[0].records[-1]
+        lasts = [m.records[-1] for m in members]
+        return {**lasts[0], **{k: float(np.mean([r[k] for r in lasts])) for k in ("time_at_goal", "success_any")}}
+
     run_steps = make_run_steps(trainable)
     ticker = _Ticker(tick_seconds)
-    board = _TensorBoard(out, purge_step=int(state.env_steps) if steps_done else None) if writer else None
+    for m in members:
+        m.board = _TensorBoard(m.out, purge_step=_env_steps(state) if steps_done else None) if writer else None
     progress = progress_fn or (lambda env_steps, latest, updates=None: None)
     last_save = time.monotonic()
+
+    def save_all(evaluations=None):
+        params = trainable.params(state)
+        for k, m in enumerate(members):
+            member_state, member_params = member_of(state, m.index), member_of(params, m.index)
+            if evaluations is None:
+                m.checkpoints.save_last(steps_done, member_state, member_params)
+            else:
+                m.checkpoints.save(steps_done, member_state, member_params, evaluations[k]["time_at_goal"])
+
     try:
-        progress(int(state.env_steps), latest, updates=_sgd_updates(state))
+        progress(_env_steps(state), latest_summary(), updates=_sgd_updates(state))
         for epoch in range(epochs_done + 1, schedule.epochs + 1):
             t_epoch = time.perf_counter()
-            train_seconds, steps_this_epoch, sums = 0.0, 0, {}
+            train_seconds, steps_this_epoch = 0.0, 0
+            sums = [{} for _ in members]
             end = schedule.epoch_end(epoch)
             while steps_done < end:
                 n = ticker.next(end - steps_done)
                 t0 = time.perf_counter()
                 state, metrics = run_steps(state, n)
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                metrics = jax.device_get(metrics)
                 seconds = time.perf_counter() - t0
                 ticker.record(n, seconds)
-                bad = _non_finite(metrics)
-                if bad:
-                    last = checkpoints.latest_step()
-                    kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
-                            else "no checkpoint was written yet")
-                    raise DistillError(f"{trainable.name} diverged: non-finite {', '.join(bad)} by "
-                                       f"{int(state.env_steps)} env steps; stopped, {kept} in {out}/checkpoints")
+                per_member = [{k: float(np.asarray(v) if m.index is None else np.asarray(v)[m.index])
+                               for k, v in metrics.items()} for m in members]
+                for m, values in zip(members, per_member):
+                    bad = _non_finite(values)
+                    if bad:
+                        last = m.checkpoints.latest_step()
+                        kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
+                                else "no checkpoint was written yet")
+                        raise DistillError(f"{trainable.name} diverged: non-finite {', '.join(bad)} by "
+                                           f"{_env_steps(state)} env steps; stopped, {kept} in {m.out}/checkpoints")
                 steps_done += n
                 steps_this_epoch += n
                 train_seconds += seconds
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                env_steps = int(state.env_steps)
-                if board:
-                    board.scalars("train", metrics, env_steps)
-                progress(env_steps, latest, updates=_sgd_updates(state))
+                env_steps = _env_steps(state)
+                for m, values, total in zip(members, per_member, sums):
+                    for k, v in values.items():
+                        total[k] = total.get(k, 0.0) + v * n
+                    if m.board:
+                        m.board.scalars("train", values, env_steps)
+                progress(env_steps, latest_summary(), updates=_sgd_updates(state))
                 if steps_done < end and time.monotonic() - last_save >= 60 * checkpoint_minutes:
-                    checkpoints.save_last(steps_done, state, trainable.params(state))
+                    save_all()
                     last_save = time.monotonic()
 
-            evaluation = trainable.evaluate(state, epoch)
-            record = {
-                "epoch": epoch,
-                **trainable.describe(state, steps_done),
-                "env_steps": int(state.env_steps),
-                "sgd_updates": int(state.updates),
-                "steps_per_s": steps_this_epoch * schedule.env_steps_per_step / max(train_seconds, 1e-9),
-                "epoch_seconds": time.perf_counter() - t_epoch,
-                **{k: v / max(steps_this_epoch, 1) for k, v in sums.items()},
-                **evaluation,
-            }
-            records.append(record)
-            latest = record
-            if writer:
-                runs.append_metrics(out, record)
-                board.scalars("eval", evaluation, record["env_steps"])
-                board.scalars("speed", {"env_steps_per_s": record["steps_per_s"]}, record["env_steps"])
-            checkpoints.save(steps_done, state, trainable.params(state), record["time_at_goal"])
+            evaluations = trainable.evaluate(state, epoch)
+            if not trainable.members:
+                evaluations = [evaluations]
+            steps_per_s = steps_this_epoch * schedule.env_steps_per_step / max(train_seconds, 1e-9)
+            for m, evaluation, total in zip(members, evaluations, sums):
+                record = {
+                    "epoch": epoch,
+                    **trainable.describe(member_of(state, m.index), steps_done),
+                    "env_steps": _env_steps(state),
+                    "sgd_updates": _sgd_updates(state),
+                    "steps_per_s": steps_per_s,
+                    "epoch_seconds": time.perf_counter() - t_epoch,
+                    **{k: v / max(steps_this_epoch, 1) for k, v in total.items()},
+                    **evaluation,
+                }
+                if trainable.members:
+                    # steps_per_s is each member's; the program stepped this many runs at once.
+                    record["parallel_runs"] = trainable.members
+                m.records.append(record)
+                if writer:
+                    runs.append_metrics(m.out, record)
+                    m.board.scalars("eval", evaluation, record["env_steps"])
+                    m.board.scalars("speed", {"env_steps_per_s": record["steps_per_s"]}, record["env_steps"])
+            save_all(evaluations)
             last_save = time.monotonic()
             if writer:
-                runs.plot_learning_curve(out, records, trainable.title)
-            progress(record["env_steps"], latest, updates=record["sgd_updates"])
+                for m in members:
+                    runs.plot_learning_curve(m.out, m.records, trainable.title)
+            latest = latest_summary()
+            progress(latest["env_steps"], latest, updates=latest["sgd_updates"])
         if epochs_done < schedule.epochs:
-            draw = trainable.pictures(state)
-            if draw is not None and writer:
-                draw(out)
+            draws = trainable.pictures(state)
+            if not trainable.members:
+                draws = [draws]
+            for m, draw in zip(members, draws):
+                if draw is not None and writer:
+                    draw(m.out)
     finally:
-        if board:
-            board.close()
-    return latest
+        for m in members:
+            if m.board:
+                m.board.close()
+    return [m.records[-1] if m.records else None for m in members]
 
 
-__all__ = ["Schedule", "check_checkpoint_minutes", "Trainable", "is_writer", "make_run_steps", "make_schedule", "train"]
+__all__ = ["Schedule", "check_checkpoint_minutes", "Trainable", "is_writer", "make_run_steps", "make_schedule",
+           "member_of", "stack_members", "train", "train_members"]

@@ -46,3 +46,8 @@ def buffer_shardings(mesh: Mesh, buffer_shape: TrajectoryBuffer) -> TrajectoryBu
 def with_shardings(abstract, shardings):
     """Attaches shardings to an abstract pytree (an orbax restore target)."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def stacked_shardings(shardings):
+    """Shardings of runs stacked on a new leading axis: that axis is never split, the rest as before."""
+    return jax.tree.map(lambda s: NamedSharding(s.mesh, P(None, *s.spec)) if len(s.spec) else s, shardings)

@@ -21,7 +21,7 @@ import numpy as np
 from distill import runs
 from distill.errors import DistillError
 from teachers.config import TeacherConfig, teacher_config
-from teachers.train import schedule, train_teacher
+from teachers.train import check_seeds_fit, schedule, train_teacher, train_teachers
 
 SWEEP_CONFIG = "sweep_config.json"
 # The teacher settings a sweep varies itself; every other setting is shared by all its runs.
@@ -62,6 +62,8 @@ class SweepPlan:
     seeds: tuple[int, ...]
     base: TeacherConfig
     """The settings every run shares (its depth and seed are replaced per run)."""
+    parallel_seeds: bool = False
+    """Train each depth's seeds in one program (``train_teachers``) instead of one after another."""
 
     def config(self, depth: int, seed: int) -> TeacherConfig:
         return dataclasses.replace(self.base, critic_depth=depth, actor_depth=depth, seed=seed)
@@ -74,8 +76,9 @@ class SweepPlan:
         return {"env": self.env, "depths": list(self.depths), "seeds": list(self.seeds), "settings": shared}
 
 
-def make_plan(env: str, depths, seeds=(0,), **overrides) -> SweepPlan:
-    """Checks a whole sweep before anything trains: every run's config must be valid."""
+def make_plan(env: str, depths, seeds=(0,), parallel_seeds: bool = False, **overrides) -> SweepPlan:
+    """Checks a whole sweep before anything trains: every run's config must be valid, and with
+    ``parallel_seeds`` every depth's seeds must fit the device together."""
     depths, seeds = int_list(depths, "depths"), int_list(seeds, "seeds")
     bad = [d for d in depths if d <= 0 or d % 4]
     if bad:
@@ -84,10 +87,12 @@ def make_plan(env: str, depths, seeds=(0,), **overrides) -> SweepPlan:
         if overrides.get(key) is not None:
             raise DistillError(f"a sweep sets {key} itself; use --depths and --seeds")
     base = teacher_config(env, **overrides)
-    plan = SweepPlan(env, tuple(depths), tuple(seeds), base)
+    plan = SweepPlan(env, tuple(depths), tuple(seeds), base, parallel_seeds)
     for depth in plan.depths:
         for seed in plan.seeds:
             plan.config(depth, seed).validate()
+        if parallel_seeds:
+            check_seeds_fit(plan.config(depth, plan.seeds[0]).resolved(), len(plan.seeds))
     return plan
 
 
@@ -108,6 +113,8 @@ def run_sweep(plan: SweepPlan, out: Path, show_progress: bool = True, checkpoint
     """Trains every run of the sweep that is not finished yet, then writes the sweep's summary."""
     out = Path(out)
     _open_sweep_dir(out, plan)
+    if plan.parallel_seeds:
+        return _run_sweep_parallel(plan, out, show_progress, checkpoint_minutes, notice)
     cells = [(d, s) for d in plan.depths for s in plan.seeds]
     for index, (depth, seed) in enumerate(cells, 1):
         run, config = plan.run_dir(out, depth, seed), plan.config(depth, seed)
@@ -117,6 +124,25 @@ def run_sweep(plan: SweepPlan, out: Path, show_progress: bool = True, checkpoint
         notice(f"sweep {index}/{len(cells)}: depth {depth}, seed {seed}" + (" (resuming)" if resume else ""))
         train_teacher(config, run, resume=resume, show_progress=show_progress, checkpoint_minutes=checkpoint_minutes,
                       description=f"sweep {index}/{len(cells)} d{depth} s{seed}")
+        write_summary(plan, out)
+    return write_summary(plan, out)
+
+
+def _run_sweep_parallel(plan: SweepPlan, out: Path, show_progress: bool, checkpoint_minutes: float, notice) -> dict:
+    """Each depth's seeds as one program; a depth whose runs all finished is skipped."""
+    for index, depth in enumerate(plan.depths, 1):
+        cells = [(plan.run_dir(out, depth, s), plan.config(depth, s)) for s in plan.seeds]
+        if all(_finished(run, config) for run, config in cells):
+            continue
+        started = [(run / "config.json").is_file() for run, _ in cells]
+        if any(started) and not all(started):
+            raise DistillError(f"the depth-{depth} runs in {out} were not all started together; "
+                               "continue this sweep without --parallel-seeds")
+        resume = all(started)
+        notice(f"sweep depth {index}/{len(plan.depths)}: depth {depth}, seeds {list(plan.seeds)} in one program"
+               + (" (resuming)" if resume else ""))
+        train_teachers([c for _, c in cells], [r for r, _ in cells], resume=resume, show_progress=show_progress,
+                       checkpoint_minutes=checkpoint_minutes, description=f"sweep d{depth} seeds {len(plan.seeds)}")
         write_summary(plan, out)
     return write_summary(plan, out)
 

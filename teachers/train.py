@@ -22,7 +22,8 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from distill import engine, runs
 from distill.checkpoints import RunCheckpoints
-from distill.engine import Schedule, Trainable, is_writer, make_schedule
+from distill.engine import Schedule, Trainable, is_writer, make_schedule, member_of
+from distill.memory import available_bytes, check_fits
 from distill.envs import EnvSpec, GoalEnv, get_spec
 from distill.envs.maze import MazeEnv
 from distill.envs.vector import VecState, vec_reset, vec_step
@@ -32,7 +33,7 @@ from distill.networks import CRLNetworks, deterministic_action, load_run_network
 from distill.progress import TrainingProgress
 from distill.render import write_maze_png
 from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
-from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated
+from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, stacked_shardings
 from teachers import losses
 from teachers.config import TeacherConfig
 
@@ -72,6 +73,8 @@ class Teacher:
     networks: CRLNetworks
     optimizer: optax.GradientTransformation
     mesh: Mesh
+    runs_axis: str | None = None
+    """The vmap axis name when several runs (seeds) are stacked in one program (see ``train_teachers``)."""
 
     @property
     def target_entropy(self) -> float:
@@ -104,7 +107,7 @@ class Teacher:
             mean, log_std = self.networks.policy(actor_params, vec.env.obs)
             action, _ = sample_action(step_key, mean, log_std)
             row = (vec.env.obs[:, : self.spec.state_dim], action, vec.traj_id, vec.steps)
-            return vec_step(self.env, self.spec.episode_length, vec, action), row
+            return vec_step(self.env, self.spec.episode_length, vec, action, self.runs_axis), row
 
         vec, rows = jax.lax.scan(one_step, vec, jax.random.split(key, length))
         return vec, rows
@@ -180,7 +183,7 @@ class Teacher:
         return deterministic_action(mean)
 
 
-def make_teacher(config: TeacherConfig, mesh: Mesh | None = None) -> Teacher:
+def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, runs_axis: str | None = None) -> Teacher:
     mesh = mesh or make_mesh()
     config = config.resolved().validate(mesh.size)
     spec = get_spec(config.env)
@@ -194,7 +197,7 @@ def make_teacher(config: TeacherConfig, mesh: Mesh | None = None) -> Teacher:
         block_unroll=config.block_unroll,
     )
     env = spec.make(backend=config.backend)
-    return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh)
+    return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh, runs_axis)
 
 
 @dataclasses.dataclass
@@ -307,6 +310,120 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
         checkpoints.close()
 
 
+# ---- several seeds in one program ----------------------------------------------------------------
+
+RUNS_AXIS = "runs"
+
+
+def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Trainable:
+    """Teachers of the given seeds stacked on a leading axis and trained by one vmapped step.
+
+    Each seed keeps its own parameters, optimiser states, environments, replay buffer and keys, drawn
+    as its solo run draws them, so it learns what it would alone; a launch-bound GPU then runs N seeds
+    in about the time of one. ``teacher`` must be made with ``runs_axis=RUNS_AXIS``.
+    """
+    config = teacher.config
+    solo = compile_teacher(teacher)
+    shardings = stacked_shardings(solo.shardings)
+    keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+    init = jax.jit(jax.vmap(teacher.init), out_shardings=shardings)
+    prefill = jax.jit(jax.vmap(teacher.prefill_step, axis_name=RUNS_AXIS), in_shardings=(shardings,),
+                      out_shardings=shardings, donate_argnums=0)
+    prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
+    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
+    evaluate_all = jax.jit(jax.vmap(evaluate))
+    eval_keys = jnp.stack([jax.random.PRNGKey(seed + 1_000_003) for seed in seeds])
+
+    def init_all():
+        state = init(keys)
+        for _ in range(prefill_steps):
+            state = prefill(state)
+        return state
+
+    def evaluate_members(state, epoch):
+        episodes = evaluate_all(state.params["actor"], jax.vmap(lambda k: jax.random.fold_in(k, epoch))(eval_keys))
+        success = jax.device_get(episodes.success)
+        return [summarize(success[i]) for i in range(len(seeds))]
+
+    def pictures(state):
+        return [_maze_top_view(teacher, evaluate, member_of(state, i), eval_keys[i]) for i in range(len(seeds))]
+
+    return Trainable(
+        name="teacher",
+        step=jax.vmap(teacher.training_step, axis_name=RUNS_AXIS),
+        init=init_all,
+        shardings=shardings,
+        mesh=teacher.mesh,
+        evaluate=evaluate_members,
+        params=lambda state: state.params,
+        title=f"CRL teacher on {config.env} (critic depth {config.critic_depth})",
+        pictures=pictures,
+        members=len(seeds),
+        member_shardings=solo.shardings,
+    )
+
+
+def seed_runs(out: Path, seeds) -> list[Path]:
+    """Where ``train-teacher --seeds`` puts each seed's run: ``OUT/seed_S``."""
+    return [Path(out) / f"seed_{seed}" for seed in seeds]
+
+
+def check_seeds_fit(config: TeacherConfig, count: int) -> None:
+    """Refuses, before anything is built, ``count`` stacked teachers that the device cannot hold."""
+    if count > 1:
+        check_fits(config.training_bytes() * count, available_bytes(),
+                   f"{count} stacked teachers with a critic of depth {config.critic_depth} and actor of depth "
+                   f"{config.actor_depth} at width {config.width}")
+
+
+def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool = False, show_progress: bool = True,
+                   checkpoint_minutes: float = 10.0, description: str | None = None) -> list[dict]:
+    """Trains teachers that differ only in their seed as one program, each into its own run directory
+    (an ordinary teacher run: evaluate, compress, export, render, pack and resume read it as any other).
+
+    With ``resume`` every run continues from the newest checkpoint all of them hold.
+    """
+    outs = [Path(o) for o in outs]
+    engine.check_checkpoint_minutes(checkpoint_minutes)
+    if not configs or len(configs) != len(outs):
+        raise DistillError("stacked teachers need one run directory per seed")
+    if resume:
+        configs = [runs.recorded_config(o, "teacher", TeacherConfig) if c is None else c for c, o in zip(configs, outs)]
+    seeds = tuple(c.seed for c in configs)
+    if len(set(seeds)) != len(seeds):
+        raise DistillError(f"--seeds lists a seed more than once: {list(seeds)}")
+    base = dataclasses.replace(configs[0], seed=0)
+    others = [c for c in configs if dataclasses.replace(c, seed=0) != base]
+    if others:
+        raise DistillError("teachers trained in one program must differ only in their seed")
+    teacher = make_teacher(configs[0], runs_axis=RUNS_AXIS)
+    config = teacher.config
+    resolved = [dataclasses.replace(config, seed=seed) for seed in seeds]
+    if resume:
+        for out, c in zip(outs, resolved):
+            runs.check_unchanged(out, runs.recorded_config(out, "teacher", TeacherConfig).resolved(), c)
+    check_seeds_fit(config, len(seeds))
+    _check_batch_fillable(config)
+    for out in outs:  # every directory is checked before any is written
+        runs.check_out_dir(out, resume)
+    for out, c in zip(outs, resolved):
+        runs.start_run(out, resume, "teacher", c, {"num_devices": teacher.mesh.size, "num_processes": jax.process_count(),
+                                                   "parallel_seeds": list(seeds)})
+    trainable = stacked_teacher_trainable(teacher, seeds)
+    plan = schedule(config)
+    checkpoints = [RunCheckpoints(out, keep=config.keep_checkpoints) for out in outs]
+    progress = TrainingProgress(plan.total_env_steps,
+                                description or f"teacher {config.env} d{config.critic_depth} seeds {','.join(map(str, seeds))}",
+                                enabled=show_progress and is_writer())
+    try:
+        with progress:
+            return engine.train_members(trainable, plan, outs, checkpoints, resume=resume,
+                                        checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
+    finally:
+        for c in checkpoints:
+            c.close()
+
+
 def load_teacher(run: Path, which: str = "best"):
     """Rebuilds a trained teacher's networks and parameters: (config, spec, networks, params, step)."""
     return load_run_networks(
@@ -316,4 +433,5 @@ def load_teacher(run: Path, which: str = "best"):
     )
 
 
-__all__ = ["Teacher", "TrainState", "compile_teacher", "load_teacher", "make_teacher", "train_teacher"]
+__all__ = ["Teacher", "TrainState", "compile_teacher", "load_teacher", "make_teacher", "seed_runs",
+           "stacked_teacher_trainable", "train_teacher", "train_teachers"]

@@ -37,7 +37,18 @@ def vec_reset(env: GoalEnv, num_envs: int, key: jax.Array) -> VecState:
     )
 
 
-def vec_step(env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Array) -> VecState:
+def any_done(done: jax.Array, runs_axis: str | None = None) -> jax.Array:
+    """Whether any slot must reset. With ``runs_axis`` (the vmap axis of runs stacked in one program)
+    the answer is taken over every run, so it stays one unbatched predicate and the reset stays a
+    branch taken only when needed, rather than the select of both branches that vmap makes of a cond."""
+    anywhere = jnp.any(done)
+    if runs_axis is None:
+        return anywhere
+    return jax.lax.psum(anywhere.astype(jnp.int32), runs_axis) > 0
+
+
+def vec_step(env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Array,
+             runs_axis: str | None = None) -> VecState:
     """Steps every slot; slots that reach ``episode_length`` start a new episode."""
     num_envs = vec.steps.shape[0]
     env_state = jax.vmap(env.step)(vec.env, actions)
@@ -46,16 +57,17 @@ def vec_step(env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Arra
 
     def reset_done(operand):
         env_state, key = operand
-        key, sub = jax.random.split(key)
+        next_key, sub = jax.random.split(key)
         fresh = jax.vmap(env.reset)(jax.random.split(sub, num_envs))
 
         def pick(new, old):
             mask = done.reshape(done.shape + (1,) * (old.ndim - 1))
             return jnp.where(mask, new, old)
 
-        return jax.tree.map(pick, fresh, env_state), key
+        # A run whose own slots all go on keeps its key, as it would training alone.
+        return jax.tree.map(pick, fresh, env_state), jnp.where(jnp.any(done), next_key, key)
 
-    env_state, key = jax.lax.cond(jnp.any(done), reset_done, lambda operand: operand, (env_state, vec.key))
+    env_state, key = jax.lax.cond(any_done(done, runs_axis), reset_done, lambda operand: operand, (env_state, vec.key))
     return VecState(
         env=env_state,
         steps=jnp.where(done, 0, steps),
