@@ -177,6 +177,9 @@ def recorded_config(run: Path, kind: str, config_cls: type) -> Any:
     """The resolved config a run to resume was started with."""
     check_out_dir(run, resume=True)
     record = read_config(run, kind=kind)
+    if isinstance(record.get("packed"), dict):
+        hint = "; start a new run from it with --init-from" if kind == "teacher" else ""
+        raise DistillError(f"cannot resume {run}: it is a packed run (best parameters only, no training state){hint}")
     try:
         return config_cls(**record["config"])
     except TypeError as err:
