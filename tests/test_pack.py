@@ -145,6 +145,9 @@ def test_init_from_starts_from_the_packed_parameters_and_nothing_else(tiny_teach
     assert origin == {"run": str(packed_teacher), "packed_from": str(tiny_teacher_run.absolute()),
                       **{k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal")}}
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
+    # The original run is a source too, and tells the same story about its best checkpoint.
+    assert load_init_params(tiny_teacher_run, teacher)[1] == {
+        "run": str(tiny_teacher_run), **{k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal")}}
 
     state = teacher_trainable(teacher, params).init()
     fresh = teacher_trainable(teacher).init()
@@ -168,6 +171,16 @@ def test_train_teacher_init_from_a_packed_run_records_its_origin(packed_teacher,
     assert origin["run"] == str(packed_teacher) and origin["packed_from"] == packed["from"]
     assert (origin["step"], origin["env_steps"]) == (packed["step"], packed["env_steps"])
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+
+    # Killed before its first checkpoint, it starts again from the same source, not from random networks.
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(run / "config.json", again / "config.json")
+    result = run_cli("train-teacher", "--out", str(again), "--resume", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    timing = ("steps_per_s", "epoch_seconds")
+    assert ([{k: v for k, v in m.items() if k not in timing} for m in read_metrics(again)]
+            == [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(run)])
     assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--resume", "--init-from", str(packed_teacher),
                                   "--no-progress"), "--init-from", "--resume")
 
