@@ -310,7 +310,11 @@ def pack(
     """Pack a run to travel: config, metrics, pictures and the best parameters, without training state."""
     from distill.pack import pack_run
 
-    summary = pack_run(run, out)
+    try:
+        summary = pack_run(run, out)
+    except KeyboardInterrupt:  # the partial copy is gone, so the usual "rerun with --resume" does not apply
+        typer.echo("interrupted: nothing was written", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"packed {summary['kind']} {run} (best checkpoint, step {summary['step']}, "
                f"{summary['env_steps']:,} env steps) -> {out}: {summary['bytes'] / 1e6:.1f} MB")
 
