@@ -171,6 +171,13 @@ def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[i
         raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
     where = Path(run).absolute() / "checkpoints" / which
     if not where.is_dir():
+        from distill.pack import packed_record
+
+        packed = packed_record(run)
+        if packed is not None:
+            # Not the best in place of last: a figure quoted for "last" must be the last one's.
+            raise DistillError(f"{run} is a packed run: it keeps only its best parameters (step {packed.get('step')}); "
+                               "use --checkpoint best, or the original run for its last checkpoint")
         raise DistillError(f"{run} has no checkpoints ({where} is missing)")
     try:
         manager = ocp.CheckpointManager(where, options=ocp.CheckpointManagerOptions(read_only=True))

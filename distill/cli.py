@@ -113,6 +113,7 @@ def train_teacher_cmd(
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this teacher run's best parameters (a packed run, say; same environment and network sizes), with a fresh replay buffer and optimiser."),
     checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     coordinator: Optional[str] = typer.Option(None, envvar="JAX_COORDINATOR_ADDRESS", help="Multi-process run: HOST:PORT of process 0."),
@@ -139,10 +140,12 @@ def train_teacher_cmd(
     if seeds is None:
         config = run_teacher_config(out, resume, env, seed=seed, **settings)
         results = [(out, train_teacher(config, out, resume=resume, show_progress=progress,
-                                       checkpoint_minutes=checkpoint_minutes))]
+                                       checkpoint_minutes=checkpoint_minutes, init_from=init_from))]
     else:
         if seed is not None:
             raise DistillError("give either --seed or --seeds, not both")
+        if init_from is not None:
+            raise DistillError("--init-from starts one run; give it with --seed, not --seeds")
         seed_list = parse_int_list(seeds, "seeds")
         outs = seed_runs(out, seed_list)
         configs = [run_teacher_config(o, resume, env, seed=s, **settings) for o, s in zip(outs, seed_list)]
@@ -312,6 +315,24 @@ def export_cmd(
     typer.echo(f"wrote {summary['policy']} ({parity})")
     if critic:
         typer.echo(f"wrote {summary['critic']} (max |onnx - jax| = {summary['critic_parity_max_abs_error']:.1e})")
+
+
+@app.command()
+@one_line_errors
+def pack(
+    run: Path = typer.Argument(..., help="A teacher or student run directory."),
+    out: Path = typer.Option(..., "--out", help="The packed run directory to create (must not exist, or be empty)."),
+):
+    """Pack a run to travel: config, metrics, pictures and the best parameters, without training state."""
+    from distill.pack import pack_run
+
+    try:
+        summary = pack_run(run, out)
+    except KeyboardInterrupt:  # the partial copy is gone, so the usual "rerun with --resume" does not apply
+        typer.echo("interrupted: nothing was written", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"packed {summary['kind']} {run} (best checkpoint, step {summary['step']}, "
+               f"{summary['env_steps']:,} env steps) -> {out}: {summary['bytes'] / 1e6:.1f} MB")
 
 
 @app.command()

@@ -188,7 +188,11 @@ def config_from_record(record: dict, config_cls: type, run: Path, kind: str) -> 
 def recorded_config(run: Path, kind: str, config_cls: type) -> Any:
     """The resolved config a run to resume was started with."""
     check_out_dir(run, resume=True)
-    return config_from_record(read_config(run, kind=kind), config_cls, run, kind)
+    record = read_config(run, kind=kind)
+    if isinstance(record.get("packed"), dict):
+        hint = "; start a new run from it with --init-from" if kind == "teacher" else ""
+        raise DistillError(f"cannot resume {run}: it is a packed run (best parameters only, no training state){hint}")
+    return config_from_record(record, config_cls, run, kind)
 
 
 def check_unchanged(run: Path, recorded: Any, config: Any) -> None:

@@ -21,7 +21,7 @@ from flax import struct
 from jax.sharding import Mesh, PartitionSpec as P
 
 from distill import engine, runs
-from distill.checkpoints import RunCheckpoints
+from distill.checkpoints import RunCheckpoints, abstract_of, load_params
 from distill.engine import Schedule, Trainable, is_writer, make_schedule, member_of
 from distill.memory import available_bytes, check_fits
 from distill.envs import EnvSpec, GoalEnv, get_spec
@@ -33,7 +33,8 @@ from distill.networks import CRLNetworks, deterministic_action, load_run_network
 from distill.progress import TrainingProgress
 from distill.render import write_maze_png
 from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
-from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, stacked_shardings
+from distill.sharding import (BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, stacked_shardings,
+                              with_shardings)
 from teachers import losses
 from teachers.config import TeacherConfig
 
@@ -81,9 +82,12 @@ class Teacher:
         return -self.config.target_entropy_scale * self.spec.action_dim
 
     # ---- initialisation -------------------------------------------------------------------
-    def init(self, key: jax.Array) -> TrainState:
+    def init(self, key: jax.Array, params: dict | None = None) -> TrainState:
+        """A fresh state; ``params`` (say, another run's) replace the random networks, and everything
+        else (optimiser states, alpha, environments, replay) is as fresh as without them."""
         k_params, k_env, k_state = jax.random.split(key, 3)
-        params = self.networks.init(k_params)
+        if params is None:
+            params = self.networks.init(k_params)
         log_alpha = jnp.zeros(())
         return TrainState(
             params=params,
@@ -239,8 +243,11 @@ def _check_batch_fillable(config: TeacherConfig) -> None:
         )
 
 
-def teacher_trainable(teacher: Teacher) -> Trainable:
-    """The teacher as the engine sees it: a training step, a fresh prefilled state and an evaluation."""
+def teacher_trainable(teacher: Teacher, initial_params: dict | None = None) -> Trainable:
+    """The teacher as the engine sees it: a training step, a fresh prefilled state and an evaluation.
+
+    ``initial_params``, placed as the state's parameters are (replicated), start the networks in place
+    of a random initialisation (``--init-from``)."""
     config = teacher.config
     compiled = compile_teacher(teacher)
     evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
@@ -248,7 +255,7 @@ def teacher_trainable(teacher: Teacher) -> Trainable:
     prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
 
     def init():
-        state = compiled.init(jax.random.PRNGKey(config.seed))
+        state = compiled.init(jax.random.PRNGKey(config.seed), initial_params)
         for _ in range(prefill_steps):
             state = compiled.prefill_step(state)
         return state
@@ -278,12 +285,58 @@ def _maze_top_view(teacher: Teacher, evaluate, state: TrainState, key: jax.Array
     return lambda out: write_maze_png(env.layout, env.scale, episodes.path, episodes.goal, out / "maze.png", title)
 
 
+# What must agree between a run and the one it starts from: the parameters' shapes and layout.
+INIT_FROM_FIELDS = ("env", "critic_depth", "actor_depth", "width", "repr_dim")
+
+
+def load_init_params(source: Path, teacher: Teacher) -> tuple[dict, dict]:
+    """The best parameters of the teacher run ``source`` (packed or not), for a new run of ``teacher``
+    to start from, replicated over its mesh as a training state's are; and where they came from.
+
+    Refuses a path that is no teacher run, or a run of another environment or other network sizes."""
+    from distill.pack import best_checkpoint
+
+    source = Path(source)
+    try:
+        record = runs.read_config(source)
+    except DistillError as err:
+        raise DistillError(f"--init-from: {err}") from None
+    if record.get("kind") != "teacher":
+        raise DistillError(f"--init-from {source} is a {record.get('kind', 'unknown')} run, not a teacher run")
+    # A field the recorded config lacks was added later, and that run had its default.
+    recorded = {**dataclasses.asdict(TeacherConfig()), **record.get("config", {})}
+    config = teacher.config
+    differ = [f"{name.replace('_', '-')} {getattr(config, name)} here, {recorded.get(name)} there"
+              for name in INIT_FROM_FIELDS if recorded.get(name) != getattr(config, name)]
+    if differ:
+        raise DistillError(f"cannot start from {source}: its networks differ from this run's ({'; '.join(differ)})")
+    shape = jax.eval_shape(teacher.networks.init, jax.random.PRNGKey(0))
+    abstract = with_shardings(abstract_of(shape), replicated(teacher.mesh, shape))
+    step, params = load_params(source, abstract, "best")
+    origin = {"run": str(source), **best_checkpoint(source, step=step)}
+    packed = record.get("packed")
+    if isinstance(packed, dict) and packed.get("from"):
+        origin["packed_from"] = packed["from"]
+    return params, origin
+
+
+def _has_checkpoint(out: Path) -> bool:
+    root = Path(out) / "checkpoints" / "last"
+    return root.is_dir() and any(p.name.isdigit() for p in root.iterdir())
+
+
 def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False, show_progress: bool = True,
-                  checkpoint_minutes: float = 10.0, description: str | None = None) -> dict:
+                  checkpoint_minutes: float = 10.0, description: str | None = None,
+                  init_from: Path | None = None) -> dict:
     """Trains a teacher into ``out`` and returns the final evaluation.
 
     With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
     has none yet); ``config`` may then be None (the recorded one) or must equal the recorded one.
+
+    ``init_from`` (a teacher run, packed or not, of the same environment and network sizes) starts a
+    new run from that run's best parameters, with a fresh replay buffer, fresh optimiser states and
+    alpha; config.json records where they came from. It cannot go with ``resume``: a resumed run
+    continues from its own checkpoints (one killed before its first starts again from the same source).
     """
     out = Path(out)
     engine.check_checkpoint_minutes(checkpoint_minutes)
@@ -295,9 +348,22 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
     if recorded is not None:
         runs.check_unchanged(out, recorded.resolved(), config)
     _check_batch_fillable(config)
+    initial_params, extra = None, {}
+    if init_from is not None:
+        if resume:
+            raise DistillError("--init-from starts a new run and cannot go with --resume; a run started from "
+                               "another resumes from its own checkpoints")
+        runs.check_out_dir(out, resume=False)
+        # Loaded (and so checked) before anything is written.
+        initial_params, origin = load_init_params(init_from, teacher)
+        extra["init_from"] = origin
+    elif resume:
+        origin = runs.read_config(out).get("init_from")
+        if isinstance(origin, dict) and not _has_checkpoint(out):
+            initial_params, _ = load_init_params(Path(origin["run"]), teacher)
     runs.start_run(out, resume, "teacher", config, {"num_devices": teacher.mesh.size,
-                                                    "num_processes": jax.process_count()})
-    trainable = teacher_trainable(teacher)
+                                                    "num_processes": jax.process_count(), **extra})
+    trainable = teacher_trainable(teacher, initial_params)
     plan = schedule(config)
     checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
     progress = TrainingProgress(plan.total_env_steps, description or f"teacher {config.env} d{config.critic_depth}",
@@ -433,5 +499,5 @@ def load_teacher(run: Path, which: str = "best"):
     )
 
 
-__all__ = ["Teacher", "TrainState", "compile_teacher", "load_teacher", "make_teacher", "seed_runs",
+__all__ = ["Teacher", "TrainState", "compile_teacher", "load_init_params", "load_teacher", "make_teacher", "seed_runs",
            "stacked_teacher_trainable", "train_teacher", "train_teachers"]

@@ -1,0 +1,169 @@
+"""Runs that travel: ``distill pack`` copies what a run is for, without what it took to train it.
+
+Teachers are trained where the accelerator is and distilled, exported and inspected where the user
+is. A packed run keeps ``config.json`` (marked as packed: from which run, checkpoint step and env
+step), ``metrics.jsonl``, the pictures and the summaries at the run's top level, and the ``best``
+checkpoint's parameters. It leaves out what only resuming needs: the ``last`` checkpoints (optimiser
+states, environments, the replay buffer) and the TensorBoard logs.
+
+The best checkpoint is copied as orbax wrote it (it already holds the parameters alone), so every
+command reads a packed run through the same loader as the original, and a student's record of its
+teacher's checkpoint hash is the same for both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from distill import runs
+from distill.errors import DistillError
+
+PACKED_FILES = ("metrics.jsonl",)
+PACKED_PATTERNS = ("*.png", "*.md", "*.json")
+
+
+def packed_record(run: Path) -> dict | None:
+    """What ``pack`` recorded in a packed run's config.json (None for a run that is not packed)."""
+    path = Path(run) / "config.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    packed = record.get("packed") if isinstance(record, dict) else None
+    return packed if isinstance(packed, dict) else None
+
+
+def _load(run: Path, kind: str):
+    if kind == "teacher":
+        from teachers.train import load_teacher
+
+        return load_teacher(run)
+    if kind == "student":
+        from students.train import load_student
+
+        return load_student(run)
+    raise DistillError(f"{run} is neither a teacher nor a student run")
+
+
+def _config_class(kind: str):
+    if kind == "teacher":
+        from teachers.config import TeacherConfig
+
+        return TeacherConfig
+    from students.config import StudentConfig
+
+    return StudentConfig
+
+
+def _schedule(kind: str, config):
+    if kind == "teacher":
+        from teachers.train import schedule
+    else:
+        from students.train import schedule
+    return schedule(config)
+
+
+def best_checkpoint(run: Path, step: int | None = None) -> dict:
+    """Where a run's best parameters come from: checkpoint step, env steps and that epoch's record.
+
+    ``step`` is the best checkpoint's, if already known. A packed run answers with what was recorded
+    when it was packed."""
+    run = Path(run)
+    record = runs.read_config(run)
+    if isinstance(record.get("packed"), dict):
+        return {k: record["packed"][k] for k in ("step", "env_steps", "epoch", "time_at_goal") if k in record["packed"]}
+    kind = record.get("kind")
+    if step is None:
+        config, _, _, _, step = _load(run, kind)
+    else:
+        config = _config_class(kind)(**record["config"])
+    plan = _schedule(kind, config)
+    env_steps = plan.initial_env_steps + step * plan.env_steps_per_step
+    info = {"step": int(step), "env_steps": int(env_steps)}
+    for line in runs.read_metrics(run):
+        if line.get("env_steps") == env_steps:
+            info.update(epoch=line.get("epoch"), time_at_goal=line.get("time_at_goal"))
+    return info
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise DistillError(f"output directory {out} already exists and is not empty; choose another --out")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DistillError(f"cannot write to output directory {out}: permission denied")
+
+
+def pack_run(run: Path, out: Path) -> dict:
+    """Writes the packed copy of ``run`` (a teacher or student run) to ``out``; returns a summary.
+
+    Everything is checked, and the parameters restored, before anything is written; the copy is made
+    in a hidden sibling of ``out`` and renamed into place at the end, so a failure leaves nothing
+    behind, and the copy's parameters are read back and compared bit for bit before the rename.
+    """
+    run, out = Path(run), Path(out)
+    record = runs.read_config(run)
+    kind = record.get("kind")
+    if kind not in ("teacher", "student"):
+        raise DistillError(f"{run} is neither a teacher nor a student run")
+    if packed_record(run) is not None:
+        raise DistillError(f"{run} is already a packed run; copy it as it is")
+    if out.absolute() == run.absolute() or run.absolute() in out.absolute().parents:
+        raise DistillError(f"--out {out} lies inside the run {run}; choose a place outside it")
+    _check_out(out)
+    best = run / "checkpoints" / "best"
+    if not best.is_dir():
+        raise DistillError(f"{run} has no best checkpoint to pack ({best} is missing); it has not finished an epoch yet")
+    _, _, _, params, step = _load(run, kind)
+    info = best_checkpoint(run, step=step)
+
+    tmp = out.parent / f".{out.name}.packing-{os.getpid()}"
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    try:
+        (tmp / "checkpoints" / "best").mkdir(parents=True)
+        shutil.copytree(best / str(step), tmp / "checkpoints" / "best" / str(step))
+        for name in PACKED_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, tmp / name)
+        for pattern in PACKED_PATTERNS:
+            for path in sorted(run.glob(pattern)):
+                if path.is_file() and path.name != "config.json":
+                    shutil.copy2(path, tmp / path.name)
+        record["packed"] = {"from": str(run.absolute()), **info,
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        runs.atomic_write_text(tmp / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _, _, _, copied, _ = _load(tmp, kind)
+        if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(params)),
+                                                         jax.tree.leaves(jax.device_get(copied)))):
+            raise DistillError(f"the packed parameters of {run} do not read back equal to the original")
+        os.rename(tmp, out)  # an empty directory of that name (checked above) is replaced
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for path in created:  # parents made for the output, innermost first
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        if isinstance(err, OSError):
+            raise DistillError(f"cannot write the packed run to {out}: {err.strerror or err}") from None
+        raise
+    return {"run": str(run), "out": str(out), "kind": kind, **info, "bytes": directory_bytes(out)}
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (what ``du -sb`` counts, less the directories themselves)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+__all__ = ["best_checkpoint", "directory_bytes", "pack_run", "packed_record"]
