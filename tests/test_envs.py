@@ -232,24 +232,20 @@ def collision_pairs(env) -> set[tuple[int, int]]:
 
 
 def assert_walls_collide_with_the_robot(env: MazeEnv):
-    """The walls are exactly ``wall_boxes``; they collide with every robot geom that touches the
-    floor (the ant's feet, the whole humanoid, the point mass's ball) and with the robot's
-    ``wall_geoms`` (the ant's torso and hips), which in turn do not touch the floor."""
+    """The walls are exactly ``wall_boxes``; they collide with exactly the robot's ``wall_geoms``,
+    and the floor with exactly the robot's geoms of contype 1 (where the floor collides at all)."""
     wall_ids, centres, halves = boxes_of(env.sys)
     np.testing.assert_allclose(np.concatenate([centres, halves], axis=1), wall_boxes(env.layout, env.scale))
     contype, conaffinity = np.asarray(env.sys.geom_contype), np.asarray(env.sys.geom_conaffinity)
     floor = geom_id(env, "floor")
-    on_floor_bits = [g for g in range(len(contype)) if g not in set(wall_ids) | {floor}
-                     and contype[g] & conaffinity[floor]]
-    assert on_floor_bits
-    wall_only = [geom_id(env, name) for name in env.wall_geoms]
+    robot = set(range(env.sys.ngeom)) - set(int(w) for w in wall_ids) - {floor}
+    on_walls = {geom_id(env, name) for name in env.wall_geoms}
+    assert on_walls and on_walls <= robot
     pairs = collision_pairs(env)
-    assert {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in on_floor_bits + wall_only} <= pairs
-    on_floor = {geom for pair in pairs if floor in pair for geom in pair if geom != floor}
-    assert on_floor <= set(on_floor_bits) and not on_floor & set(wall_only)
-    # Walls and floor are static: no pair among them.
-    static = set(int(w) for w in wall_ids) | {floor}
-    assert not any(set(pair) <= static for pair in pairs)
+    expected = {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in on_walls}
+    # (The point mass's floor collides with nothing: its ball slides on joints.)
+    expected |= {tuple(sorted((floor, geom))) for geom in robot if contype[geom] & conaffinity[floor]}
+    assert pairs == expected
     return pairs
 
 
@@ -264,7 +260,7 @@ def test_ant_in_a_maze_collides_as_the_reference_maze():
     pairs = assert_walls_collide_with_the_robot(env)
     floor, walls = geom_id(env, "floor"), {int(w) for w in boxes_of(env.sys)[0]}
     feet = {geom_id(env, f"{leg}_foot_geom") for leg in ("left", "right", "third", "fourth")}
-    body = {geom_id(env, name) for name in GoalAnt.wall_geoms}
+    body = {geom_id(env, name) for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")}
     expected = {tuple(sorted((floor, foot))) for foot in feet}
     expected |= {tuple(sorted((wall, geom))) for wall in walls for geom in feet | body}
     assert pairs == expected
@@ -281,7 +277,7 @@ def test_every_humanoid_geom_collides_with_the_floor():
 
 
 def test_maze_takes_any_robot():
-    """The humanoid in a one-cell corridor: walls its feet hit, its own goal height kept."""
+    """The humanoid in a one-cell corridor: walls its feet and trunk hit, its own goal height kept."""
     layout = ("####", "#RG#", "####")
     env = maze_env(GoalHumanoid, layout)()
     assert_walls_collide_with_the_robot(env)

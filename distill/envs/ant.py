@@ -30,8 +30,9 @@ class GoalAnt(GoalEnv, Ant):
     success_radius = 0.5
     healthy_z = (0.2, 1.0)
     asset = "envs/assets/ant.xml"
-    wall_geoms = ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")
-    """Geoms that collide with maze walls besides the feet: the torso sphere and the four hip capsules."""
+    # The feet, and as in the reference's maze model the torso sphere and the four hip capsules.
+    wall_geoms = ("left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
+                  "torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")
 
     def __init__(self, backend: str = "spring", **kwargs):
         Ant.__init__(self, backend=backend, **kwargs)

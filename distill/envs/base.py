@@ -100,7 +100,7 @@ class GoalEnv(PipelineEnv):
     """The torso heights (``q[2]``) of a robot that can still act; leaving them ends the episode.
     None: the episode never ends early."""
     wall_geoms: tuple[str, ...] = ()
-    """Geoms that do not touch the floor but hit maze walls (see ``distill.envs.maze``)."""
+    """The geoms that hit maze walls (see ``distill.envs.maze``)."""
     maze_goal_noise: float = 0.0
     """How far a maze jitters this robot's goals around their cell centres, as a fraction of a cell."""
     asset: str

@@ -2,9 +2,20 @@
 
 A maze is a map of cells: ``#`` wall, ``R`` the robot's start cell, ``G`` a goal cell, ``.`` free.
 Cell (row i, column j) is centred at (x, y) = scale * (i, j), by default with scale 4.0, JaxGCRL's
-convention. Walls are 2 m high boxes written into the robot's MJCF; they collide with every robot
-geom of contype 1: in Brax's ant and humanoid only the feet (what touches the floor), and the point
-mass's ball.
+convention. Walls are 2 m high boxes written into the robot's MJCF. They collide with exactly the
+robot's ``wall_geoms``, and the floor with exactly the robot's geoms of contype 1 (the ant's feet,
+the whole humanoid, none of the point mass). MuJoCo's rule (two geoms collide when the contype of
+one AND the conaffinity of the other is non-zero) gives that with a bit of its own for the walls:
+
+    geom                contype  conaffinity
+    floor               0        1
+    wall                2        0
+    robot geom          1 if it touches the floor, else 0
+                                 2 if it is in ``wall_geoms``, else 0
+
+so robot geoms never collide with one another. The ant's ``wall_geoms`` are its feet, torso and hip
+capsules (as in the reference's maze model, where the torso and hips hit walls but not the floor);
+the humanoid's are the parts that lead it into a wall (see ``distill.envs.humanoid``).
 
 State, success radius and goal are the robot's, with the goal's leading torso xy moved: the robot
 starts at the start cell, and goals are goal-cell centres plus a little uniform noise.
@@ -35,8 +46,7 @@ from distill.envs.base import GoalEnv
 
 MAZE_SCALE = 4.0
 WALL_HEIGHT = 2.0
-# Collision bits (see the module docstring).
-FLOOR_BIT = 1
+# The conaffinity bit walls collide with (see the module docstring).
 WALL_BIT = 2
 
 U_MAZE = (
@@ -145,19 +155,21 @@ def wall_boxes(layout: tuple[str, ...], scale: float = MAZE_SCALE) -> list[tuple
 def maze_xml(robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE,
              wall_geoms: tuple[str, ...] = ()) -> str:
     """A robot's MJCF with the maze walls added to the world body, and its ``wall_geoms`` made to
-    collide with them (and still not with the floor)."""
+    collide with them (and with the floor as before: only if they did)."""
     root = ET.fromstring(robot_xml)
     worldbody = root.findall("worldbody")
     if len(worldbody) != 1:
         raise ValueError("expected one worldbody in the robot's MJCF")
     geoms = {geom.get("name"): geom for geom in worldbody[0].iter("geom")}
+    if not wall_geoms:
+        raise ValueError("a robot in a maze needs wall_geoms, or it walks through the walls")
     for name in wall_geoms:
         if name not in geoms:
             raise ValueError(f"the robot's MJCF has no geom named {name!r}")
         geoms[name].set("conaffinity", str(WALL_BIT))
     for k, (x, y, hx, hy) in enumerate(wall_boxes(layout, scale)):
         ET.SubElement(worldbody[0], "geom", name=f"wall_{k}", type="box", pos=f"{x} {y} {WALL_HEIGHT / 2}",
-                      size=f"{hx} {hy} {WALL_HEIGHT / 2}", contype=str(WALL_BIT), conaffinity=str(FLOOR_BIT),
+                      size=f"{hx} {hy} {WALL_HEIGHT / 2}", contype=str(WALL_BIT), conaffinity="0",
                       rgba="0.7 0.5 0.3 1")
     return ET.tostring(root, encoding="unicode")
 

@@ -61,6 +61,7 @@ class GoalPointMass(GoalEnv):
     # The simple mazes have no reference counterpart; their goals keep the jitter of an eighth of a
     # cell (0.5 m, well inside a corridor) under which their published teachers were trained.
     maze_goal_noise = 1 / 8
+    wall_geoms = ("ball",)
 
     def __init__(self, backend: str = "spring", **kwargs):
         kwargs.setdefault("n_frames", N_FRAMES)
