@@ -26,8 +26,11 @@ def test_run_directory_contents(tiny_teacher_run):
     assert {"jax", "flax", "brax", "orbax-checkpoint", "python"} <= set(config["versions"])
     metrics = read_metrics(tiny_teacher_run)
     assert [m["epoch"] for m in metrics] == [1, 2]
-    for key in ("env_steps", "steps_per_s", "critic_loss", "actor_loss", "alpha", "time_at_goal", "success_any"):
+    for key in ("env_steps", "steps_per_s", "critic_loss", "actor_loss", "alpha", "time_at_goal", "success_any",
+                "episode_ends", "early_terminations"):
         assert key in metrics[-1]
+    # The reacher never ends an episode early.
+    assert all(m["early_terminations"] == 0 for m in metrics)
     assert metrics[-1]["env_steps"] > metrics[0]["env_steps"]
     assert (tiny_teacher_run / "learning_curve.png").stat().st_size > 1000
     assert (tiny_teacher_run / "checkpoints" / "last" / "2").is_dir()
@@ -77,3 +80,10 @@ def test_unrolled_blocks_are_recorded_and_reloaded_in_their_own_layout(tmp_path)
     assert any("block_1" in p for p in paths) and not any("'blocks'" in p for p in paths)
     evaluated = run_cli("evaluate", str(out), "--episodes", "2")
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_default_batch_is_the_papers_and_cpu_presets_keep_theirs():
+    from teachers.config import TeacherConfig
+
+    assert TeacherConfig().batch_size == 512 and teacher_config("ant").batch_size == 512
+    assert teacher_config("reacher").batch_size == 256 and teacher_config("simple_u_maze").batch_size == 256
