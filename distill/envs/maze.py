@@ -15,10 +15,14 @@ one AND the conaffinity of the other is non-zero) gives that with a bit of its o
 
 so robot geoms never collide with one another. The ant's ``wall_geoms`` are its feet, torso and hip
 capsules (as in the reference's maze model, where the torso and hips hit walls but not the floor);
-the humanoid's are the parts that lead it into a wall (see ``distill.envs.humanoid``).
+the humanoid's its feet and trunk (see ``distill.envs.humanoid`` for why not every geom).
 
 State, success radius and goal are the robot's, with the goal's leading torso xy moved: the robot
-starts at the start cell, and goals are goal-cell centres plus a little uniform noise.
+starts at the start cell, and goals are goal-cell centres, exact as in the reference for the ant and
+the humanoid. A robot may jitter them (its ``maze_goal_noise``, a fraction of a cell): the point
+mass's simple mazes, which have no reference counterpart, keep the eighth of a cell their published
+teachers were trained with. Early termination is the robot's (``healthy_z``); a maze changes
+nothing about it.
 
 - ``U_MAZE``: a 5 x 5 U with the border (6 goal cells, JaxGCRL's U maze, the humanoid's).
 - ``U4_MAZE``: a long U-shaped corridor (10 goal cells, JaxGCRL's U4 maze).
