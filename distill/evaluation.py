@@ -1,5 +1,10 @@
 """Deterministic goal-reaching evaluation: time_at_goal and success_any.
 
+An episode that its environment ends early (``done``, e.g. a flipped ant) counts its successes up
+to and including that step and none after, as the reference's evaluator stops counting there; it
+stays in the means with what it had. Evaluation runs on the spec's evaluation environment
+(``EnvSpec.make(evaluation=True)``), which for ``ant_big_maze`` draws only its far goals.
+
 ``obs_noise`` (sigma) adds Gaussian noise to the state the policy observes, never to the goal: the
 environment steps the true state and success is measured on it. The noise at step t is drawn from
 ``fold_in(fold_in(key, NOISE_STREAM), t)`` of the evaluation's key, so a seed gives the same noise to
@@ -47,11 +52,29 @@ def noisy_state(key: jax.Array, t, state: jax.Array, sigma: float) -> jax.Array:
     return state + sigma * jax.random.normal(jax.random.fold_in(key, t), state.shape, state.dtype)
 
 
+def evaluation_env(spec: EnvSpec, backend: str | None = None) -> GoalEnv:
+    """The environment ``spec``'s policies are scored on, on ``backend`` (None: the spec's)."""
+    return spec.make(evaluation=True, backend=backend)
+
+
+def scored_env(env: GoalEnv, spec: EnvSpec) -> GoalEnv:
+    """``env``, or the spec's evaluation environment on ``env``'s backend where it has its own."""
+    return env if spec.evaluation_factory is None else evaluation_env(spec, env.backend)
+
+
+def until_termination(success: jax.Array, done: jax.Array) -> jax.Array:
+    """[T, episodes] success flags with every step after an episode's first ``done`` zeroed."""
+    running = jnp.cumprod(1.0 - (done > 0).astype(jnp.float32), axis=0)
+    # A step counts while no earlier step ended the episode; the ending step itself still counts.
+    counted = jnp.concatenate([jnp.ones_like(running[:1]), running[:-1]], axis=0)
+    return success * counted
+
+
 class Episodes(NamedTuple):
     """What an evaluation returns: every episode's success flags, and the paths of the first few."""
 
     success: jax.Array
-    """[episode_length, episodes] success flags."""
+    """[episode_length, episodes] success flags, zero after the step that ended an episode early."""
     path: jax.Array
     """[episode_length + 1, PATH_EPISODES or fewer, 2]: the first two goal coordinates the state
     achieves (a maze robot's xy), from the reset on."""
@@ -74,21 +97,21 @@ def rollout_success(
 
     def step(env_state, _):
         env_state = jax.vmap(env.step)(env_state, policy(env_state.obs))
-        return env_state, (env_state.metrics["success"], env_state.obs[:drawn, where])
+        return env_state, (env_state.metrics["success"], env_state.done, env_state.obs[:drawn, where])
 
     def noisy_step(env_state, t):
         obs = env_state.obs
         seen = jnp.concatenate([noisy_state(keys, t, obs[:, :state_dim], obs_noise), obs[:, state_dim:]], axis=-1)
         env_state = jax.vmap(env.step)(env_state, policy(seen))
-        return env_state, (env_state.metrics["success"], env_state.obs[:drawn, where])
+        return env_state, (env_state.metrics["success"], env_state.done, env_state.obs[:drawn, where])
 
     if obs_noise:
         keys = noise_key(key)
-        _, (success, path) = jax.lax.scan(noisy_step, env_state, jnp.arange(episode_length))
+        _, (success, done, path) = jax.lax.scan(noisy_step, env_state, jnp.arange(episode_length))
     else:
-        _, (success, path) = jax.lax.scan(step, env_state, None, length=episode_length)
+        _, (success, done, path) = jax.lax.scan(step, env_state, None, length=episode_length)
     path = jnp.concatenate([env_state.obs[None, :drawn, where], path])
-    return Episodes(success, path, env_state.obs[:drawn, env.state_dim : env.state_dim + 2])
+    return Episodes(until_termination(success, done), path, env_state.obs[:drawn, env.state_dim : env.state_dim + 2])
 
 
 def summarize(success) -> dict:
@@ -106,11 +129,14 @@ def summarize(success) -> dict:
 def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int, obs_noise: float = 0.0):
     """A jitted ``evaluate(params, key) -> Episodes`` for a deterministic policy.
 
-    ``obs_noise`` > 0: the policy observes the state with Gaussian noise of that sigma (see the module).
+    It runs on the spec's evaluation environment, on ``env``'s backend (``env`` itself where the
+    spec has no separate one). ``obs_noise`` > 0: the policy observes the state with Gaussian noise
+    of that sigma (see the module).
     """
     if num_episodes <= 0:
         raise DistillError(f"evaluation episodes must be positive, got {num_episodes}")
     obs_noise = check_obs_noise(obs_noise)
+    env = scored_env(env, spec)
 
     @jax.jit
     def evaluate(params, key):
@@ -123,6 +149,7 @@ def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_epis
 def random_policy_baseline(env: GoalEnv, spec: EnvSpec, num_episodes: int, seed: int) -> dict:
     """time_at_goal of uniformly random actions, the floor a trained teacher must clear."""
     key = jax.random.PRNGKey(seed)
+    env = scored_env(env, spec)
 
     @jax.jit
     def run(key):
@@ -134,12 +161,12 @@ def random_policy_baseline(env: GoalEnv, spec: EnvSpec, num_episodes: int, seed:
             k, sub = jax.random.split(k)
             action = jax.random.uniform(sub, (num_episodes, spec.action_dim), minval=-1.0, maxval=1.0)
             env_state = jax.vmap(env.step)(env_state, action)
-            return (env_state, k), env_state.metrics["success"]
+            return (env_state, k), (env_state.metrics["success"], env_state.done)
 
-        return jax.lax.scan(step, (env_state, k_act), None, length=spec.episode_length)[1]
+        return until_termination(*jax.lax.scan(step, (env_state, k_act), None, length=spec.episode_length)[1])
 
     return summarize(run(key))
 
 
-__all__ = ["Episodes", "NOISE_STREAM", "PATH_EPISODES", "check_obs_noise", "make_evaluator", "noise_key", "noisy_state",
-           "random_policy_baseline", "rollout_success", "summarize"]
+__all__ = ["Episodes", "NOISE_STREAM", "PATH_EPISODES", "check_obs_noise", "evaluation_env", "make_evaluator", "noise_key",
+           "noisy_state", "random_policy_baseline", "rollout_success", "scored_env", "summarize", "until_termination"]

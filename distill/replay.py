@@ -2,11 +2,17 @@
 
 Rows are time steps and columns are environment slots, so a slot's column is its stream of
 trajectories in order. For a sampled row t, the goal is the goal slice of a future row j > t of the
-SAME trajectory, with P(j) proportional to gamma^(j - t). Episodes have a fixed length and never end
-early (see ``distill.envs.base``), so the number of future rows of t's trajectory is known in O(1):
-L = min(episode_length - 1 - step_t, newest_row - t). The truncated geometric offset is then drawn
-exactly by inverting its CDF, without scanning the buffer. Rows with no future (the last step of an
-episode, or the newest row) get weight 0.
+SAME trajectory, with P(j) proportional to gamma^(j - t), truncated at that trajectory's last row.
+
+Episodes may end early (``done``, see ``distill.envs.base``), and where a trajectory ends is not
+known when its rows are inserted, so the number L of future rows of t's trajectory is found at
+sample time. H = min(episode_length - 1 - step_t, newest_row - t) bounds it. A slot's trajectories
+follow one another in its column, each a contiguous run of rows with a larger id than the one
+before, so in unwrapped row order the ids of rows t..t+H never decrease: the rows of t's trajectory
+are a prefix of that window, and a binary search for the last row with t's id finds L in
+ceil(log2(episode_length)) vectorised gathers, whatever the buffer's size. The truncated geometric
+offset in 1..L is then drawn exactly by inverting its CDF. Rows with no future (the last step of an
+episode, a step that ended one early, or the newest row) get weight 0.
 """
 
 from __future__ import annotations
@@ -78,6 +84,24 @@ def truncated_geometric(key: jax.Array, gamma: float, horizon: jax.Array) -> jax
     return jnp.where(horizon > 0, k, 0)
 
 
+def rows_in_trajectory(traj_ids: jax.Array, row: jax.Array, env: jax.Array, horizon: jax.Array,
+                       episode_length: int) -> jax.Array:
+    """The number of rows row+1..row+horizon of column ``env`` that belong to ``row``'s trajectory.
+
+    ``traj_ids`` [capacity, num_envs]; ``row`` unwrapped, and every row up to row + horizon written
+    and not overwritten. Those rows' ids never decrease, so the answer is where they change: a
+    binary search, whose step count ``episode_length`` (an upper bound of every horizon) fixes.
+    """
+    capacity = traj_ids.shape[0]
+    own = traj_ids[row % capacity, env]
+    low, high = jnp.zeros_like(horizon), horizon  # invariant: the answer lies in [low, high]
+    for _ in range(max(1, int(episode_length).bit_length())):
+        mid = (low + high + 1) // 2
+        same = traj_ids[(row + mid) % capacity, env] == own
+        low, high = jnp.where(same, mid, low), jnp.where(same, high, mid - 1)
+    return low
+
+
 def sample_indices(
     buf: TrajectoryBuffer, key: jax.Array, batch_size: int, gamma: float, episode_length: int
 ) -> SampleIndices:
@@ -89,8 +113,8 @@ def sample_indices(
     row = jax.random.randint(key_row, (batch_size,), oldest, jnp.maximum(buf.rows_written - 1, oldest + 1))
     env = jax.random.randint(key_env, (batch_size,), 0, num_envs)
     step = buf.steps[row % buf.capacity, env]
-    horizon = jnp.minimum(episode_length - 1 - step, buf.rows_written - 1 - row)
-    horizon = jnp.maximum(horizon, 0)
+    bound = jnp.maximum(jnp.minimum(episode_length - 1 - step, buf.rows_written - 1 - row), 0)
+    horizon = rows_in_trajectory(buf.traj_ids, row, env, bound, episode_length)
     offset = truncated_geometric(key_offset, gamma, horizon)
     return SampleIndices(row=row, future_row=row + offset, env=env, valid=horizon > 0)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.evaluation import check_obs_noise, noise_key, noisy_state, summarize
+from distill.evaluation import check_obs_noise, evaluation_env, noise_key, noisy_state, summarize, until_termination
 from export.runtime import OnnxPolicy, PolicyFileError
 
 
@@ -46,7 +46,7 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
     policy, spec, backend = load_onnx_policy(path, env)
-    environment = spec.make(backend=backend)
+    environment = evaluation_env(spec, backend)
     reset = jax.jit(jax.vmap(environment.reset))
     step = jax.jit(jax.vmap(environment.step))
     key = jax.random.PRNGKey(seed)
@@ -54,6 +54,7 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
 
     env_state = reset(jax.random.split(key, episodes))
     success = np.zeros((spec.episode_length, episodes), np.float32)
+    done = np.zeros((spec.episode_length, episodes), np.float32)
     for t in range(spec.episode_length):
         obs = np.asarray(env_state.obs)
         state = obs[:, : spec.state_dim]
@@ -62,6 +63,7 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
         action = policy(state, obs[:, spec.state_dim :])
         env_state = step(env_state, action)
         success[t] = np.asarray(env_state.metrics["success"])
-    result = summarize(success)
+        done[t] = np.asarray(env_state.done)
+    result = summarize(until_termination(success, done))
     result.update({"policy": f"onnx ({Path(path).name})", "env": spec.name, "seed": seed, "obs_noise": obs_noise})
     return result

@@ -26,7 +26,7 @@ from distill.engine import Schedule, Trainable, is_writer, make_schedule, member
 from distill.memory import available_bytes, check_fits
 from distill.envs import EnvSpec, GoalEnv, get_spec
 from distill.envs.maze import MazeEnv
-from distill.envs.vector import VecState, vec_reset, vec_step
+from distill.envs.vector import VecState, episode_ends, vec_reset, vec_step
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator, summarize
 from distill.networks import CRLNetworks, deterministic_action, load_run_networks, make_crl_networks, sample_action
@@ -104,17 +104,20 @@ class Teacher:
 
     # ---- collection -----------------------------------------------------------------------
     def collect(self, actor_params, vec: VecState, key: jax.Array, length: int):
-        """Steps every slot ``length`` times with the stochastic policy; returns buffer rows."""
+        """Steps every slot ``length`` times with the stochastic policy; returns buffer rows and the
+        numbers of episodes that ended, and that their environment ended early, on the way."""
 
         def one_step(carry, step_key):
             vec = carry
             mean, log_std = self.networks.policy(actor_params, vec.env.obs)
             action, _ = sample_action(step_key, mean, log_std)
             row = (vec.env.obs[:, : self.spec.state_dim], action, vec.traj_id, vec.steps)
-            return vec_step(self.env, self.spec.episode_length, vec, action, self.runs_axis), row
+            new = vec_step(self.env, self.spec.episode_length, vec, action, self.runs_axis)
+            ended, terminated = episode_ends(vec, new, self.spec.episode_length)
+            return new, (row, ended.sum(), terminated.sum())
 
-        vec, rows = jax.lax.scan(one_step, vec, jax.random.split(key, length))
-        return vec, rows
+        vec, (rows, ended, terminated) = jax.lax.scan(one_step, vec, jax.random.split(key, length))
+        return vec, rows, {"episode_ends": ended.sum(), "early_terminations": terminated.sum()}
 
     # ---- one SGD step ---------------------------------------------------------------------
     def sample(self, buffer: TrajectoryBuffer, key: jax.Array):
@@ -166,21 +169,26 @@ class Teacher:
         return new_state, metrics
 
     # ---- training step and prefill --------------------------------------------------------
-    def collect_and_insert(self, state: TrainState, key: jax.Array) -> TrainState:
-        vec, rows = self.collect(state.params["actor"], state.env, key, self.config.unroll_length)
+    def collect_and_insert(self, state: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
+        vec, rows, episodes = self.collect(state.params["actor"], state.env, key, self.config.unroll_length)
         buffer = buffer_insert(state.buffer, *rows)
         steps = self.config.num_envs * self.config.unroll_length
-        return state.replace(env=vec, buffer=buffer, env_steps=state.env_steps + steps)
+        return state.replace(env=vec, buffer=buffer, env_steps=state.env_steps + steps), episodes
 
     def prefill_step(self, state: TrainState) -> TrainState:
         key, k_collect = jax.random.split(state.key)
-        return self.collect_and_insert(state, k_collect).replace(key=key)
+        return self.collect_and_insert(state, k_collect)[0].replace(key=key)
 
     def training_step(self, state: TrainState) -> tuple[TrainState, dict]:
+        """One training step. Besides the losses, its metrics count the episodes that ended in its
+        collection and those their environment ended early: an epoch's mean of the second over its
+        mean of the first is the share of training episodes that terminated early."""
         key, k_collect, k_update = jax.random.split(state.key, 3)
-        state = self.collect_and_insert(state, k_collect)
+        state, episodes = self.collect_and_insert(state, k_collect)
         state, metrics = jax.lax.scan(self.sgd_step, state, jax.random.split(k_update, self.config.updates_per_step))
-        return state.replace(key=key), jax.tree.map(jnp.mean, metrics)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics.update(episodes)
+        return state.replace(key=key), metrics
 
     def deterministic_policy(self, actor_params, obs):
         mean, _ = self.networks.policy(actor_params, obs)

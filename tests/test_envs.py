@@ -14,12 +14,13 @@ import pytest
 from brax import contact
 
 from distill.envs import REGISTRY
+from distill.envs.ant import GoalAnt
 from distill.envs.humanoid import RESET_NOISE, STANDING_HEIGHT, GoalHumanoid
 from distill.envs.maze import (
     BIG_MAZE,
-    GOAL_NOISE,
+    BIG_MAZE_EVAL,
     HARDEST_MAZE,
-    MAZE_SCALE,
+    U_MAZE,
     U4_MAZE,
     U5_MAZE,
     MazeEnv,
@@ -27,8 +28,8 @@ from distill.envs.maze import (
     maze_env,
     wall_boxes,
 )
-from distill.envs.point_mass import BALL_RADIUS
-from distill.envs.vector import vec_reset, vec_step
+from distill.envs.point_mass import BALL_RADIUS, GoalPointMass
+from distill.envs.vector import episode_ends, vec_reset, vec_step
 
 NUM_ENVS = 4
 # Short episodes so that a 10-step rollout crosses an automatic reset.
@@ -128,6 +129,17 @@ def test_episode_end_gives_new_trajectory_and_goal(run):
     assert not np.allclose(old_goals, new_goals)
 
 
+def test_environments_without_health_never_end_early(run):
+    spec, env, _, trajectory = run
+    done = np.asarray(trajectory.env.done)
+    if env.healthy_z is None:
+        assert (done == 0).all()
+        # Every slot then restarts exactly every EPISODE_LENGTH steps, as before early termination.
+        np.testing.assert_array_equal(np.asarray(trajectory.steps)[:, 0], (np.arange(1, ROLLOUT_STEPS + 1) % EPISODE_LENGTH))
+    # A reset slot starts healthy, so no slot is left done after the wrapper's step.
+    assert (done[np.asarray(trajectory.steps) == 0] == 0).all()
+
+
 def test_specs_carry_backend_and_preset():
     assert {spec.backend for spec in REGISTRY.values()} <= PIPELINES
     reacher = REGISTRY["reacher"]
@@ -160,7 +172,7 @@ def inside_any_box(points: np.ndarray, centres: np.ndarray, halves: np.ndarray, 
     return (gap < 0).all(axis=-1).any(axis=-1)
 
 
-@pytest.mark.parametrize("layout", [U4_MAZE, U5_MAZE, BIG_MAZE, HARDEST_MAZE])
+@pytest.mark.parametrize("layout", [U_MAZE, U4_MAZE, U5_MAZE, BIG_MAZE, BIG_MAZE_EVAL, HARDEST_MAZE])
 def test_wall_boxes_cover_exactly_the_wall_cells(layout):
     boxes = np.asarray(wall_boxes(layout))
     centres, halves = boxes[:, :2], boxes[:, 2:]
@@ -206,25 +218,35 @@ def test_a_robot_placed_on_its_goal_has_reached_it(name):
     assert (np.asarray(env.goal_distance(achieved, goals)) < env.success_radius).all()
 
 
+def geom_id(env, name: str) -> int:
+    return mujoco.mj_name2id(env.sys.mj_model, mujoco.mjtObj.mjOBJ_GEOM, name)
+
+
+def collision_pairs(env) -> set[tuple[int, int]]:
+    """The geom pairs the spring pipeline resolves collisions between, in the initial pose."""
+
+    def candidate_pairs(q):
+        return contact.get(env.sys, env.pipeline_init(q, jnp.zeros(env.sys.qd_size())).x).geom
+
+    return {tuple(sorted(pair)) for pair in np.asarray(run_once(candidate_pairs, env.sys.init_q)).tolist()}
+
+
 def assert_walls_collide_with_the_robot(env: MazeEnv):
-    """The walls are exactly ``wall_boxes``, and collide with every robot geom that can touch them
-    (the feet of Brax's ant and humanoid, which alone touch the floor, and the point mass's ball)."""
+    """The walls are exactly ``wall_boxes``; they collide with exactly the robot's ``wall_geoms``,
+    and the floor with exactly the robot's geoms of contype 1 (where the floor collides at all)."""
     wall_ids, centres, halves = boxes_of(env.sys)
     np.testing.assert_allclose(np.concatenate([centres, halves], axis=1), wall_boxes(env.layout, env.scale))
     contype, conaffinity = np.asarray(env.sys.geom_contype), np.asarray(env.sys.geom_conaffinity)
-    floor = mujoco.mj_name2id(env.sys.mj_model, mujoco.mjtObj.mjOBJ_GEOM, "floor")
-    robot = [g for g in range(len(contype)) if g not in set(wall_ids) | {floor}
-             and contype[g] & conaffinity[wall_ids[0]]]
-    assert robot
-
-    def candidate_pairs(q):
-        # The spring pipeline resolves collisions between exactly these geom pairs.
-        return contact.get(env.sys, env.pipeline_init(q, jnp.zeros(env.sys.qd_size())).x).geom
-
-    pairs = {tuple(sorted(pair)) for pair in np.asarray(run_once(candidate_pairs, env.sys.init_q)).tolist()}
-    assert {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in robot} <= pairs
-    on_floor = {geom for pair in pairs if floor in pair for geom in pair if geom != floor}
-    assert on_floor <= set(robot)
+    floor = geom_id(env, "floor")
+    robot = set(range(env.sys.ngeom)) - set(int(w) for w in wall_ids) - {floor}
+    on_walls = {geom_id(env, name) for name in env.wall_geoms}
+    assert on_walls and on_walls <= robot
+    pairs = collision_pairs(env)
+    expected = {tuple(sorted((int(wall), geom))) for wall in wall_ids for geom in on_walls}
+    # (The point mass's floor collides with nothing: its ball slides on joints.)
+    expected |= {tuple(sorted((floor, geom))) for geom in robot if contype[geom] & conaffinity[floor]}
+    assert pairs == expected
+    return pairs
 
 
 @pytest.mark.parametrize("name", MAZES)
@@ -232,15 +254,39 @@ def test_every_wall_collides_with_the_robot(name):
     assert_walls_collide_with_the_robot(REGISTRY[name].make())
 
 
+def test_ant_in_a_maze_collides_as_the_reference_maze():
+    """Feet with floor and walls, torso and hips with walls only, legs with nothing."""
+    env = REGISTRY["ant_u4_maze"].make()
+    pairs = assert_walls_collide_with_the_robot(env)
+    floor, walls = geom_id(env, "floor"), {int(w) for w in boxes_of(env.sys)[0]}
+    feet = {geom_id(env, f"{leg}_foot_geom") for leg in ("left", "right", "third", "fourth")}
+    body = {geom_id(env, name) for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")}
+    expected = {tuple(sorted((floor, foot))) for foot in feet}
+    expected |= {tuple(sorted((wall, geom))) for wall in walls for geom in feet | body}
+    assert pairs == expected
+    assert len(pairs) == 4 + len(walls) * 9
+
+
+def test_every_humanoid_geom_collides_with_the_floor():
+    """As in the reference's humanoid model; body parts still pass through one another."""
+    env = GoalHumanoid()
+    floor = geom_id(env, "floor")
+    body = set(range(env.sys.ngeom)) - {floor}
+    assert len(body) == 17  # torso, head, waist (2), butt, legs (2 x 3), arms (2 x 3)
+    assert collision_pairs(env) == {tuple(sorted((floor, geom))) for geom in body}
+
+
 def test_maze_takes_any_robot():
-    """The humanoid in a one-cell corridor: walls its feet hit, its own goal height kept."""
+    """The humanoid in a one-cell corridor: walls its feet and trunk hit, its own goal height kept."""
     layout = ("####", "#RG#", "####")
     env = maze_env(GoalHumanoid, layout)()
     assert_walls_collide_with_the_robot(env)
     key = jax.random.PRNGKey(0)
     goal = np.asarray(env._sample_goal(key))
-    assert np.abs(goal[:2] - cell_centers(layout, "G")[0]).max() <= GOAL_NOISE * MAZE_SCALE
+    # The humanoid's maze goals are exact cell centres, as in the reference.
+    np.testing.assert_array_equal(goal[:2], cell_centers(layout, "G")[0])
     assert goal[2] == STANDING_HEIGHT
+    assert env.healthy_z == GoalHumanoid.healthy_z
     start = np.asarray(env._initial_q(key)[0][:2])
     np.testing.assert_allclose(start, cell_centers(layout, "R")[0], atol=RESET_NOISE)
 
@@ -306,10 +352,114 @@ def test_wall_stops_a_driven_point_mass():
 
 
 def test_wall_stops_a_pushed_humanoid():
-    """The humanoid's U maze (2 m cells) has a wall spanning x in [5, 7] beyond its start (4, 2)."""
+    """The humanoid's U maze (2 m cells) has a wall spanning x in [3, 5] beyond its start (2, 2);
+    from (2, 6) the corridor along column 3 is free up to x = 7."""
     env = REGISTRY["humanoid_u_maze"].make()
-    walled, free = pushed_along_x(env, [[4.0, 2.0], [2.0, 6.0]], speed=8.0, steps=60)
+    walled, free = pushed_along_x(env, [[2.0, 2.0], [2.0, 6.0]], speed=8.0, steps=60)
     # In the open the shove carries the torso well past where the wall's far side would be ...
-    assert free.max() - 2.0 > 7.0 - 4.0
-    # ... while at the wall its feet stop at the face and the torso leans at most a body length over.
-    assert walled.max() < 5.0 + 1.5
+    assert free.max() > 5.0
+    # ... while at the wall its body stops at the face and the torso leans at most a body length over.
+    assert walled.max() < 3.0 + 1.5
+
+
+# --- goals of the reference ----------------------------------------------------------------------
+
+
+def test_ant_and_humanoid_maze_goals_are_cell_centres_point_mass_goals_jitter():
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    for name, exact in (("ant_u4_maze", True), ("humanoid_big_maze", True), ("simple_u_maze", False)):
+        env = REGISTRY[name].make()
+        goals = np.asarray(run_once(jax.vmap(env._sample_goal), keys))[:, :2]
+        off = np.linalg.norm(goals[:, None] - env.goals[None], axis=-1).min(axis=1)
+        assert (off == 0).all() == exact
+        assert off.max() <= np.sqrt(2) * GoalPointMass.maze_goal_noise * env.scale + 1e-5
+
+
+def test_ant_big_maze_is_evaluated_on_its_far_goals():
+    spec = REGISTRY["ant_big_maze"]
+    train, evaluation = spec.make(), spec.make(evaluation=True)
+    assert train.layout == BIG_MAZE and evaluation.layout == BIG_MAZE_EVAL
+    assert wall_boxes(BIG_MAZE_EVAL) == wall_boxes(BIG_MAZE)
+    np.testing.assert_array_equal(evaluation.start, train.start)
+    far = {tuple(g) for g in evaluation.goals.tolist()}
+    assert len(far) == 10 and far < {tuple(g) for g in train.goals.tolist()}
+    # Every other environment is evaluated where it trains.
+    assert type(REGISTRY["ant_u4_maze"].make(evaluation=True)) is REGISTRY["ant_u4_maze"].factory
+
+
+def test_humanoid_u_maze_is_the_reference_five_by_five_u():
+    env = REGISTRY["humanoid_u_maze"].make()
+    assert env.layout == U_MAZE and len(U_MAZE) == 5 and {len(row) for row in U_MAZE} == {5}
+    assert len(env.goals) == 6
+
+
+# --- early termination ----------------------------------------------------------------------------
+
+# Upside down (half a turn about x), and lying on its side (a quarter turn about x).
+FLIPPED = (0.0, 1.0, 0.0, 0.0)
+LYING = (np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0, 0.0)
+
+
+def step_with_one_slot_moved(env, z: float, quat):
+    """Three fresh slots, the middle one's torso moved to height ``z`` and orientation ``quat``;
+    returns the raw environment step and the vector wrapper's step from there."""
+
+    def run(key):
+        vec = vec_reset(env, 3, key)
+        q = vec.env.pipeline_state.q.at[1, 2].set(z).at[1, 3:7].set(jnp.asarray(quat, jnp.float32))
+        qd = jnp.zeros_like(vec.env.pipeline_state.qd)
+        vec = vec.replace(env=vec.env.replace(pipeline_state=jax.vmap(env.pipeline_init)(q, qd)))
+        actions = jnp.zeros((3, env.action_size))
+        return vec, jax.vmap(env.step)(vec.env, actions), vec_step(env, 1000, vec, actions)
+
+    return run_once(run, jax.random.PRNGKey(4))
+
+
+@pytest.mark.parametrize("robot, z, quat", [
+    pytest.param(GoalAnt, 0.1, FLIPPED, id="flipped_ant"),
+    # The humanoid's reset and step compile for about a minute.
+    pytest.param(GoalHumanoid, 0.3, LYING, id="fallen_humanoid", marks=pytest.mark.slow),
+])
+def test_an_unhealthy_robot_ends_its_episode_and_its_slot_alone_restarts(robot, z, quat):
+    env = robot()
+    before, stepped, after = step_with_one_slot_moved(env, z, quat)
+    np.testing.assert_array_equal(np.asarray(stepped.done), [0, 1, 0])
+    ids = np.asarray(before.traj_id)
+    np.testing.assert_array_equal(np.asarray(after.traj_id), [ids[0], ids[1] + 3, ids[2]])
+    np.testing.assert_array_equal(np.asarray(after.steps), [1, 0, 1])
+    ended, terminated = episode_ends(before, after, 1000)
+    np.testing.assert_array_equal(np.asarray(terminated), [False, True, False])
+    np.testing.assert_array_equal(np.asarray(ended), np.asarray(terminated))
+    # The restarted slot is a fresh, healthy episode with a new goal; the others went on.
+    low, high = env.healthy_z
+    assert low < float(after.env.pipeline_state.q[1, 2]) < high and float(after.env.done[1]) == 0
+    assert not np.allclose(np.asarray(after.env.obs[1, env.state_dim:]), np.asarray(before.env.obs[1, env.state_dim:]))
+    np.testing.assert_array_equal(np.asarray(after.env.obs)[[0, 2]], np.asarray(stepped.obs)[[0, 2]])
+
+
+def test_mazes_end_episodes_as_their_robot():
+    for name, spec in REGISTRY.items():
+        if issubclass(spec.factory, MazeEnv):
+            robot = GoalPointMass if name.startswith("simple") else GoalHumanoid if "humanoid" in name else GoalAnt
+            assert spec.factory.healthy_z == robot.healthy_z
+    assert GoalPointMass.healthy_z is None
+
+
+@pytest.mark.slow
+def test_a_fallen_humanoid_lies_on_the_floor():
+    """Limp (zero action), the humanoid falls within a second or two and then lies on the floor
+    instead of sinking through it."""
+    env = GoalHumanoid()
+
+    def torso_z(key):
+        state = env.reset(key)
+
+        def body(state, _):
+            state = env.step(state, jnp.zeros(env.action_size))
+            return state, (state.pipeline_state.q[2], state.done)
+
+        return jax.lax.scan(body, state, None, 200)[1]
+
+    z, done = (np.asarray(a) for a in run_once(torso_z, jax.random.PRNGKey(5)))
+    assert z.min() < GoalHumanoid.healthy_z[0] and done.max() == 1
+    assert z.min() > 0.0

@@ -68,3 +68,62 @@ def test_uniform_weighting_would_fail_the_same_check():
     expected /= expected.sum()
     observed = np.bincount(offsets, minlength=8)[1:] / len(offsets)
     assert len(offsets) * np.sum((observed - expected) ** 2 / expected) > 22.5
+
+
+def variable_length_buffer(capacity=60, num_envs=5, rows=150, seed=0):
+    """Trajectories that end at random steps (early termination), differently in every column;
+    state = (traj_id, step, row), rows written in chunks of 10 so that the buffer wraps."""
+    rng = np.random.default_rng(seed)
+    traj = np.zeros((rows, num_envs), np.int32)
+    steps = np.zeros((rows, num_envs), np.int32)
+    ids, step = np.arange(num_envs), np.zeros(num_envs, np.int32)
+    for t in range(rows):
+        traj[t], steps[t] = ids, step
+        # An episode ends after reaching EPISODE steps or, early, with probability 0.15 a step.
+        ended = (step + 1 >= EPISODE) | (rng.random(num_envs) < 0.15)
+        ids = np.where(ended, ids + num_envs, ids)
+        step = np.where(ended, 0, step + 1)
+    buf = buffer_init(capacity, num_envs, state_dim=3, action_dim=1)
+    for start in range(0, rows, 10):
+        t = np.arange(start, start + 10)
+        states = np.stack([traj[t], steps[t], np.repeat(t[:, None], num_envs, 1)], axis=-1).astype(np.float32)
+        buf = buffer_insert(buf, jnp.asarray(states), jnp.zeros((10, num_envs, 1)), jnp.asarray(traj[t]),
+                            jnp.asarray(steps[t]))
+    return buf, traj
+
+
+def test_goals_never_cross_an_early_termination():
+    buf, traj = variable_length_buffer()
+    idx = sample_indices(buf, jax.random.PRNGKey(2), 50_000, GAMMA, EPISODE)
+    valid = np.asarray(idx.valid)
+    row, future, env = np.asarray(idx.row), np.asarray(idx.future_row), np.asarray(idx.env)
+    assert row.min() >= 150 - 60 and future.max() <= 149
+    assert np.all(future[valid] > row[valid])
+    assert np.all(traj[row[valid], env[valid]] == traj[future[valid], env[valid]])
+    # A row has no future exactly when the next row (if written) belongs to another trajectory.
+    next_row = np.minimum(row + 1, 149)
+    no_future = (row == 149) | (traj[next_row, env] != traj[row, env])
+    np.testing.assert_array_equal(~valid, no_future)
+    # Offsets reach the very last row of each trajectory, and never beyond.
+    last = np.array([np.flatnonzero(traj[:, e] == traj[r, e]).max() for r, e in zip(row[:2000], env[:2000])])
+    assert np.all(future[:2000][valid[:2000]] <= np.minimum(last, 149)[valid[:2000]])
+    reached_end = (future == np.array([np.flatnonzero(traj[:, e] == traj[r, e]).max()
+                                       for r, e in zip(row, env)]))
+    assert reached_end[valid].any()
+
+
+def test_offsets_within_a_terminated_trajectory_follow_the_truncated_geometric():
+    buf, traj = variable_length_buffer(seed=1)
+    idx = sample_indices(buf, jax.random.PRNGKey(3), 200_000, GAMMA, EPISODE)
+    row, future, env = np.asarray(idx.row), np.asarray(idx.future_row), np.asarray(idx.env)
+    # Rows with exactly 3 future rows in their (possibly early-ended) trajectory.
+    horizon = 3
+    later = np.stack([traj[np.minimum(row + k, 149), env] == traj[row, env] for k in range(1, horizon + 2)])
+    pick = later[:horizon].all(axis=0) & ~later[horizon] & (row + horizon <= 149)
+    offsets = (future - row)[pick]
+    expected = GAMMA ** np.arange(horizon)
+    expected /= expected.sum()
+    observed = np.bincount(offsets, minlength=horizon + 1)[1:] / len(offsets)
+    assert len(offsets) > 3000 and offsets.min() >= 1 and offsets.max() <= horizon
+    chi2 = len(offsets) * np.sum((observed - expected) ** 2 / expected)
+    assert chi2 < 13.8  # 2 degrees of freedom, p ~ 0.001

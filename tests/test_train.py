@@ -26,8 +26,11 @@ def test_run_directory_contents(tiny_teacher_run):
     assert {"jax", "flax", "brax", "orbax-checkpoint", "python"} <= set(config["versions"])
     metrics = read_metrics(tiny_teacher_run)
     assert [m["epoch"] for m in metrics] == [1, 2]
-    for key in ("env_steps", "steps_per_s", "critic_loss", "actor_loss", "alpha", "time_at_goal", "success_any"):
+    for key in ("env_steps", "steps_per_s", "critic_loss", "actor_loss", "alpha", "time_at_goal", "success_any",
+                "episode_ends", "early_terminations"):
         assert key in metrics[-1]
+    # The reacher never ends an episode early.
+    assert all(m["early_terminations"] == 0 for m in metrics)
     assert metrics[-1]["env_steps"] > metrics[0]["env_steps"]
     assert (tiny_teacher_run / "learning_curve.png").stat().st_size > 1000
     assert (tiny_teacher_run / "checkpoints" / "last" / "2").is_dir()
@@ -75,3 +78,10 @@ def test_a_run_saved_with_unrolled_blocks_loads_and_evaluates_to_its_recorded_fi
     result = run_cli("evaluate", str(legacy), "--episodes", "16", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads((legacy / "expected_evaluation.json").read_text())
+
+
+def test_default_batch_is_the_papers_and_cpu_presets_keep_theirs():
+    from teachers.config import TeacherConfig
+
+    assert TeacherConfig().batch_size == 512 and teacher_config("ant").batch_size == 512
+    assert teacher_config("reacher").batch_size == 256 and teacher_config("simple_u_maze").batch_size == 256

@@ -13,7 +13,7 @@ from distill.envs.ant import GoalAnt
 from distill.envs.arm import ArmBinpickHard, ArmPushEasy, ArmPushHard
 from distill.envs.base import EnvSpec, GoalEnv
 from distill.envs.humanoid import GoalHumanoid
-from distill.envs.maze import BIG_MAZE, HARDEST_MAZE, U4_MAZE, U5_MAZE, maze_env
+from distill.envs.maze import BIG_MAZE, BIG_MAZE_EVAL, HARDEST_MAZE, U_MAZE, U4_MAZE, U5_MAZE, maze_env
 from distill.envs.point_mass import GoalPointMass
 from distill.envs.reacher import GoalReacher
 from distill.errors import DistillError
@@ -36,11 +36,13 @@ def register_goal_env(
     episode_length: int = 1000,
     backend: str = "spring",
     preset: dict | None = None,
+    evaluation_class: type[GoalEnv] | None = None,
 ) -> EnvSpec:
     """Registers a class whose state_dim, goal_indices and success_radius are class attributes.
 
-    ``backend`` and ``preset`` are the spec's (see ``EnvSpec``); a new environment is its module
-    plus one call of this, and a new maze one layout and ``maze_env(robot_class, layout)`` here.
+    ``backend``, ``preset`` and ``evaluation_class`` (the spec's ``evaluation_factory``) are the
+    spec's (see ``EnvSpec``); a new environment is its module plus one call of this, and a new maze
+    one layout and ``maze_env(robot_class, layout)`` here.
     """
     return register(
         EnvSpec(
@@ -54,6 +56,7 @@ def register_goal_env(
             factory=env_class,
             backend=backend,
             preset=preset or {},
+            evaluation_factory=evaluation_class,
         )
     )
 
@@ -88,8 +91,11 @@ register_goal_env(
 register_goal_env(
     "ant_u5_maze", maze_env(GoalAnt, U5_MAZE), 8, "ant in a longer U-shaped corridor (7 x 8); goal = torso xy"
 )
+# Trained on every free cell as a goal, evaluated on the far ones only, as in the reference.
 register_goal_env(
-    "ant_big_maze", maze_env(GoalAnt, BIG_MAZE), 8, "ant in an 8 x 8 maze with dead ends; goal = torso xy"
+    "ant_big_maze", maze_env(GoalAnt, BIG_MAZE), 8,
+    "ant in an 8 x 8 maze with dead ends; goal = torso xy (evaluated on its 10 far cells)",
+    evaluation_class=maze_env(GoalAnt, BIG_MAZE_EVAL),
 )
 register_goal_env(
     "ant_hardest_maze", maze_env(GoalAnt, HARDEST_MAZE), 8, "ant in a 9 x 12 maze of junctions; goal = torso xy"
@@ -97,7 +103,7 @@ register_goal_env(
 # The humanoid is about half the ant's reach per step, so its mazes are drawn at half the scale.
 HUMANOID_MAZE_SCALE = 2.0
 for name, layout, what in (
-    ("humanoid_u_maze", U4_MAZE, "a U-shaped corridor"),
+    ("humanoid_u_maze", U_MAZE, "a 5 x 5 U"),
     ("humanoid_big_maze", BIG_MAZE, "an 8 x 8 maze with dead ends"),
     ("humanoid_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions"),
 ):

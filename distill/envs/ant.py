@@ -5,8 +5,10 @@ the joint velocities (14). Keeping the torso xy in the state, unlike Brax's runn
 lets a state name a goal. Goal: torso xy, on the circle of radius 10 around the origin where the
 ant starts, at a uniformly random angle.
 
-As in Brax's ant, only the feet collide with the floor: an ant that flips over sinks its torso
-below the floor and stays there, since episodes do not end early.
+As in Brax's ant, only the feet collide with the floor. An ant whose torso height leaves
+[0.2, 1.0] (flipped over, sinking its torso below the floor, or thrown into the air) ends its
+episode, as in the paper's reference environment. In a maze the torso and hip capsules collide
+with the walls as well (``wall_geoms``), as in the reference's maze model.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ class GoalAnt(GoalEnv, Ant):
     state_dim = 29
     goal_indices = (0, 1)
     success_radius = 0.5
+    healthy_z = (0.2, 1.0)
     asset = "envs/assets/ant.xml"
+    # The feet, and as in the reference's maze model the torso sphere and the four hip capsules.
+    wall_geoms = ("left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
+                  "torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")
 
     def __init__(self, backend: str = "spring", **kwargs):
         Ant.__init__(self, backend=backend, **kwargs)

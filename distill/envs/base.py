@@ -2,8 +2,12 @@
 
 Every environment observes concat[state, goal]. The goal lives in the same space as
 ``state[goal_indices]``, so a future state of a trajectory is a valid goal (hindsight relabelling).
-Episodes have a fixed length and never terminate early: this keeps every trajectory the same
-length and lets the vector wrapper reset all environments together.
+Episodes last ``EnvSpec.episode_length`` steps unless the robot becomes unhealthy first: a robot
+with a ``healthy_z`` range (the ant, the humanoid, and their mazes) ends its episode, with
+``done = 1`` as in Brax, on the step its torso height leaves that range, as the paper's reference
+environments do. A flipped ant or fallen humanoid can no longer reach any goal, so the steps it
+would spend lying there teach nothing. Environments without a range never set ``done``. The vector
+wrapper restarts a finished slot alone, so trajectories have different lengths.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class EnvSpec:
     # Not hashed: a dict is unhashable, and the spec's name already identifies it.
     preset: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
     """Teacher-config overrides under which this environment trains well on a 2-core CPU."""
+    evaluation_factory: Callable[..., "GoalEnv"] | None = None
+    """The environment policies are evaluated on, where it differs from the training one (the
+    reference evaluates ``ant_big_maze`` on its far goals only); None means the training one."""
 
     @property
     def goal_dim(self) -> int:
@@ -44,12 +51,14 @@ class EnvSpec:
     def obs_dim(self) -> int:
         return self.state_dim + self.goal_dim
 
-    def make(self, **kwargs) -> "GoalEnv":
-        """The environment; ``backend`` left out or None means the spec's own."""
+    def make(self, evaluation: bool = False, **kwargs) -> "GoalEnv":
+        """The environment; ``backend`` left out or None means the spec's own. ``evaluation`` asks
+        for the one policies are scored on (see ``evaluation_factory``)."""
         if kwargs.get("backend") is None:
             kwargs["backend"] = self.backend
+        factory = self.evaluation_factory if evaluation and self.evaluation_factory else self.factory
         with _local_device_first():
-            return self.factory(**kwargs)
+            return factory(**kwargs)
 
 
 @contextlib.contextmanager
@@ -80,13 +89,20 @@ class GoalEnv(PipelineEnv):
     """Base for goal-conditioned pipeline environments.
 
     Subclasses implement ``_initial_q``, ``_state`` (the state vector from a pipeline state) and
-    ``_sample_goal``. The success radius and goal slice are class attributes so that jitted code
-    sees them as constants.
+    ``_sample_goal``. The success radius, goal slice and healthy range are class attributes so
+    that jitted code sees them as constants.
     """
 
     state_dim: int
     goal_indices: tuple[int, ...]
     success_radius: float
+    healthy_z: tuple[float, float] | None = None
+    """The torso heights (``q[2]``) of a robot that can still act; leaving them ends the episode.
+    None: the episode never ends early."""
+    wall_geoms: tuple[str, ...] = ()
+    """The geoms that hit maze walls (see ``distill.envs.maze``)."""
+    maze_goal_noise: float = 0.0
+    """How far a maze jitters this robot's goals around their cell centres, as a fraction of a cell."""
     asset: str
     """Where a robot's MJCF lies inside the brax package (e.g. ``envs/assets/ant.xml``), for
     environments such as mazes that build on it."""
@@ -104,6 +120,14 @@ class GoalEnv(PipelineEnv):
 
     def _state(self, pipeline_state) -> jax.Array:
         raise NotImplementedError
+
+    def _is_done(self, pipeline_state) -> jax.Array:
+        """1.0 where the robot's torso height has left ``healthy_z``, else 0.0 (always 0.0 without one)."""
+        if self.healthy_z is None:
+            return jnp.zeros(())
+        low, high = self.healthy_z
+        z = pipeline_state.q[2]
+        return ((z < low) | (z > high)).astype(jnp.float32)
 
     def _place_goal_marker(self, q: jax.Array, goal: jax.Array) -> jax.Array:
         """Environments with a visual target body move it to the goal; default: nothing."""
@@ -137,6 +161,7 @@ class GoalEnv(PipelineEnv):
             pipeline_state=pipeline_state,
             obs=jnp.concatenate([state, goal]),
             reward=success,
+            done=self._is_done(pipeline_state),
             metrics=metrics,
         )
 

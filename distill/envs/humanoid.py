@@ -11,13 +11,20 @@ The paper's 268 comes from JaxGCRL's humanoid, whose MJCF adds a goal-marker bod
 joints; the marker's positions, velocities, inertia, velocity and forces fill the other 22 entries
 (26 + 25 + 12 x 10 + 12 x 6 + 25 = 268). That marker is not part of the robot and would leak the
 episode's goal into the state, so it is left out here.
+
+Every body geom collides with the floor, as in the reference's humanoid model (Brax's gives only
+the feet contacts, and a fallen humanoid there sinks through the floor). A humanoid whose torso
+height leaves [1.0, 2.0], i.e. that has fallen, ends its episode, as in the reference.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import xml.etree.ElementTree as ET
+
 from brax.envs.humanoid import Humanoid
+from brax.io import mjcf
 
 from distill.envs.base import GoalEnv
 
@@ -27,18 +34,40 @@ MAX_GOAL_DISTANCE = 5.0
 # 1.33. JaxGCRL uses the same value.
 STANDING_HEIGHT = 1.25
 RESET_NOISE = 0.01
+# The geoms that hit maze walls: the feet and the trunk (torso and pelvis capsules), so the humanoid
+# can neither step nor lean through a wall. The reference lets all 17 geoms hit the walls, but the
+# spring pipeline checks every such geom against every wall on every step: in the hardest maze a
+# step of 64 humanoids costs about 26 ms with the feet, 60 ms with feet and trunk, and 355 ms with
+# every geom (on a 2-core CPU). Only a swinging arm or leg now passes through a wall.
+WALL_GEOMS = ("left_foot", "right_foot", "torso1", "butt")
 
 
 class GoalHumanoid(GoalEnv, Humanoid):
     state_dim = 246
     goal_indices = (0, 1, 2)
     success_radius = 0.5
+    healthy_z = (1.0, 2.0)
     asset = "envs/assets/humanoid.xml"
+    wall_geoms = WALL_GEOMS
 
     def __init__(self, backend: str = "spring", **kwargs):
         Humanoid.__init__(
             self, backend=backend, exclude_current_positions_from_observation=False, **kwargs
         )
+        # Brax tuned its humanoid per backend (time step, solver, gears); keep that tuning on the
+        # model whose body collides with the floor.
+        tuned = self.sys
+        self.sys = mjcf.loads(self.mjcf()).replace(opt=tuned.opt, actuator=tuned.actuator)
+
+    @classmethod
+    def mjcf(cls) -> str:
+        """Brax's humanoid with every body geom colliding with the floor (contype 1; the floor has
+        conaffinity 1). Conaffinity stays 0, so body parts still pass through one another."""
+        root = ET.fromstring(super().mjcf())
+        for body in root.find("worldbody").iter("body"):
+            for geom in body.findall("geom"):
+                geom.set("contype", "1")
+        return ET.tostring(root, encoding="unicode")
 
     def _initial_q(self, rng):
         rng_q, rng_qd = jax.random.split(rng)

@@ -2,16 +2,34 @@
 
 A maze is a map of cells: ``#`` wall, ``R`` the robot's start cell, ``G`` a goal cell, ``.`` free.
 Cell (row i, column j) is centred at (x, y) = scale * (i, j), by default with scale 4.0, JaxGCRL's
-convention. Walls are 2 m high boxes written into the robot's MJCF; they collide with every robot
-geom of contype 1: in Brax's ant and humanoid only the feet (what touches the floor), and the point
-mass's ball.
+convention. Walls are 2 m high boxes written into the robot's MJCF. They collide with exactly the
+robot's ``wall_geoms``, and the floor with exactly the robot's geoms of contype 1 (the ant's feet,
+the whole humanoid, none of the point mass). MuJoCo's rule (two geoms collide when the contype of
+one AND the conaffinity of the other is non-zero) gives that with a bit of its own for the walls:
+
+    geom                contype  conaffinity
+    floor               0        1
+    wall                2        0
+    robot geom          1 if it touches the floor, else 0
+                                 2 if it is in ``wall_geoms``, else 0
+
+so robot geoms never collide with one another. The ant's ``wall_geoms`` are its feet, torso and hip
+capsules (as in the reference's maze model, where the torso and hips hit walls but not the floor);
+the humanoid's its feet and trunk (see ``distill.envs.humanoid`` for why not every geom).
 
 State, success radius and goal are the robot's, with the goal's leading torso xy moved: the robot
-starts at the start cell, and goals are goal-cell centres plus a little uniform noise.
+starts at the start cell, and goals are goal-cell centres, exact as in the reference for the ant and
+the humanoid. A robot may jitter them (its ``maze_goal_noise``, a fraction of a cell): the point
+mass's simple mazes, which have no reference counterpart, keep the eighth of a cell their published
+teachers were trained with. Early termination is the robot's (``healthy_z``); a maze changes
+nothing about it.
 
+- ``U_MAZE``: a 5 x 5 U with the border (6 goal cells, JaxGCRL's U maze, the humanoid's).
 - ``U4_MAZE``: a long U-shaped corridor (10 goal cells, JaxGCRL's U4 maze).
 - ``U5_MAZE``: a longer U, 7 x 8 cells with the border (JaxGCRL's U5 maze).
 - ``BIG_MAZE``: an 8 x 8 maze with branches and dead ends (JaxGCRL's big maze, D4RL's medium).
+- ``BIG_MAZE_EVAL``: ``BIG_MAZE``'s walls with only its far goal cells, which JaxGCRL evaluates the
+  ant's big maze on.
 - ``HARDEST_MAZE``: a 9 x 12 maze with many junctions (JaxGCRL's hardest maze, D4RL's large).
 
 The start cell is never a goal cell, so no episode starts at its goal.
@@ -20,6 +38,8 @@ A robot in a layout is ``maze_env(robot_class, layout)``, e.g. ``maze_env(GoalAn
 """
 
 from __future__ import annotations
+
+import xml.etree.ElementTree as ET
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +50,16 @@ from distill.envs.base import GoalEnv
 
 MAZE_SCALE = 4.0
 WALL_HEIGHT = 2.0
-# Goals jitter around their cell centre by up to this fraction of a cell, staying well inside the
-# corridor (0.5 m at scale 4).
-GOAL_NOISE = 1 / 8
+# The conaffinity bit walls collide with (see the module docstring).
+WALL_BIT = 2
+
+U_MAZE = (
+    "#####",
+    "#RGG#",
+    "###G#",
+    "#GGG#",
+    "#####",
+)
 
 U4_MAZE = (
     "#####",
@@ -62,6 +89,17 @@ BIG_MAZE = (
     "#GG#GGG#",
     "#G#GG#G#",
     "#GGG#GG#",
+    "########",
+)
+
+BIG_MAZE_EVAL = (
+    "########",
+    "#R.##GG#",
+    "#..#.GG#",
+    "##...###",
+    "#..#...#",
+    "#.#G.#G#",
+    "#.GG#GG#",
     "########",
 )
 
@@ -118,18 +156,26 @@ def wall_boxes(layout: tuple[str, ...], scale: float = MAZE_SCALE) -> list[tuple
     return boxes
 
 
-def maze_xml(robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE) -> str:
-    """A robot's MJCF with the maze walls added to the world body."""
-    # contype 0 / conaffinity 1, like the floor: the robot's colliding geoms (contype 1) then
-    # collide with the walls, and walls, being static, need nothing else.
-    walls = "".join(
-        f'<geom name="wall_{k}" type="box" pos="{x} {y} {WALL_HEIGHT / 2}" '
-        f'size="{hx} {hy} {WALL_HEIGHT / 2}" contype="0" conaffinity="1" rgba="0.7 0.5 0.3 1"/>\n'
-        for k, (x, y, hx, hy) in enumerate(wall_boxes(layout, scale))
-    )
-    if robot_xml.count("</worldbody>") != 1:
+def maze_xml(robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE,
+             wall_geoms: tuple[str, ...] = ()) -> str:
+    """A robot's MJCF with the maze walls added to the world body, and its ``wall_geoms`` made to
+    collide with them (and with the floor as before: only if they did)."""
+    root = ET.fromstring(robot_xml)
+    worldbody = root.findall("worldbody")
+    if len(worldbody) != 1:
         raise ValueError("expected one worldbody in the robot's MJCF")
-    return robot_xml.replace("</worldbody>", walls + "</worldbody>")
+    geoms = {geom.get("name"): geom for geom in worldbody[0].iter("geom")}
+    if not wall_geoms:
+        raise ValueError("a robot in a maze needs wall_geoms, or it walks through the walls")
+    for name in wall_geoms:
+        if name not in geoms:
+            raise ValueError(f"the robot's MJCF has no geom named {name!r}")
+        geoms[name].set("conaffinity", str(WALL_BIT))
+    for k, (x, y, hx, hy) in enumerate(wall_boxes(layout, scale)):
+        ET.SubElement(worldbody[0], "geom", name=f"wall_{k}", type="box", pos=f"{x} {y} {WALL_HEIGHT / 2}",
+                      size=f"{hx} {hy} {WALL_HEIGHT / 2}", contype=str(WALL_BIT), conaffinity="0",
+                      rgba="0.7 0.5 0.3 1")
+    return ET.tostring(root, encoding="unicode")
 
 
 class MazeEnv(GoalEnv):
@@ -141,13 +187,16 @@ class MazeEnv(GoalEnv):
 
     layout: tuple[str, ...]
     scale: float = MAZE_SCALE
+    goal_noise: float = 0.0
+    """How far goals jitter around their cell centre, as a fraction of a cell (the robot's
+    ``maze_goal_noise``)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         # Reuse the per-backend tuning Brax gave its robot (time step, solver, gears): the maze only
         # adds static walls, so the robot should behave exactly as in the open.
         tuned = self.sys
-        maze = mjcf.loads(maze_xml(self.mjcf(), self.layout, self.scale))
+        maze = mjcf.loads(maze_xml(self.mjcf(), self.layout, self.scale, self.wall_geoms))
         self.sys = maze.replace(opt=tuned.opt, actuator=tuned.actuator)
         self.start = cell_centers(self.layout, "R", self.scale)[0]
         self.goals = cell_centers(self.layout, "G", self.scale)
@@ -159,7 +208,7 @@ class MazeEnv(GoalEnv):
     def _sample_goal(self, rng):
         rng_cell, rng_noise, rng_robot = jax.random.split(rng, 3)
         cell = jax.random.randint(rng_cell, (), 0, len(self.goals))
-        reach = GOAL_NOISE * self.scale
+        reach = self.goal_noise * self.scale
         noise = jax.random.uniform(rng_noise, (2,), minval=-reach, maxval=reach)
         return super()._sample_goal(rng_robot).at[:2].set(jnp.asarray(self.goals)[cell] + noise)
 
@@ -167,5 +216,5 @@ class MazeEnv(GoalEnv):
 def maze_env(robot: type[GoalEnv], layout: tuple[str, ...], scale: float = MAZE_SCALE) -> type[MazeEnv]:
     """The environment class of ``robot`` in ``layout``, ready to register."""
     # Brax's environments are ABCs, and type() through ABCMeta would name the module "abc".
-    namespace = {"layout": layout, "scale": scale, "__module__": __name__}
+    namespace = {"layout": layout, "scale": scale, "goal_noise": robot.maze_goal_noise, "__module__": __name__}
     return type(f"{robot.__name__}Maze", (MazeEnv, robot), namespace)

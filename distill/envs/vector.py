@@ -2,8 +2,9 @@
 
 Brax's own AutoResetWrapper restarts an episode from the state it first reset to, so every episode
 of an environment slot would chase the same goal. Here a finished slot gets a fresh reset (new
-start, new goal) and a new trajectory id. Resets are computed only on steps where some slot is
-done, which with fixed-length episodes is once per episode.
+start, new goal) and a new trajectory id. A slot is done when its episode reaches the spec's
+length or its environment ends it early (``done``, e.g. a flipped ant); each slot restarts alone.
+Resets are computed only on steps where some slot is done.
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ def any_done(done: jax.Array, runs_axis: str | None = None) -> jax.Array:
 
 def vec_step(env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Array,
              runs_axis: str | None = None) -> VecState:
-    """Steps every slot; slots that reach ``episode_length`` start a new episode."""
+    """Steps every slot; slots that reach ``episode_length`` or that their environment ends start a
+    new episode."""
     num_envs = vec.steps.shape[0]
     env_state = jax.vmap(env.step)(vec.env, actions)
     steps = vec.steps + 1
-    done = steps >= episode_length
+    done = (steps >= episode_length) | (env_state.done > 0)
 
     def reset_done(operand):
         env_state, key = operand
@@ -74,3 +76,10 @@ def vec_step(env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Arra
         traj_id=jnp.where(done, vec.traj_id + num_envs, vec.traj_id),
         key=key,
     )
+
+
+def episode_ends(before: VecState, after: VecState, episode_length: int) -> tuple[jax.Array, jax.Array]:
+    """Of the step from ``before`` to ``after``: [N] flags of slots whose episode ended, and of those
+    their environment ended early (not by reaching ``episode_length``)."""
+    ended = after.traj_id != before.traj_id
+    return ended, ended & (before.steps + 1 < episode_length)
