@@ -1,8 +1,9 @@
 """Compile time, step time and peak host memory of the teacher's jitted update versus depth.
 
 Each (depth, mode) is measured in its own process so that peak RSS belongs to that depth alone.
-``scan`` is the toolkit's network (stacked blocks under nn.scan); ``unrolled`` is the same blocks
-built with a Python loop, as the paper's code does. Unrolled depths stop after the first one that
+``scan`` is the toolkit's network as ``--block-unroll auto`` builds it on this backend (on a CPU a
+plain loop over the stacked blocks); ``unrolled`` is the same blocks with no loop (``--block-unroll
+all``), straight-line code as the paper's Python loop builds it. Unrolled depths stop after the first one that
 exceeds --unrolled-cap seconds, since deeper ones only take longer.
 
     python benchmarks/compile_depth.py --depths 4,64,256,1024 --json results/compile_depth.json
@@ -34,8 +35,9 @@ def measure(depth: int, mode: str, env: str, width: int, batch: int, repeats: in
     config = teacher_config(
         env, critic_depth=depth, actor_depth=depth, width=width, batch_size=batch, num_envs=batch,
         unroll_length=10, replay_rows=20, prefill_rows=20, updates_per_step=1, remat=remat,
+        block_unroll="all" if mode == "unrolled" else "auto",
     )
-    teacher = make_teacher(config, unrolled=(mode == "unrolled"))
+    teacher = make_teacher(config)
     remat = teacher.config.remat  # resolved: the automatic choice when not forced
     state = jax.jit(teacher.init)(jax.random.PRNGKey(0))
     prefill = jax.jit(teacher.prefill_step)

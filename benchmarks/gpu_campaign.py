@@ -1,24 +1,25 @@
-"""The GPU campaign: what one GPU shows about depth, in three stages of at most ten minutes each.
+"""The GPU campaign: what one GPU shows about depth, in stages of at most ten minutes each.
 
-1. ``throughput``: the teacher's training step at the paper's update-to-data ratio on ant and
-   humanoid at critic depths 4 to 1024, with the residual blocks scanned and unrolled: env steps/s,
-   compile seconds and peak device memory. Each point runs in its own process (a clean memory peak,
-   and a cap on compile time for the unrolled deep networks).
+1. ``speed``: the teacher's speed on ``ant`` at the paper's ratio and batch 512: whole training steps
+   at depths 4, 16 and 64 (one seed, and 4 seeds stacked in one program), the SGD step alone over the
+   block unroll (1 / 4 / all) with and without XLA command buffers for loops (``WHILE`` and
+   ``CONDITIONAL``), and over batch 256 / 512 / 1024, then depths 256 and 1024 (actor 512): env
+   steps/s per seed and in total, ms per SGD step, achieved TFLOP/s against the chip's measured
+   matrix ceiling, compile seconds and peak device memory. Each point runs in its own process with a
+   compile cap, most telling first, and ``--deadline-s`` starts none past that many seconds, so a
+   cut-off call keeps what it measured and the next call continues.
 2. ``sweep``: ``distill sweep`` on ``ant_hardest_maze`` at depths 4 and 8 (the paper's pair: 62 against
    159 at 10M steps), 4M env steps each (``--sweep-steps`` sets them).
 3. ``compress``: the depth-8 teacher distilled to depth 4 with the depth-4 run as the from-scratch
    baseline, exported to ONNX through the parity gate, and the file evaluated in closed loop.
 
-Results go to ``--out`` (default ``results/gpu/<device>``) as JSON, Markdown and plots. Every stage
-skips what is already there, so calling the script again continues the campaign (the compress stage
-reads the sweep's run directories, checkpoints included, so run it where they were kept); ``--deadline-s``
-stops the throughput stage from starting points past that many seconds, so a call fits a time limit.
-Throughput points run from the shallowest depth up, scanned and unrolled side by side (unrolled
-compile time grows with depth). ``--reduced`` runs
-the same stages at toy sizes on a point-mass maze, to check the campaign end to end on a CPU.
+Results go to ``--out`` (default ``results/gpu/<device>``) as JSON and Markdown. Every stage skips
+what is already there, so calling the script again continues the campaign (the compress stage reads
+the sweep's run directories, checkpoints included, so run it where they were kept). ``--reduced``
+runs the same stages at toy sizes on a point-mass maze, to check the campaign end to end on a CPU.
 
-    python benchmarks/gpu_campaign.py                       # every stage
-    python benchmarks/gpu_campaign.py --stage throughput    # one stage
+    python benchmarks/gpu_campaign.py --stage speed --deadline-s 510   # one stage, within a time limit
+    python benchmarks/gpu_campaign.py                                  # every stage
     python benchmarks/gpu_campaign.py --reduced --out runs/campaign
 """
 
@@ -37,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_output import table_and_json  # noqa: E402
 
 STAGES = ("speed", "sweep", "compress")
 FULL = {
@@ -46,7 +46,7 @@ FULL = {
     # 4 seeds in one program, and the deep points last.
     "speed": dict(env="ant", batch=512, depths=dict(shallowest=4, shallow=16, mid=64), unrolls=(1, 4, "all"),
                   batches=(256, 512, 1024), seeds=4, deep=((256, 256), (1024, 512)), sgd_steps=200, train_steps=1,
-                  cap_s=240, overrides={}),
+                  cap_s=300, overrides={}),
     # 4M env steps per run: the whole stage took 489 s on an H100.
     "sweep": dict(env="ant_hardest_maze", depths=(4, 8), steps=4_000_000,
                   overrides=dict(num_evals=8, eval_episodes=64)),
@@ -55,7 +55,7 @@ FULL = {
 TINY_TEACHER = dict(num_envs=4, unroll_length=10, batch_size=16, updates_per_step=2, num_evals=1, eval_episodes=2,
                     replay_rows=60, prefill_rows=20, width=32, repr_dim=8)
 REDUCED = {
-    "speed": dict(env="simple_u_maze", batch=16, depths=dict(shallowest=4, shallow=4, mid=8), unrolls=(1, "all"),
+    "speed": dict(env="simple_u_maze", batch=16, depths=dict(shallowest=4, shallow=8, mid=12), unrolls=(1, "all"),
                   batches=(16, 32), seeds=2, deep=((16, 8),), sgd_steps=3, train_steps=1, cap_s=300, reduced=True,
                   matmul_size=256, copy_floats=1 << 16,
                   overrides={k: v for k, v in TINY_TEACHER.items() if k != "batch_size"}),
@@ -222,21 +222,25 @@ def measure_training(env: str, depth: int, actor_depth: int | None, unroll, batc
 
 
 def speed_points(plan: dict) -> list[dict]:
-    """The speed stage's measurements, cheapest and most telling first, so a cut-off call keeps them."""
-    env, batch, d = plan["env"], plan["batch"], plan["depths"]
+    """The speed stage's measurements, most telling first, so a cut-off call keeps them: whole training
+    steps shallow to mid depth (one seed, then the stacked seeds), the unroll / command-buffer grid and
+    the batch grid on the SGD step alone, then the deep points."""
+    batch, d = plan["batch"], plan["depths"]
     mid = d["mid"]
     points = [{"kind": "matmul", "name": "matmul"}]
+    for depth in (d["shallowest"], d["shallow"]):
+        points.append({"kind": "train", "name": f"train d{depth}", "depth": depth, "seeds": 1, "command_buffers": "best"})
+    points.append({"kind": "train", "name": f"train d{d['shallow']} x{plan['seeds']} seeds", "depth": d["shallow"],
+                   "seeds": plan["seeds"], "command_buffers": "best"})
+    points.append({"kind": "train", "name": f"train d{mid}", "depth": mid, "seeds": 1, "command_buffers": "best"})
+    points.append({"kind": "train", "name": f"train d{mid} x{plan['seeds']} seeds", "depth": mid,
+                   "seeds": plan["seeds"], "command_buffers": "best"})
     for cb in (False, True):  # the unroll and command-buffer grid, on the SGD step alone
         points.append({"kind": "sgd", "name": f"sgd unroll grid{' cb' if cb else ''}", "command_buffers": cb,
                        "variants": [dict(depth=mid, unroll=u, batch=batch) for u in plan["unrolls"]]})
     points.append({"kind": "sgd", "name": "sgd batch grid", "command_buffers": "best",
                    "variants": [dict(depth=depth, unroll="auto", batch=b) for depth in (d["shallow"], mid)
                                 for b in plan["batches"]]})
-    for depth in (d["shallowest"], d["shallow"], mid):
-        points.append({"kind": "train", "name": f"train d{depth}", "depth": depth, "seeds": 1, "command_buffers": "best"})
-    for depth in (d["shallow"], mid):
-        points.append({"kind": "train", "name": f"train d{depth} x{plan['seeds']} seeds", "depth": depth,
-                       "seeds": plan["seeds"], "command_buffers": "best"})
     for depth, actor in plan["deep"]:
         points.append({"kind": "train", "name": f"train d{depth}", "depth": depth, "actor_depth": actor, "seeds": 1,
                        "command_buffers": "best"})
@@ -244,7 +248,8 @@ def speed_points(plan: dict) -> list[dict]:
 
 
 def best_command_buffers(records: list[dict]) -> bool:
-    """Command buffers on if the SGD grid ran faster with them (fastest unroll each way)."""
+    """Command buffers on if the SGD grid ran faster with them (fastest unroll each way); off until
+    the grid has run (on an H100 they made the fully unrolled depth-64 step 3x slower)."""
     def fastest(cb):
         times = [r["sgd_step_ms"] for r in records if r.get("kind") == "sgd" and r.get("command_buffers") is cb
                  and "error" not in r and r.get("group") == "unroll"]

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from distill import engine, runs
 from distill.checkpoints import RunCheckpoints, abstract_of, load_params
 from distill.engine import Schedule, Trainable, is_writer, make_schedule, member_of
-from distill.memory import available_bytes, check_fits
+from distill.memory import available_bytes, gigabytes
 from distill.envs import EnvSpec, GoalEnv, get_spec
 from distill.envs.maze import MazeEnv
 from distill.envs.vector import VecState, episode_ends, vec_reset, vec_step
@@ -444,10 +444,12 @@ def seed_runs(out: Path, seeds) -> list[Path]:
 
 def check_seeds_fit(config: TeacherConfig, count: int) -> None:
     """Refuses, before anything is built, ``count`` stacked teachers that the device cannot hold."""
-    if count > 1:
-        check_fits(config.training_bytes() * count, available_bytes(),
-                   f"{count} stacked teachers with a critic of depth {config.critic_depth} and actor of depth "
-                   f"{config.actor_depth} at width {config.width}")
+    needed, available = config.training_bytes() * count, available_bytes()
+    if count > 1 and needed > available:
+        raise DistillError(
+            f"{count} seeds in one program at depth {config.critic_depth} (actor {config.actor_depth}, width "
+            f"{config.width}) need an estimated {gigabytes(needed)} but {gigabytes(available)} is available; "
+            "train fewer seeds at once, or one after another (without --parallel-seeds)")
 
 
 def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool = False, show_progress: bool = True,
