@@ -371,17 +371,23 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
             initial_params, _ = load_init_params(Path(origin["run"]), teacher)
     runs.start_run(out, resume, "teacher", config, {"num_devices": teacher.mesh.size,
                                                     "num_processes": jax.process_count(), **extra})
-    trainable = teacher_trainable(teacher, initial_params)
+    return _train_program(teacher_trainable(teacher, initial_params), config, [out], resume, show_progress,
+                          checkpoint_minutes, description or f"teacher {config.env} d{config.critic_depth}")[0]
+
+
+def _train_program(trainable: Trainable, config: TeacherConfig, outs: list[Path], resume: bool, show_progress: bool,
+                   checkpoint_minutes: float, description: str) -> list[dict]:
+    """Runs one training program (one teacher, or seeds stacked) with its checkpoints and progress."""
     plan = schedule(config)
-    checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
-    progress = TrainingProgress(plan.total_env_steps, description or f"teacher {config.env} d{config.critic_depth}",
-                                enabled=show_progress and is_writer())
+    checkpoints = [RunCheckpoints(out, keep=config.keep_checkpoints) for out in outs]
+    progress = TrainingProgress(plan.total_env_steps, description, enabled=show_progress and is_writer())
     try:
         with progress:
-            return engine.train(trainable, plan, out, checkpoints, resume=resume,
-                                checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
+            return engine.train_members(trainable, plan, outs, checkpoints, resume=resume,
+                                        checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
     finally:
-        checkpoints.close()
+        for c in checkpoints:
+            c.close()
 
 
 # ---- several seeds in one program ----------------------------------------------------------------
@@ -485,19 +491,9 @@ def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool 
     for out, c in zip(outs, resolved):
         runs.start_run(out, resume, "teacher", c, {"num_devices": teacher.mesh.size, "num_processes": jax.process_count(),
                                                    "parallel_seeds": list(seeds)})
-    trainable = stacked_teacher_trainable(teacher, seeds)
-    plan = schedule(config)
-    checkpoints = [RunCheckpoints(out, keep=config.keep_checkpoints) for out in outs]
-    progress = TrainingProgress(plan.total_env_steps,
-                                description or f"teacher {config.env} d{config.critic_depth} seeds {','.join(map(str, seeds))}",
-                                enabled=show_progress and is_writer())
-    try:
-        with progress:
-            return engine.train_members(trainable, plan, outs, checkpoints, resume=resume,
-                                        checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
-    finally:
-        for c in checkpoints:
-            c.close()
+    return _train_program(stacked_teacher_trainable(teacher, seeds), config, outs, resume, show_progress,
+                          checkpoint_minutes,
+                          description or f"teacher {config.env} d{config.critic_depth} seeds {','.join(map(str, seeds))}")
 
 
 def load_teacher(run: Path, which: str = "best"):
