@@ -334,6 +334,7 @@ def stage_speed(plan: dict, out: Path, reduced: bool, deadline: float = float("i
         for r in new:
             print(json.dumps(r), flush=True)
         _write_json(path, records)
+    _write_json(path, records)  # a call cut off before its first point still records what it holds
     write_speed_report(out, records, plan)
     return records
 
@@ -595,12 +596,16 @@ def stage_depth(plan: dict, out: Path, work: Path, speed_path: Path, reduced: bo
     for name, run in (("teacher", teacher), ("student", student), ("scratch", scratch)):
         if not (packed / name / "config.json").is_file():
             pack_run(run, packed / name)
+            strip_machine_paths(packed / name, work, out)
+    for name in ("report.md", "report.json"):
+        shutil.copy2(student / name, pictures / name)
+    strip_machine_paths(pictures, work, out)
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("teacher", "student", "scratch"):
         _tar(dest / f"{name}.tar", {name: packed / name})
     _tar(dest / "pictures.tar", {
         "sweep.png": sweep_dir / "sweep.png", "sweep.md": sweep_dir / "sweep.md", "sweep.json": sweep_dir / "sweep.json",
-        "report.md": student / "report.md", "report.json": student / "report.json", "report.png": student / "report.png",
+        "report.md": pictures / "report.md", "report.json": pictures / "report.json", "report.png": student / "report.png",
         "report_maze.png": student / "report_maze.png", "teacher_maze.png": teacher / "maze.png",
         "scratch_maze.png": scratch / "maze.png",
         "critic_teacher.png": pictures / "critic_teacher.png", "critic_scratch.png": pictures / "critic_scratch.png"})
@@ -632,6 +637,19 @@ def stage_depth(plan: dict, out: Path, work: Path, speed_path: Path, reduced: bo
           f"{scratch_fig['time_at_goal']:.1f}, retention {report['retention']:.3f}; ONNX closed loop "
           f"{closed_loop['time_at_goal']:.1f}; {result['stage_seconds']:.0f} s -> {dest}", flush=True)
     return result
+
+
+def strip_machine_paths(run: Path, work: Path, out: Path) -> None:
+    """Packed runs travel into the repository: the paths they record (the run they came from, orbax's
+    commit notes, a student's teacher, the command line) lose the machine's folders: paths inside the
+    stage's work folder become relative to it, and the work and results folders read <work>, <out>."""
+    work, out = str(Path(work).absolute()), str(Path(out).absolute())
+    for path in run.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".txt", ".jsonl") and path.stat().st_size < 1 << 22:
+            text = path.read_text(errors="replace")
+            new = text.replace(work + os.sep, "").replace(work, "<work>").replace(out, "<out>")
+            if new != text:
+                path.write_text(new)
 
 
 def _fmt(value, spec=".1f") -> str:

@@ -105,6 +105,8 @@ def test_reduced_depth_stage_brings_back_its_runs_and_pictures_and_a_second_call
     for name in ("teacher", "student", "scratch"):
         with tarfile.open(dest / f"{name}.tar") as tar:
             assert f"{name}/config.json" in tar.getnames()
+    for path in dest.iterdir():  # the machine's folders stay behind
+        assert str(tmp_path).encode() not in path.read_bytes(), path.name
     table = (dest / "depth.md").read_text()
     assert "| policy | depth | parameters | time_at_goal (mean over seeds, and each seed) | success_any |" in table
     assert "filled on the CPU" in table
