@@ -61,8 +61,8 @@ def test_a_missing_or_mismatched_speed_measurement_falls_back_to_the_stated_budg
                             ([train(16, 1, 20_000, batch=256)], "at batch 512"),
                             ([train(4, 1, 60_000)], "no measurement at depth 8")):
         budget = gpu_campaign.depth_budget(FULL, records, CARD)
-        assert budget["budget_source"] == "fallback" and budget["total_steps"] == FULL["fallback_steps"] == 2_000_000
-        assert reason in budget["budget_reason"] and "2,000,000" in budget["budget_reason"]
+        assert budget["budget_source"] == "fallback" and budget["total_steps"] == FULL["fallback_steps"] == 1_000_000
+        assert reason in budget["budget_reason"] and "1,000,000" in budget["budget_reason"]
 
 
 def test_the_budget_is_what_fits_the_sweep_at_the_measured_rates():
