@@ -43,3 +43,26 @@ def test_a_run_that_is_not_packed_is_refused(tmp_path):
     with pytest.raises(DistillError, match="is not a packed run"):
         (tmp_path / "config.json").write_text(json.dumps({"kind": "teacher", "config": {}}))
         verify_packed_run(tmp_path)
+
+
+# The CPU user's commands on a committed packed run, as from a fresh clone: a minute or two of compiling.
+@pytest.mark.slow
+def test_the_cpu_commands_work_on_the_committed_packed_teacher(tmp_path):
+    from tests.conftest import TINY_STUDENT_FLAGS, run_cli
+
+    run = tmp_path / "teacher"
+    shutil.copytree(PACKED_TEACHER, run)  # where a user would keep it; the repository's copy stays as it is
+    evaluated = run_cli("evaluate", str(run), "--episodes", "4", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    rendered = run_cli("render", str(run), "--out", str(tmp_path / "teacher.html"), "--episodes", "1", "--png")
+    assert rendered.returncode == 0, rendered.stderr
+    assert (tmp_path / "teacher.png").stat().st_size > 0
+    mapped = run_cli("critic-map", str(run), "--goal", "4,12", "--out", str(tmp_path / "critic.png"))
+    assert mapped.returncode == 0, mapped.stderr
+    student = tmp_path / "student"
+    compressed = run_cli("compress", str(run), "--student-depth", "4", "--out", str(student), "--no-baseline",
+                         *TINY_STUDENT_FLAGS)
+    assert compressed.returncode == 0, compressed.stderr
+    exported = run_cli("export", str(student), "--out", str(tmp_path / "student.onnx"))
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "student.onnx").stat().st_size > 0
