@@ -161,9 +161,68 @@ def pack_run(run: Path, out: Path) -> dict:
     return {"run": str(run), "out": str(out), "kind": kind, **info, "bytes": directory_bytes(out)}
 
 
+# How far a packed run's re-run evaluation may stray from the figure recorded when it was trained. On
+# the kind of machine that trained it the figure comes back exactly (the evaluation is deterministic);
+# on another (a GPU-trained teacher checked on a CPU) float effects in the physics can move single
+# episodes by many steps, so the check allows a quarter of the recorded figure or a twentieth of an
+# episode's length, whichever is larger: wide enough for that, far too narrow for wrong parameters, a
+# different environment or a checkpoint that is not the one the figure was recorded for.
+VERIFY_RELATIVE = 0.25
+VERIFY_EPISODE_SHARE = 0.05
+
+
+def verify_tolerance(recorded: float, episode_length: int) -> float:
+    """The largest difference ``verify_packed_run`` accepts from a recorded time_at_goal."""
+    return max(VERIFY_RELATIVE * abs(recorded), VERIFY_EPISODE_SHARE * episode_length)
+
+
+def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
+    """Re-runs a packed run's recorded evaluation on its best parameters and refuses a run that fails it.
+
+    The recorded evaluation is the one the training engine ran for the epoch whose parameters were
+    kept: ``eval_episodes`` deterministic episodes drawn from ``PRNGKey(seed + 1_000_003)``, folded
+    with the epoch for a teacher (a student evaluates on the same key every epoch). Its time_at_goal
+    is the figure in the ``packed`` entry. Returns both figures and the tolerance; raises
+    ``DistillError`` with both figures when they differ by more than ``tolerance`` (default
+    ``verify_tolerance``).
+    """
+    from distill.evaluation import make_evaluator, summarize
+    from distill.networks import deterministic_action
+
+    run = Path(run)
+    packed = packed_record(run)
+    if packed is None:
+        raise DistillError(f"{run} is not a packed run (its config.json has no 'packed' entry)")
+    recorded, epoch = packed.get("time_at_goal"), packed.get("epoch")
+    if recorded is None or epoch is None:
+        raise DistillError(f"{run} records no evaluation for its best parameters (no epoch or time_at_goal in 'packed')")
+    kind = runs.read_config(run).get("kind")
+    config, spec, networks, params, _ = _load(run, kind)
+
+    def policy(actor_params, obs):
+        return deterministic_action(networks.policy(actor_params, obs)[0])
+
+    env = spec.make(backend=config.backend or spec.backend)
+    key = jax.random.PRNGKey(config.seed + 1_000_003)
+    if kind == "teacher":
+        key = jax.random.fold_in(key, int(epoch))
+    episodes = config.eval_episodes
+    result = summarize(make_evaluator(env, spec, policy, episodes)(params["actor"], key).success)
+    allowed = verify_tolerance(recorded, spec.episode_length) if tolerance is None else float(tolerance)
+    figures = {"run": str(run), "kind": kind, "epoch": int(epoch), "episodes": episodes,
+               "recorded_time_at_goal": float(recorded), "time_at_goal": result["time_at_goal"],
+               "success_any": result["success_any"], "tolerance": allowed}
+    if not abs(result["time_at_goal"] - recorded) <= allowed:
+        raise DistillError(
+            f"packed run {run} fails its recorded evaluation: time_at_goal {result['time_at_goal']:.2f} on the "
+            f"recorded {episodes} episodes of epoch {epoch}, against {recorded:.2f} recorded "
+            f"(allowed difference {allowed:.2f}); refusing it")
+    return figures
+
+
 def directory_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (what ``du -sb`` counts, less the directories themselves)."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-__all__ = ["best_checkpoint", "directory_bytes", "pack_run", "packed_record"]
+__all__ = ["best_checkpoint", "directory_bytes", "pack_run", "packed_record", "verify_packed_run", "verify_tolerance"]
