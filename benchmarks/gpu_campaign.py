@@ -538,7 +538,7 @@ def stage_depth(plan: dict, out: Path, work: Path, speed_path: Path, reduced: bo
     """The sweep (seeds in one program), compress / export / closed loop of the best deep seed, the
     pictures and the packed runs; everything brought back lies in ``out/depth`` (a few files)."""
     from distill.commands.render import critic_map_target
-    from distill.pack import pack_run
+    from distill.commands.pack import pack_run
     from export.closed_loop import evaluate_onnx
     from export.student import export_student
     from students.config import student_config
@@ -703,7 +703,7 @@ def unpack_depth(dest: Path) -> dict:
     recorded evaluation, measures the ONNX file's latency here, and fills depth.md's last column."""
     import tarfile
 
-    from distill.pack import verify_packed_run
+    from distill.commands.pack import verify_packed_run
     from export.latency import onnx_policy_latency
 
     result = json.loads((dest / "depth.json").read_text())

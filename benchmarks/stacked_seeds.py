@@ -33,7 +33,8 @@ def compiled_variant(env: str, depth: int, seeds: int | None):
     if seeds is None:
         trainable = teacher_trainable(make_teacher(config))
     else:
-        trainable = stacked_teacher_trainable(make_teacher(config, runs_axis=RUNS_AXIS), tuple(range(seeds)))
+        teacher = make_teacher(config, runs_axis=RUNS_AXIS if seeds > 1 else None)
+        trainable = stacked_teacher_trainable(teacher, tuple(range(seeds)))
     run_steps = make_run_steps(trainable)
     state = {"value": trainable.init()}
 

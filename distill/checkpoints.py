@@ -171,7 +171,7 @@ def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[i
         raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
     where = Path(run).absolute() / "checkpoints" / which
     if not where.is_dir():
-        from distill.pack import packed_record
+        from distill.runs import packed_record
 
         packed = packed_record(run)
         if packed is not None:

@@ -324,7 +324,7 @@ def pack(
     out: Path = typer.Option(..., "--out", help="The packed run directory to create (must not exist, or be empty)."),
 ):
     """Pack a run to travel: config, metrics, pictures and the best parameters, without training state."""
-    from distill.pack import pack_run
+    from distill.commands.pack import pack_run
 
     try:
         summary = pack_run(run, out)

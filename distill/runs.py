@@ -254,3 +254,29 @@ def plot_learning_curve(out: Path, records: list[dict], title: str, filename: st
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def packed_record(run: Path) -> dict | None:
+    """What ``distill pack`` recorded in a packed run's config.json (None for a run that is not packed)."""
+    path = Path(run) / "config.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    packed = record.get("packed") if isinstance(record, dict) else None
+    return packed if isinstance(packed, dict) else None
+
+
+def best_checkpoint_info(run: Path, step: int | None, plan: Any) -> dict:
+    """Where a run's best parameters come from: checkpoint ``step``, its env steps (by the run's
+    schedule ``plan``) and that epoch's record. A packed run answers with what was recorded when it
+    was packed (``step`` and ``plan`` unused)."""
+    packed = packed_record(run)
+    if packed is not None:
+        return {k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal") if k in packed}
+    env_steps = plan.initial_env_steps + step * plan.env_steps_per_step
+    info = {"step": int(step), "env_steps": int(env_steps)}
+    for line in read_metrics(run):
+        if line.get("env_steps") == env_steps:
+            info.update(epoch=line.get("epoch"), time_at_goal=line.get("time_at_goal"))
+    return info

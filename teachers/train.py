@@ -302,8 +302,6 @@ def load_init_params(source: Path, teacher: Teacher) -> tuple[dict, dict]:
     to start from, replicated over its mesh as a training state's are; and where they came from.
 
     Refuses a path that is no teacher run, or a run of another environment or other network sizes."""
-    from distill.pack import best_checkpoint
-
     source = Path(source)
     try:
         record = runs.read_config(source)
@@ -321,7 +319,9 @@ def load_init_params(source: Path, teacher: Teacher) -> tuple[dict, dict]:
     shape = jax.eval_shape(teacher.networks.init, jax.random.PRNGKey(0))
     abstract = with_shardings(abstract_of(shape), replicated(teacher.mesh, shape))
     step, params = load_params(source, abstract, "best")
-    origin = {"run": str(source), **best_checkpoint(source, step=step)}
+    source_plan = None if runs.packed_record(source) else schedule(
+        runs.config_from_record(record, TeacherConfig, source, "teacher"))
+    origin = {"run": str(source), **runs.best_checkpoint_info(source, step, source_plan)}
     packed = record.get("packed")
     if isinstance(packed, dict) and packed.get("from"):
         origin["packed_from"] = packed["from"]
@@ -400,15 +400,35 @@ def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Train
 
     Each seed keeps its own parameters, optimiser states, environments, replay buffer and keys, drawn
     as its solo run draws them, so it learns what it would alone; a launch-bound GPU then runs N seeds
-    in about the time of one. ``teacher`` must be made with ``runs_axis=RUNS_AXIS``.
+    in about the time of one. ``teacher`` must be made with ``runs_axis=RUNS_AXIS`` for two seeds or
+    more; a stack of one runs the solo step on its only member (on a CPU, vmapping a size-1 axis made
+    the step 21% slower through batched matrix products, and it has nothing to batch).
     """
     config = teacher.config
     solo = compile_teacher(teacher)
     shardings = stacked_shardings(solo.shardings)
     keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
-    init = jax.jit(jax.vmap(teacher.init), out_shardings=shardings)
-    prefill = jax.jit(jax.vmap(teacher.prefill_step, axis_name=RUNS_AXIS), in_shardings=(shardings,),
-                      out_shardings=shardings, donate_argnums=0)
+    if len(seeds) == 1:
+        def add_axis(tree):
+            return jax.tree.map(lambda x: x[None], tree)
+
+        def init_one(keys):
+            return add_axis(teacher.init(keys[0]))
+
+        def prefill_one(state):
+            return add_axis(teacher.prefill_step(member_of(state, 0)))
+
+        def step(state):
+            state, metrics = teacher.training_step(member_of(state, 0))
+            return add_axis(state), add_axis(metrics)
+    else:
+        if teacher.runs_axis != RUNS_AXIS:
+            raise ValueError("stacked teachers need make_teacher(..., runs_axis=RUNS_AXIS)")
+        init_one = jax.vmap(teacher.init)
+        prefill_one = jax.vmap(teacher.prefill_step, axis_name=RUNS_AXIS)
+        step = jax.vmap(teacher.training_step, axis_name=RUNS_AXIS)
+    init = jax.jit(init_one, out_shardings=shardings)
+    prefill = jax.jit(prefill_one, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
     prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
     evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
     evaluate_all = jax.jit(jax.vmap(evaluate))
@@ -430,7 +450,7 @@ def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Train
 
     return Trainable(
         name="teacher",
-        step=jax.vmap(teacher.training_step, axis_name=RUNS_AXIS),
+        step=step,
         init=init_all,
         shardings=shardings,
         mesh=teacher.mesh,
@@ -478,7 +498,7 @@ def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool 
     others = [c for c in configs if dataclasses.replace(c, seed=0) != base]
     if others:
         raise DistillError("teachers trained in one program must differ only in their seed")
-    teacher = make_teacher(configs[0], runs_axis=RUNS_AXIS)
+    teacher = make_teacher(configs[0], runs_axis=RUNS_AXIS if len(seeds) > 1 else None)
     config = teacher.config
     resolved = [dataclasses.replace(config, seed=seed) for seed in seeds]
     if resume:

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from distill.errors import DistillError
-from distill.pack import packed_record, verify_packed_run, verify_tolerance
+from distill.commands.pack import verify_packed_run, verify_tolerance
+from distill.runs import packed_record
 from tests.conftest import ROOT
 
 PACKED_TEACHER = ROOT / "tests" / "data" / "packed_u_maze_teacher"

@@ -29,17 +29,6 @@ PACKED_FILES = ("metrics.jsonl",)
 PACKED_PATTERNS = ("*.png", "*.md", "*.json")
 
 
-def packed_record(run: Path) -> dict | None:
-    """What ``pack`` recorded in a packed run's config.json (None for a run that is not packed)."""
-    path = Path(run) / "config.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    packed = record.get("packed") if isinstance(record, dict) else None
-    return packed if isinstance(packed, dict) else None
-
-
 def _load(run: Path, kind: str):
     if kind == "teacher":
         from teachers.train import load_teacher
@@ -71,26 +60,18 @@ def _schedule(kind: str, config):
 
 
 def best_checkpoint(run: Path, step: int | None = None) -> dict:
-    """Where a run's best parameters come from: checkpoint step, env steps and that epoch's record.
-
-    ``step`` is the best checkpoint's, if already known. A packed run answers with what was recorded
-    when it was packed."""
+    """Where a run's best parameters come from: checkpoint step, env steps and that epoch's record
+    (``runs.best_checkpoint_info``); ``step`` is the best checkpoint's, if already known."""
     run = Path(run)
     record = runs.read_config(run)
-    if isinstance(record.get("packed"), dict):
-        return {k: record["packed"][k] for k in ("step", "env_steps", "epoch", "time_at_goal") if k in record["packed"]}
     kind = record.get("kind")
+    if runs.packed_record(run) is not None:
+        return runs.best_checkpoint_info(run, None, None)
     if step is None:
         config, _, _, _, step = _load(run, kind)
     else:
-        config = _config_class(kind)(**record["config"])
-    plan = _schedule(kind, config)
-    env_steps = plan.initial_env_steps + step * plan.env_steps_per_step
-    info = {"step": int(step), "env_steps": int(env_steps)}
-    for line in runs.read_metrics(run):
-        if line.get("env_steps") == env_steps:
-            info.update(epoch=line.get("epoch"), time_at_goal=line.get("time_at_goal"))
-    return info
+        config = runs.config_from_record(record, _config_class(kind), run, kind)
+    return runs.best_checkpoint_info(run, step, _schedule(kind, config))
 
 
 def _check_out(out: Path) -> None:
@@ -117,7 +98,7 @@ def pack_run(run: Path, out: Path) -> dict:
     kind = record.get("kind")
     if kind not in ("teacher", "student"):
         raise DistillError(f"{run} is neither a teacher nor a student run")
-    if packed_record(run) is not None:
+    if runs.packed_record(run) is not None:
         raise DistillError(f"{run} is already a packed run; copy it as it is")
     if out.absolute() == run.absolute() or run.absolute() in out.absolute().parents:
         raise DistillError(f"--out {out} lies inside the run {run}; choose a place outside it")
@@ -190,7 +171,7 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     from distill.networks import deterministic_action
 
     run = Path(run)
-    packed = packed_record(run)
+    packed = runs.packed_record(run)
     if packed is None:
         raise DistillError(f"{run} is not a packed run (its config.json has no 'packed' entry)")
     recorded, epoch = packed.get("time_at_goal"), packed.get("epoch")
@@ -225,4 +206,4 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-__all__ = ["best_checkpoint", "directory_bytes", "pack_run", "packed_record", "verify_packed_run", "verify_tolerance"]
+__all__ = ["best_checkpoint", "directory_bytes", "pack_run", "verify_packed_run", "verify_tolerance"]
