@@ -52,9 +52,33 @@ def one_line_errors(fn):
 
 @app.command()
 @one_line_errors
-def envs(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
-    """List the goal-conditioned environments and their dimensions."""
-    from distill.envs import DEFAULT_ENV, REGISTRY
+def envs(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    layout: Optional[str] = typer.Option(None, "--layout", metavar="ENV",
+                                         help="Show the named slices of ENV's state (what --sensors keeps, drops and noises)."),
+):
+    """List the goal-conditioned environments and their dimensions, or one environment's state layout."""
+    from distill.envs import DEFAULT_ENV, REGISTRY, get_spec
+
+    if layout is not None:
+        spec = get_spec(layout)
+        slices = [{"name": n, "start": a, "stop": b, "size": b - a, "goal": any(a <= i < b for i in spec.goal_indices)}
+                  for n, a, b in spec.layout]
+        if json_out:
+            typer.echo(json.dumps({"env": spec.name, "state_dim": spec.state_dim, "goal_indices": list(spec.goal_indices),
+                                   "slices": slices}, indent=2))
+            return
+        from rich.table import Table
+
+        from distill.console import print_table
+
+        table = Table(title=f"{spec.name}: the {spec.state_dim} state entries (the goal is state{list(spec.goal_indices)})")
+        for col in ("slice", "entries", "size", "holds the goal"):
+            table.add_column(col)
+        for s in slices:
+            table.add_row(s["name"], f"{s['start']}:{s['stop']}", str(s["size"]), "yes" if s["goal"] else "")
+        print_table(table)
+        return
 
     rows = [
         {
@@ -261,6 +285,10 @@ def compress(
     relational_weight: Optional[float] = typer.Option(None, help="Weight of the relational softmax KL over goals (0 = off; default 1)."),
     temperature: Optional[float] = typer.Option(None, help="Temperature tau of the relational softmax (default 1)."),
     critic_guidance_weight: Optional[float] = typer.Option(None, help="Weight of -Q_teacher(s, pi_student) in the actor loss (default 0)."),
+    sensors: Optional[str] = typer.Option(
+        None, "--sensors", metavar="SPEC",
+        help="What the student reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
+             "or a .toml file with those fields (slices: `distill envs --layout ENV`). The teacher labels from the true state."),
     dagger: Optional[bool] = typer.Option(None, "--dagger/--no-dagger", help="DAgger (student acts; default) or plain cloning on teacher rollouts."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
@@ -279,7 +307,7 @@ def compress(
         student_width=student_width, iterations=iterations, num_envs=num_envs, unroll_length=unroll_length,
         batch_size=batch_size, eval_episodes=eval_episodes, policy_loss=policy_loss, policy_weight=policy_weight,
         representation_weight=representation_weight, relational_weight=relational_weight, temperature=temperature,
-        critic_guidance_weight=critic_guidance_weight, seed=seed,
+        critic_guidance_weight=critic_guidance_weight, seed=seed, sensors=sensors,
     )
     final, report = compress_and_report(config, teacher_run, out, resume=resume, report_episodes=report_episodes,
                                         baseline=baseline, show_progress=progress, checkpoint_minutes=checkpoint_minutes,

@@ -8,7 +8,8 @@ stays in the means with what it had. Evaluation runs on the spec's evaluation en
 ``obs_noise`` (sigma) adds Gaussian noise to the state the policy observes, never to the goal: the
 environment steps the true state and success is measured on it. The noise at step t is drawn from
 ``fold_in(fold_in(key, NOISE_STREAM), t)`` of the evaluation's key, so a seed gives the same noise to
-every policy (JAX or ONNX) and sigma 0 is plain evaluation, the same program.
+every policy (JAX or ONNX) and sigma 0 is plain evaluation, the same program. A student with a sensor
+model (``distill.sensors``) reads its sensors instead, their noise drawn from the same stream.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from distill.envs import EnvSpec, GoalEnv
 from distill.errors import DistillError
+from distill.sensors import SensorModel, empty_buffer, observe, step_noise
 
 
 # Episodes whose paths an evaluation keeps for pictures (a maze's top view).
@@ -84,11 +86,12 @@ class Episodes(NamedTuple):
 
 def rollout_success(
     env: GoalEnv, policy: Callable[[jax.Array], jax.Array], num_episodes: int, episode_length: int, key: jax.Array,
-    obs_noise: float = 0.0,
+    obs_noise: float = 0.0, sensors: SensorModel | None = None,
 ) -> Episodes:
     """Runs ``num_episodes`` episodes in parallel from the key's starts and goals.
 
     With ``obs_noise`` > 0 the policy sees each state with Gaussian noise of that sigma (goal untouched).
+    With ``sensors`` it sees concat[sensor vector, goal] instead (``distill.sensors``).
     """
     env_state = jax.vmap(env.reset)(jax.random.split(key, num_episodes))
     drawn = min(PATH_EPISODES, num_episodes)
@@ -105,13 +108,35 @@ def rollout_success(
         env_state = jax.vmap(env.step)(env_state, policy(seen))
         return env_state, (env_state.metrics["success"], env_state.done, env_state.obs[:drawn, where])
 
-    if obs_noise:
+    def sensed_step(carry, t):
+        env_state, buffer = carry
+        buffer, seen = sensed(buffer, env_state.obs, t)
+        env_state = jax.vmap(env.step)(env_state, policy(seen))
+        return (env_state, buffer), (env_state.metrics["success"], env_state.done, env_state.obs[:drawn, where])
+
+    if sensors is not None:
+        sensed = evaluation_observer(sensors, key, state_dim, num_episodes)
+        carry = (env_state, empty_buffer(sensors, num_episodes))
+        _, (success, done, path) = jax.lax.scan(sensed_step, carry, jnp.arange(episode_length))
+    elif obs_noise:
         keys = noise_key(key)
         _, (success, done, path) = jax.lax.scan(noisy_step, env_state, jnp.arange(episode_length))
     else:
         _, (success, done, path) = jax.lax.scan(step, env_state, None, length=episode_length)
     path = jnp.concatenate([env_state.obs[None, :drawn, where], path])
     return Episodes(until_termination(success, done), path, env_state.obs[:drawn, env.state_dim : env.state_dim + 2])
+
+
+def evaluation_observer(sensors: SensorModel, key: jax.Array, state_dim: int, num_episodes: int):
+    """``sensed(buffer, obs, t) -> (buffer, seen)`` of an evaluation on ``key``: the step-``t`` noise of
+    its noise stream, every episode starting at step 0 (see ``distill.sensors.observe``)."""
+    keys = noise_key(key)
+
+    def sensed(buffer, obs, t):
+        fresh = jnp.full((num_episodes,), t == 0)
+        return observe(sensors, buffer, obs, state_dim, step_noise(keys, t, obs[:, :state_dim].shape), fresh)
+
+    return sensed
 
 
 def summarize(success) -> dict:
@@ -126,22 +151,26 @@ def summarize(success) -> dict:
     }
 
 
-def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int, obs_noise: float = 0.0):
+def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int, obs_noise: float = 0.0,
+                   sensors: SensorModel | None = None):
     """A jitted ``evaluate(params, key) -> Episodes`` for a deterministic policy.
 
     It runs on the spec's evaluation environment, on ``env``'s backend (``env`` itself where the
     spec has no separate one). ``obs_noise`` > 0: the policy observes the state with Gaussian noise
-    of that sigma (see the module).
+    of that sigma (see the module). ``sensors``: the policy reads what that sensor model gives
+    (``distill.sensors``), with its own noise, so ``obs_noise`` must then be 0.
     """
     if num_episodes <= 0:
         raise DistillError(f"evaluation episodes must be positive, got {num_episodes}")
     obs_noise = check_obs_noise(obs_noise)
+    if sensors is not None and obs_noise:
+        raise DistillError("--obs-noise does not apply to a student with a sensor model: its noise is the model's own")
     env = scored_env(env, spec)
 
     @jax.jit
     def evaluate(params, key):
         return rollout_success(env, lambda obs: policy_apply(params, obs), num_episodes, spec.episode_length, key,
-                               obs_noise)
+                               obs_noise, sensors)
 
     return evaluate
 
@@ -168,5 +197,5 @@ def random_policy_baseline(env: GoalEnv, spec: EnvSpec, num_episodes: int, seed:
     return summarize(run(key))
 
 
-__all__ = ["Episodes", "NOISE_STREAM", "PATH_EPISODES", "check_obs_noise", "evaluation_env", "make_evaluator", "noise_key",
+__all__ = ["Episodes", "NOISE_STREAM", "PATH_EPISODES", "check_obs_noise", "evaluation_env", "evaluation_observer", "make_evaluator", "noise_key",
            "noisy_state", "random_policy_baseline", "rollout_success", "scored_env", "summarize", "until_termination"]

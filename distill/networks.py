@@ -168,10 +168,18 @@ class CRLNetworks:
     state_dim: int = struct.field(pytree_node=False)
     action_dim: int = struct.field(pytree_node=False)
     goal_dim: int = struct.field(pytree_node=False)
+    sensor_dim: int = struct.field(pytree_node=False, default=0)
+    """Size of the actor's input besides the goal when it reads a sensor vector (``distill.sensors``)
+    instead of the state; 0: it reads the state. The encoders always read the state."""
+
+    @property
+    def policy_input_dim(self) -> int:
+        """Width of what the actor reads: concat[state or sensor vector, goal]."""
+        return (self.sensor_dim or self.state_dim) + self.goal_dim
 
     def init(self, key: jax.Array) -> dict:
         k_actor, k_sa, k_goal = jax.random.split(key, 3)
-        obs = jnp.zeros((1, self.state_dim + self.goal_dim))
+        obs = jnp.zeros((1, self.policy_input_dim))
         sa = jnp.zeros((1, self.state_dim + self.action_dim))
         goal = jnp.zeros((1, self.goal_dim))
         return {
@@ -244,6 +252,7 @@ def make_crl_networks(
     repr_dim: int = 64,
     remat: bool = False,
     block_unroll: int | str = 1,
+    sensor_dim: int = 0,
 ) -> CRLNetworks:
     actor_unroll = resolve_block_unroll(block_unroll, actor_depth)
     critic_unroll = resolve_block_unroll(block_unroll, critic_depth)
@@ -254,6 +263,7 @@ def make_crl_networks(
         state_dim=spec.state_dim,
         action_dim=spec.action_dim,
         goal_dim=spec.goal_dim,
+        sensor_dim=sensor_dim,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from distill import runs
 from distill.envs import get_spec
 from distill.errors import DistillError
+from distill.sensors import SensorModel, parse_sensors
 from distill.memory import FLOAT_BYTES, Network, available_bytes, check_fits, training_bytes
 from students.losses import TERMS
 
@@ -70,6 +71,8 @@ class StudentConfig:
     keep_checkpoints: int = 3
     backend: str = ""
     """Filled from the teacher: the physics pipeline it was trained with."""
+    sensors: str = ""
+    """The student's sensor model (``distill.sensors``), in its canonical form; '' reads the full state."""
 
     def resolved(self, teacher_width: int, repr_dim: int, env: str, backend: str) -> "StudentConfig":
         rows = self.dataset_rows or self.iterations * self.unroll_length
@@ -104,6 +107,7 @@ class StudentConfig:
         if self.num_envs % num_devices or self.batch_size % num_devices:
             raise DistillError(f"--num-envs and --batch-size must be divisible by the {num_devices} devices")
         if self.env:
+            sensor_model(self)
             check_fits(self.training_bytes(), available_bytes(),
                        f"a student of depth {self.student_depth} at width {self.student_width}")
         return self
@@ -113,13 +117,20 @@ class StudentConfig:
         forward passes keep no activations and are small beside its training."""
         spec = get_spec(self.env)
         width = self.student_width or 1
+        model = sensor_model(self)
+        sensor_dim = model.sensor_dim if model else 0
         networks = [
-            Network(spec.obs_dim, 2 * spec.action_dim, self.student_depth),
+            Network((sensor_dim or spec.state_dim) + spec.goal_dim, 2 * spec.action_dim, self.student_depth),
             Network(spec.state_dim + spec.action_dim, self.repr_dim, self.student_depth),
             Network(spec.goal_dim, self.repr_dim, self.student_depth),
         ]
-        dataset = (self.dataset_rows or self.iterations * self.unroll_length) * self.num_envs * (spec.obs_dim + spec.action_dim + 2)
+        dataset = (self.dataset_rows or self.iterations * self.unroll_length) * self.num_envs * (spec.obs_dim + sensor_dim + spec.action_dim + 2)
         return training_bytes(networks, width, self.batch_size, False, dataset * FLOAT_BYTES)
+
+
+def sensor_model(config: StudentConfig) -> SensorModel | None:
+    """The config's sensor model on its environment (None: the student reads the full state)."""
+    return parse_sensors(config.sensors, get_spec(config.env)) if config.env else None
 
 
 def student_config(
@@ -143,6 +154,9 @@ def student_config(
         raise DistillError(f"--steps must be positive, got {steps}")
     if fields.get("student_width") is not None and fields["student_width"] <= 0:
         raise DistillError(f"--student-width must be positive, got {fields['student_width']}")
+    if fields.get("sensors"):
+        # Recorded in canonical form, so that a spec string and the TOML file it came from are one config.
+        fields["sensors"] = parse_sensors(fields["sensors"], get_spec(teacher_env)).describe()
     config = StudentConfig(teacher_run=str(teacher_run), **{k: v for k, v in fields.items() if v is not None})
     # None is "the default" like every other option here: DAgger. Only an explicit False clones.
     if dagger is False:
@@ -166,6 +180,8 @@ def run_student_config(out: Path, resume: bool, teacher_run: Path, **options) ->
         raise DistillError(f"environment mismatch: {out} distils a teacher of '{recorded.env}'")
     if options.pop("steps", None) is not None:
         raise DistillError("--steps cannot change when resuming; the run keeps its recorded rounds and updates")
+    if options.get("sensors"):
+        options["sensors"] = parse_sensors(options["sensors"], get_spec(recorded.env)).describe()
     if options.pop("dagger", True) is False and recorded.beta_decay != 1.0:
         raise DistillError(f"cannot resume {out} with --no-dagger: it was started with DAgger")
     return dataclasses.replace(recorded, **{k: v for k, v in options.items() if v is not None})

@@ -10,15 +10,18 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from distill import runs
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
-from distill.evaluation import make_evaluator, random_policy_baseline, summarize
+from distill.evaluation import evaluation_observer, make_evaluator, random_policy_baseline, summarize
 from distill.latency import jax_policy_latency
 from distill.networks import count_params, deterministic_action, pairwise_energy
 from distill.render import write_maze_panels
+from distill.sensors import SensorModel, empty_buffer
+from students.config import sensor_model
 from students.train import compress, load_student
 from teachers.train import load_teacher, train_teacher
 
@@ -31,31 +34,40 @@ def _policy(networks):
     return policy
 
 
-def _evaluate(spec, env, networks, params, episodes: int, key, paths: dict | None = None, label: str = "") -> dict:
-    """The policy's summary on the key's episodes; ``paths[label]`` gets its first episodes' paths."""
-    result = jax.device_get(make_evaluator(env, spec, _policy(networks), episodes)(params["actor"], key))
+def _evaluate(spec, env, networks, params, episodes: int, key, paths: dict | None = None, label: str = "",
+              sensors: SensorModel | None = None) -> dict:
+    """The policy's summary on the key's episodes (read through ``sensors`` if given); ``paths[label]``
+    gets its first episodes' paths."""
+    result = jax.device_get(make_evaluator(env, spec, _policy(networks), episodes, sensors=sensors)(params["actor"], key))
     if paths is not None:
         paths[label] = (result.path, result.goal)
     return summarize(result.success)
 
 
-def visited_observations(spec, env, networks, params, episodes: int, key, count: int = 4096) -> jax.Array:
-    """Observations the student's own deterministic policy visits (where its errors matter)."""
+def visited_observations(spec, env, networks, params, episodes: int, key, count: int = 4096,
+                         sensors: SensorModel | None = None) -> tuple[jax.Array, jax.Array]:
+    """Observations the student's own deterministic policy visits (where its errors matter), and what
+    it read at each (the observation itself without ``sensors``)."""
     policy = _policy(networks)
+    sensed = evaluation_observer(sensors, key, spec.state_dim, episodes) if sensors else None
 
     @jax.jit
     def rollout(key):
         env_state = jax.vmap(env.reset)(jax.random.split(key, episodes))
 
-        def step(env_state, _):
-            next_state = jax.vmap(env.step)(env_state, policy(params["actor"], env_state.obs))
-            return next_state, env_state.obs
+        def step(carry, t):
+            env_state, buffer = carry
+            buffer, seen = sensed(buffer, env_state.obs, t) if sensed else (buffer, env_state.obs)
+            next_state = jax.vmap(env.step)(env_state, policy(params["actor"], seen))
+            return (next_state, buffer), (env_state.obs, seen)
 
-        return jax.lax.scan(step, env_state, None, length=spec.episode_length)[1].reshape(-1, spec.obs_dim)
+        carry = (env_state, empty_buffer(sensors, episodes))
+        obs, seen = jax.lax.scan(step, carry, jnp.arange(spec.episode_length))[1]
+        return obs.reshape(-1, spec.obs_dim), seen.reshape(-1, seen.shape[-1])
 
-    obs = rollout(key)
+    obs, seen = rollout(key)
     pick = jax.random.choice(jax.random.fold_in(key, 1), obs.shape[0], (min(count, obs.shape[0]),), replace=False)
-    return obs[pick]
+    return obs[pick], seen[pick]
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -127,11 +139,14 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     key = jax.random.PRNGKey(seed)
 
     paths = {}
+    sensors = sensor_model(s_config)
     teacher_eval = _evaluate(spec, env, teacher, t_params, episodes, key, paths, f"teacher (depth {t_config.critic_depth})")
-    student_eval = _evaluate(spec, env, student, s_params, episodes, key, paths, f"student (depth {s_config.student_depth})")
-    obs = visited_observations(spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7))
+    student_label = f"student (depth {s_config.student_depth}" + (", sensors)" if sensors else ")")
+    student_eval = _evaluate(spec, env, student, s_params, episodes, key, paths, student_label, sensors)
+    obs, seen = visited_observations(spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7),
+                                     sensors=sensors)
     t_action = deterministic_action(teacher.policy(t_params["actor"], obs)[0])
-    s_action = deterministic_action(student.policy(s_params["actor"], obs)[0])
+    s_action = deterministic_action(student.policy(s_params["actor"], seen)[0])
     action_error = np.abs(np.asarray(t_action - s_action))
 
     rows = {
@@ -140,12 +155,17 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
                     "jax_latency": jax_policy_latency(teacher, t_params["actor"], spec.obs_dim)},
         "student": {**student_eval, "depth": s_config.student_depth, "actor_depth": s_config.student_depth, "width": s_config.student_width,
                     "params": {k: count_params(v) for k, v in s_params.items()},
-                    "jax_latency": jax_policy_latency(student, s_params["actor"], spec.obs_dim),
+                    "jax_latency": jax_policy_latency(student, s_params["actor"], student.policy_input_dim),
                     "action_error": {"mean_abs": float(action_error.mean()), "max_abs": float(action_error.max()),
                                      "states": int(action_error.shape[0])},
                     "critic_agreement": critic_agreement(spec, teacher, t_params, student, s_params, obs)},
     }
     rows["random"] = random_policy_baseline(env, spec, episodes, seed)
+    if sensors is not None:
+        rows["student"]["sensors"] = sensors.to_json()
+        if baseline and sensors.history > 1:
+            rows["student_no_history"] = _no_history_student(student_run, s_config, sensors, spec, env, episodes, key,
+                                                             show_progress, paths)
 
     if baseline_run is not None:
         check_baseline_run(baseline_run, teacher_run)
@@ -217,6 +237,27 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
     return _evaluate_run(out, spec, env, episodes, key, paths)
 
 
+def _no_history_student(student_run, s_config, sensors, spec, env, episodes, key, show_progress, paths) -> dict:
+    """The same student, distilled the same way from the same sensors but reading only the latest
+    one (history 1): what the history is worth."""
+    import dataclasses
+
+    out = student_run / "no_history"
+    single = dataclasses.replace(sensors, history=1)
+    config = dataclasses.replace(s_config, sensors=single.describe())
+    done = runs.read_metrics(out)
+    if not (done and done[-1]["round"] >= config.iterations):
+        try:
+            compress(config, Path(s_config.teacher_run), out, resume=(out / "config.json").exists(), show_progress=show_progress)
+        except DistillError as err:
+            return {"skipped": str(err)}
+    n_config, _, networks, params, _ = load_student(out)
+    label = f"student (depth {n_config.student_depth}, sensors, history 1)"
+    return {**_evaluate(spec, env, networks, params, episodes, key, paths, label, single), "depth": n_config.student_depth,
+            "width": n_config.student_width, "params": {k: count_params(v) for k, v in params.items()},
+            "sensors": single.to_json(), "run": str(out)}
+
+
 def _evaluate_run(run: Path, spec, env, episodes, key, paths) -> dict:
     """A CRL run trained from scratch, on the report's episodes."""
     b_config, _, networks, params, _ = load_teacher(run)
@@ -235,13 +276,17 @@ def _write_markdown(run: Path, r: dict) -> None:
         "| policy | depth | width | parameters | time_at_goal | success_any | JAX latency p50 / p99 (us) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in ("teacher", "student", "scratch"):
+    sensed = "sensors" in r["student"]
+    for name in ("teacher", "student", "student_no_history", "scratch"):
         row = r.get(name)
         if not row or "skipped" in row:
             continue
         lat = row.get("jax_latency")
         lat_text = f"{lat['p50_us']:.0f} / {lat['p99_us']:.0f}" if lat else "-"
-        label = {"scratch": "CRL from scratch (" + ("given run" if row.get("given") else "student size") + ")"}.get(name, name)
+        label = {"scratch": "CRL from scratch (" + ("given run" if row.get("given") else "student size") + ")",
+                 "teacher": "teacher (privileged: full state)" if sensed else "teacher",
+                 "student": f"student (sensors, history {r['student']['sensors']['history']})" if sensed else "student",
+                 "student_no_history": "same student without history (history 1)"}.get(name, name)
         lines.append(f"| {label} | {row['depth']} | {row['width']} | {sum(row['params'].values()):,} | "
                      f"{row['time_at_goal']:.1f} | {row['success_any']:.3f} | {lat_text} |")
     lines.append(f"| random actions | - | - | - | {r['random']['time_at_goal']:.1f} | {r['random']['success_any']:.3f} | - |")
@@ -250,6 +295,19 @@ def _write_markdown(run: Path, r: dict) -> None:
         "",
         f"**Retention** (student / teacher time_at_goal): **{r['retention']:.3f}**",
         "",
+    ]
+    if sensed:
+        model = s["sensors"]
+        kept = ", ".join(f"{x['name']} (noise {x['noise']:g})" for x in model["slices"])
+        lines += [f"- Sensors: the student reads {kept}; history {model['history']}, latency {model['latency']} steps: "
+                  f"{model['reading_dim']} entries a reading, {model['sensor_dim']} in its input (`{model['spec']}`)"]
+        nh = r.get("student_no_history")
+        if nh and "skipped" not in nh:
+            lines.append(f"- Without history the same student keeps {nh['time_at_goal'] / max(r['teacher']['time_at_goal'], 1e-9):.3f} "
+                         f"of the teacher, against {r['retention']:.3f} with it")
+        elif nh:
+            lines.append(f"- Same student without history: skipped ({nh['skipped']})")
+    lines += [
         f"- Action error vs teacher on the student's visited states: mean |da| {s['action_error']['mean_abs']:.4f}, max {s['action_error']['max_abs']:.3f}",
         f"- Critic agreement: top-1 goal retrieval {s['critic_agreement']['top1_agreement']:.3f}, "
         f"rank correlation of Q {s['critic_agreement']['q_rank_correlation']:.3f} over {s['critic_agreement']['goals_per_query']} goals",
@@ -276,12 +334,14 @@ def _plot(run: Path, r: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in ("teacher", "student", "scratch") if n in r and "skipped" not in r[n]]
-    labels = {"teacher": f"teacher d{r['teacher']['depth']}", "student": f"student d{r['student']['depth']}", "scratch": "CRL scratch"}
+    names = [n for n in ("teacher", "student", "student_no_history", "scratch") if n in r and "skipped" not in r[n]]
+    labels = {"teacher": f"teacher d{r['teacher']['depth']}", "student": f"student d{r['student']['depth']}",
+              "student_no_history": "student, history 1", "scratch": "CRL scratch"}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    colors = ["tab:blue", "tab:orange", "tab:gray"]
+    palette = {"teacher": "tab:blue", "student": "tab:orange", "student_no_history": "tab:red", "scratch": "tab:gray"}
+    colors = [palette[n] for n in names]
     for ax, key in zip(axes, ("time_at_goal", "success_any")):
-        ax.bar([labels[n] for n in names], [r[n][key] for n in names], color=colors[: len(names)])
+        ax.bar([labels[n] for n in names], [r[n][key] for n in names], color=colors)
         ax.axhline(r["random"][key], color="k", ls="--", lw=1, label="random")
         ax.set_title(key)
         ax.legend()

@@ -46,6 +46,7 @@ def register_goal_env(
     """
     return register(
         EnvSpec(
+            layout=_layout(name, env_class),
             name=name,
             state_dim=env_class.state_dim,
             goal_indices=env_class.goal_indices,
@@ -59,6 +60,19 @@ def register_goal_env(
             evaluation_factory=evaluation_class,
         )
     )
+
+
+def _layout(name: str, env_class: type[GoalEnv]) -> tuple[tuple[str, int, int], ...]:
+    """``env_class.state_layout`` as (name, start, stop), checked to cover the state exactly once."""
+    layout, start = [], 0
+    for slice_name, size in env_class.state_layout:
+        layout.append((slice_name, start, start + size))
+        start += size
+    names = [n for n, _, _ in layout]
+    if start != env_class.state_dim or len(set(names)) != len(names):
+        raise ValueError(f"{name}: state_layout {env_class.state_layout} must name each of the {env_class.state_dim} "
+                         "state entries exactly once")
+    return tuple(layout)
 
 
 register_goal_env(

@@ -29,6 +29,8 @@ class GoalAnt(GoalEnv, Ant):
     goal_indices = (0, 1)
     success_radius = 0.5
     healthy_z = (0.2, 1.0)
+    state_layout = (("torso_xy", 2), ("torso_height", 1), ("orientation", 4), ("joint_pos", 8),
+                    ("torso_vel", 6), ("joint_vel", 8))
     asset = "envs/assets/ant.xml"
     # The feet, and as in the reference's maze model the torso sphere and the four hip capsules.
     wall_geoms = ("left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",

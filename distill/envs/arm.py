@@ -237,6 +237,8 @@ class ArmEnv(GoalEnv):
     state_dim = 18
     goal_indices = (0, 1, 2)
     success_radius = 0.1
+    state_layout = (("cube_xyz", 3), ("gripper_xyz", 3), ("joint_pos", 4), ("finger_opening", 1),
+                    ("joint_vel", 4), ("cube_vel", 3))
     with_bin = False
 
     def __init__(self, backend: str = "mjx", n_frames: int = N_FRAMES, **kwargs):

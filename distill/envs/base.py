@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from brax.envs.base import PipelineEnv, State
 from etils import epath
 
+from distill.errors import DistillError
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
@@ -42,6 +44,9 @@ class EnvSpec:
     evaluation_factory: Callable[..., "GoalEnv"] | None = None
     """The environment policies are evaluated on, where it differs from the training one (the
     reference evaluates ``ant_big_maze`` on its far goals only); None means the training one."""
+    layout: tuple[tuple[str, int, int], ...] = ()
+    """The named slices of the state, ``(name, start, stop)`` in order, covering it exactly (the
+    environment class's ``state_layout``): what a sensor model keeps, drops and noises."""
 
     @property
     def goal_dim(self) -> int:
@@ -50,6 +55,14 @@ class EnvSpec:
     @property
     def obs_dim(self) -> int:
         return self.state_dim + self.goal_dim
+
+    def layout_slice(self, name: str) -> slice:
+        """The state slice called ``name``, or a one-line error naming the valid ones."""
+        for slice_name, start, stop in self.layout:
+            if slice_name == name:
+                return slice(start, stop)
+        valid = ", ".join(n for n, _, _ in self.layout)
+        raise DistillError(f"'{self.name}' has no state slice '{name}'; its slices are: {valid}")
 
     def make(self, evaluation: bool = False, **kwargs) -> "GoalEnv":
         """The environment; ``backend`` left out or None means the spec's own. ``evaluation`` asks
@@ -101,6 +114,10 @@ class GoalEnv(PipelineEnv):
     None: the episode never ends early."""
     wall_geoms: tuple[str, ...] = ()
     """The geoms that hit maze walls (see ``distill.envs.maze``)."""
+    state_layout: tuple[tuple[str, int], ...] = ()
+    """The state's named slices in order, ``(name, size)``, sizes summing to ``state_dim``: what a
+    robot would measure with one sensor each (torso position from localisation, joint angles from
+    encoders, velocities from differentiation or an IMU)."""
     maze_goal_noise: float = 0.0
     """How far a maze jitters this robot's goals around their cell centres, as a fraction of a cell."""
     asset: str

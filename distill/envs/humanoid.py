@@ -47,6 +47,9 @@ class GoalHumanoid(GoalEnv, Humanoid):
     goal_indices = (0, 1, 2)
     success_radius = 0.5
     healthy_z = (1.0, 2.0)
+    state_layout = (("torso_xy", 2), ("torso_height", 1), ("orientation", 4), ("joint_pos", 17),
+                    ("torso_vel", 6), ("joint_vel", 17), ("com_inertia", 110), ("com_vel", 66),
+                    ("actuator_force", 23))
     asset = "envs/assets/humanoid.xml"
     wall_geoms = WALL_GEOMS
 

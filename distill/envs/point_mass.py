@@ -58,6 +58,7 @@ class GoalPointMass(GoalEnv):
     state_dim = 4
     goal_indices = (0, 1)
     success_radius = 0.5
+    state_layout = (("position", 2), ("velocity", 2))
     # The simple mazes have no reference counterpart; their goals keep the jitter of an eighth of a
     # cell (0.5 m, well inside a corridor) under which their published teachers were trained.
     maze_goal_noise = 1 / 8

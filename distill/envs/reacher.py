@@ -20,6 +20,7 @@ class GoalReacher(GoalEnv, Reacher):
     state_dim = 10
     goal_indices = (8, 9)
     success_radius = 0.05
+    state_layout = (("joint_cos", 2), ("joint_sin", 2), ("joint_vel", 2), ("fingertip_vel", 2), ("fingertip_xy", 2))
 
     def __init__(self, backend: str = "spring", **kwargs):
         Reacher.__init__(self, backend=backend, **kwargs)
