@@ -382,6 +382,8 @@ def evaluate(
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
         noise = f" with observation noise sigma {result['obs_noise']:g}" if result["obs_noise"] else ""
+        if "sensors" in result:
+            noise = f" through its sensors ({result['sensors']})"
         typer.echo(
             f"{result['policy']} on {result['env']}{noise}: time_at_goal {result['time_at_goal']:.2f}/{result['episode_length']} "
             f"(std {result['time_at_goal_std']:.2f}), success_any {result['success_any']:.3f} over {result['episodes']} episodes"

@@ -98,6 +98,19 @@ class SensorModel:
         }
 
 
+def model_from_json(record: dict, spec: EnvSpec, where: str) -> SensorModel:
+    """The model an exported file records (``SensorModel.to_json``), checked against ``spec``'s state."""
+    try:
+        slices = tuple((s["name"], int(s["start"]), int(s["stop"]), float(s["noise"])) for s in record["slices"])
+        model = SensorModel(slices, int(record["history"]), int(record["latency"]))
+    except (KeyError, TypeError, ValueError):
+        raise DistillError(f"{where} has a malformed sensor model in its metadata") from None
+    layout = {name: (start, stop) for name, start, stop in spec.layout}
+    if any(layout.get(name) != (start, stop) for name, start, stop, _ in slices):
+        raise DistillError(f"{where}: its sensor slices do not match the state layout of '{spec.name}'")
+    return model
+
+
 # ---- parsing --------------------------------------------------------------------------------------
 
 def parse_sensors(text: str | None, spec: EnvSpec) -> SensorModel | None:
@@ -276,5 +289,5 @@ def observe(model: SensorModel | None, buffer: jax.Array | None, obs: jax.Array,
     return buffer, jnp.concatenate([sensor_vector(model, buffer), obs[:, state_dim:]], axis=-1)
 
 
-__all__ = ["FIELDS", "SensorModel", "empty_buffer", "history_push", "history_start", "observe", "parse_sensors", "read",
+__all__ = ["FIELDS", "SensorModel", "empty_buffer", "history_push", "history_start", "model_from_json", "observe", "parse_sensors", "read",
            "sensor_vector", "step_noise"]

@@ -4,6 +4,11 @@ The environments are stepped by jitted JAX (they are Brax), but every action com
 through ``OnnxPolicy``, batched over the evaluation episodes. With the same seed the episodes start
 from the same states and goals as ``distill evaluate`` of the JAX student, and ``obs_noise`` draws the
 same observation noise (``distill.evaluation.noisy_state``).
+
+A file with a sensor model is fed as a robot would feed it: the simulator takes each step's reading
+(the model's slices, with its noise drawn as the JAX evaluation draws it) and hands it over
+``latency`` steps later; the policy stacks its history itself, from ``reset()`` at the episode's start.
+The JAX student sees exactly the same sensor vectors (``distill.sensors``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from distill.envs import get_spec
 from distill.errors import DistillError
 from distill.evaluation import check_obs_noise, evaluation_env, noise_key, noisy_state, summarize, until_termination
+from distill.sensors import SensorModel, model_from_json, read, step_noise
 from export.runtime import OnnxPolicy, PolicyFileError
 
 
@@ -39,6 +45,29 @@ def load_onnx_policy(path: Path, env: str | None):
     return policy, spec, policy.metadata.get("backend", spec.backend)
 
 
+def file_sensor_model(policy: OnnxPolicy, spec, path: Path) -> SensorModel | None:
+    """The sensor model a file's policy was distilled with (None: it reads the state)."""
+    if policy.sensor_model is None:
+        return None
+    return model_from_json(policy.sensor_model, spec, str(path))
+
+
+class DelayedReadings:
+    """What a robot's sensors hand a policy at each step of a batch of simulated episodes: the reading
+    taken ``latency`` steps earlier (the first one while fewer steps have passed), with the noise of
+    the evaluation key's stream."""
+
+    def __init__(self, model: SensorModel, key, state_dim: int):
+        self.latency = model.latency
+        keys = noise_key(key)
+        self._read = jax.jit(lambda t, state: read(model, state, step_noise(keys, t, state.shape)))
+        self._taken: list[np.ndarray] = []
+
+    def __call__(self, t: int, state: np.ndarray) -> np.ndarray:
+        self._taken.append(np.asarray(self._read(t, state)))
+        return self._taken[max(t - self.latency, 0)]
+
+
 def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noise: float = 0.0) -> dict:
     """time_at_goal and success_any of the file's policy; ``obs_noise`` > 0 adds Gaussian noise of that
     sigma to the state it observes (not to the goal), drawn as ``distill evaluate`` of a run draws it."""
@@ -46,6 +75,9 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
     policy, spec, backend = load_onnx_policy(path, env)
+    sensors = file_sensor_model(policy, spec, path)
+    if sensors is not None and obs_noise:
+        raise DistillError("--obs-noise does not apply to a student with a sensor model: its noise is the model's own")
     environment = evaluation_env(spec, backend)
     reset = jax.jit(jax.vmap(environment.reset))
     step = jax.jit(jax.vmap(environment.step))
@@ -53,6 +85,8 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
     noise = jax.jit(lambda t, state: noisy_state(noise_key(key), t, state, obs_noise))
 
     env_state = reset(jax.random.split(key, episodes))
+    readings = DelayedReadings(sensors, key, spec.state_dim) if sensors else None
+    policy.reset()
     success = np.zeros((spec.episode_length, episodes), np.float32)
     done = np.zeros((spec.episode_length, episodes), np.float32)
     for t in range(spec.episode_length):
@@ -60,10 +94,14 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
         state = obs[:, : spec.state_dim]
         if obs_noise:
             state = np.asarray(noise(t, state))
+        if readings is not None:
+            state = readings(t, state)
         action = policy(state, obs[:, spec.state_dim :])
         env_state = step(env_state, action)
         success[t] = np.asarray(env_state.metrics["success"])
         done[t] = np.asarray(env_state.done)
     result = summarize(until_termination(success, done))
     result.update({"policy": f"onnx ({Path(path).name})", "env": spec.name, "seed": seed, "obs_noise": obs_noise})
+    if sensors is not None:
+        result["sensors"] = sensors.describe()
     return result

@@ -185,11 +185,17 @@ def policy_graph(
     action_scale: float | Sequence[float] = 1.0,
     action_offset: float | Sequence[float] = 0.0,
     opset: int = 17,
+    sensor_dim: int = 0,
 ) -> onnx.ModelProto:
-    """The deterministic policy ``(obs, goal) -> action = offset + scale * tanh(mean)``."""
+    """The deterministic policy ``(obs, goal) -> action = offset + scale * tanh(mean)``.
+
+    With ``sensor_dim`` > 0 the policy reads a sensor vector of that size instead of the state: its
+    inputs are ``(sensors, goal)`` (``distill.sensors``), and ``state_dim`` stays the simulator's."""
     _check_opset(opset)
     tower = _subtree(actor_params, "tower", "actor")
-    _check_in_dim(tower, state_dim + goal_dim, "actor")
+    first = "sensors" if sensor_dim else "obs"
+    first_dim = sensor_dim or state_dim
+    _check_in_dim(tower, first_dim + goal_dim, "actor")
     head_dim = _array(actor_params, "mean", "kernel").shape[1]
     if head_dim != action_dim:
         raise DistillError(f"actor parameters produce {head_dim} actions, expected action_dim={action_dim}")
@@ -197,8 +203,8 @@ def policy_graph(
     offset = _action_affine(action_offset, action_dim, "action_offset")
 
     g = _Graph()
-    # The actor reads concat[state, goal], exactly as CRLNetworks.policy is called.
-    x = g.op("Concat", ["obs", "goal"], "actor/concat", axis=-1)
+    # The actor reads concat[state or sensors, goal], exactly as CRLNetworks.policy is called.
+    x = g.op("Concat", [first, "goal"], "actor/concat", axis=-1)
     h = _tower(g, x, tower, "actor/tower")
     mean = _dense(g, h, _subtree(actor_params, "mean", "actor"), "actor/mean")
     is_identity = np.all(scale == 1.0) and np.all(offset == 0.0)
@@ -208,10 +214,12 @@ def policy_graph(
         g.op("Add", [scaled, g.const("actor/action_offset", offset)], "action")
 
     model = _model(
-        g, "distill_policy", [_input("obs", state_dim), _input("goal", goal_dim)],
+        g, "distill_policy", [_input(first, first_dim), _input("goal", goal_dim)],
         [helper.make_tensor_value_info("action", TensorProto.FLOAT, [BATCH, action_dim])], opset,
-        "Deterministic goal-conditioned policy: action = offset + scale * tanh(mean(concat[obs, goal])).",
+        f"Deterministic goal-conditioned policy: action = offset + scale * tanh(mean(concat[{first}, goal])).",
     )
+    if sensor_dim:
+        set_metadata(model, {"sensor_dim": sensor_dim})
     return set_metadata(model, {
         "distill_format": FORMAT_VERSION,
         "kind": "policy",
@@ -221,7 +229,7 @@ def policy_graph(
         "action_dim": action_dim,
         "depth": LAYERS_PER_BLOCK * count_blocks(tower),
         "width": int(_array(tower, "input", "kernel").shape[1]),
-        "inputs": ["obs", "goal"],
+        "inputs": [first, "goal"],
         "outputs": ["action"],
         "action_scale": scale.tolist(),
         "action_offset": offset.tolist(),

@@ -35,7 +35,7 @@ REFERENCE_MAX_BATCH = 64
 INPUT_SCALE = 2.0
 # Metadata the graph builders derive from the parameters; callers may not contradict them.
 STRUCTURAL_KEYS = frozenset({
-    "distill_format", "kind", "state_dim", "goal_dim", "action_dim", "repr_dim", "depth", "width",
+    "distill_format", "kind", "state_dim", "sensor_dim", "goal_dim", "action_dim", "repr_dim", "depth", "width",
     "inputs", "outputs", "action_scale", "action_offset", "action_transform", "deterministic",
 })
 

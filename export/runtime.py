@@ -10,6 +10,20 @@ to a ``.onnx`` file and run the policy with nothing else of this project install
 The returned actions are final: any action scale and offset are applied inside the graph
 (``policy.metadata["action_transform"]`` says so in the file itself).
 
+A student distilled with a sensor model (``distill compress --sensors``) reads sensor readings, not
+the state, and keeps its own history of them:
+
+    policy.reset()                      # at the start of every episode
+    action = policy(reading, goal)      # once per control tick: reading (reading_dim,)
+
+``policy.sensor_model`` (the file's ``sensor_model`` metadata) lists the slices a reading holds, in
+order, the noise the student was trained with, ``history`` and ``latency``. The policy stacks the
+last ``history`` readings itself, oldest first; the first reading after ``reset()`` fills the whole
+history. It adds no delay: ``latency`` is how late the robot's readings are expected to arrive, the
+robot's own sensors supply it (the simulator's closed loop imposes it). A batch of episodes works the
+same way, one row per episode, with one batch size from one ``reset()`` to the next. A call whose
+inputs are refused leaves the history as it was.
+
 Input rules, checked on every call because a bad observation on a robot must fail loudly, not act:
 - float32 is used as is; float64 is cast to float32 (the network computes in float32 anyway), and a
   value that float32 cannot hold counts as inf. Integers, booleans, complex numbers, strings and
@@ -47,7 +61,7 @@ import onnxruntime as ort
 SUPPORTED_FORMATS = frozenset({"1"})
 FORMAT_KEY = "distill_format"
 JSON_KEYS = "distill_json_keys"  # which metadata values are JSON-encoded (see export.onnx_graph)
-DIM_KEYS = {"obs": "state_dim", "goal": "goal_dim", "action": "action_dim"}
+DIM_KEYS = {"obs": "state_dim", "sensors": "sensor_dim", "goal": "goal_dim", "action": "action_dim"}
 # numpy shares one dtype object per native type, so an identity test picks out float32 arrays without
 # the cost of a dtype comparison (other byte orders fail it and take the checked path).
 FLOAT32 = np.dtype(np.float32)
@@ -197,12 +211,19 @@ class _OnnxModel:
 
 
 class OnnxPolicy(_OnnxModel):
-    """The deterministic policy of an exported student: ``policy(obs, goal) -> action``."""
+    """The deterministic policy of an exported student: ``policy(obs, goal) -> action``, or with a
+    sensor model ``policy(reading, goal) -> action`` after ``policy.reset()`` (see the module)."""
 
     kind = "policy"
 
+    sensor_model: dict | None = None
+    """The file's sensor model (None: the policy reads the state)."""
+
     def __init__(self, path: str | Path):
         super().__init__(path)
+        if "sensors" in self._input_dims:
+            self._init_sensed()
+            return
         # Batch-1 buffers bound to the session once; numpy keeps them alive, onnxruntime holds pointers.
         # obs, goal and action are adjacent views of one buffer, so one pass over it checks all three.
         state_dim, goal_dim, action_dim = self.state_dim, self.goal_dim, self.action_dim
@@ -222,6 +243,8 @@ class OnnxPolicy(_OnnxModel):
         )
 
     def __call__(self, obs: Any, goal: Any) -> np.ndarray:
+        if self.sensor_model is not None:
+            return self._sensed_call(obs, goal)
         if (
             type(obs) is _ndarray and type(goal) is _ndarray
             and obs.dtype is FLOAT32 and goal.dtype is FLOAT32
@@ -243,6 +266,104 @@ class OnnxPolicy(_OnnxModel):
         outputs, single = self._run(obs=obs, goal=goal)
         action = outputs["action"]
         return action[0] if single else action
+
+    # ---- a student with a sensor model ----------------------------------------------------------
+    def _init_sensed(self) -> None:
+        model = self.metadata.get("sensor_model")
+        try:
+            self.reading_dim, self.history = int(model["reading_dim"]), int(model["history"])
+        except (KeyError, TypeError, ValueError):
+            raise PolicyFileError(f"{self.path} reads sensors but has no valid sensor_model in its metadata") from None
+        if self.reading_dim * self.history != int(self.metadata.get("sensor_dim", -1)) or self.reading_dim <= 0:
+            raise PolicyFileError(f"{self.path}: its sensor_model does not fit its sensors input")
+        self.sensor_model = model
+        sensor_dim, goal_dim, action_dim = self.reading_dim * self.history, self.goal_dim, self.action_dim
+        self._reading_shape, self._goal_shape = (self.reading_dim,), (goal_dim,)
+        buffer = np.zeros(sensor_dim + goal_dim + action_dim, np.float32)
+        address, item = buffer.ctypes.data, buffer.itemsize
+        binding = self._session.io_binding()
+        binding.bind_input("sensors", "cpu", 0, np.float32, [1, sensor_dim], address)
+        binding.bind_input("goal", "cpu", 0, np.float32, [1, goal_dim], address + item * sensor_dim)
+        binding.bind_output("action", "cpu", 0, np.float32, [1, action_dim], address + item * (sensor_dim + goal_dim))
+        self._binding = binding
+        self._buffer = buffer
+        self._sensors = buffer[:sensor_dim]
+        self._goal = buffer[sensor_dim : sensor_dim + goal_dim]
+        self._action = buffer[sensor_dim + goal_dim :]
+        self._lock = threading.Lock()
+        self._run_bound = self._session.run_with_iobinding
+        self._sum_check = self.reading_dim + goal_dim <= SUM_CHECK_MAX
+        self.reset()
+
+    @property
+    def sensor_dim(self) -> int:
+        """Size of the stacked sensor input (0: the policy reads the state)."""
+        return int(self.metadata.get("sensor_dim", 0))
+
+    def reset(self) -> None:
+        """Start of an episode (or a batch of them): forgets the history. A policy that reads the
+        state keeps none, so for it this does nothing."""
+        self._started = False  # the batch-1 history in the bound buffer
+        self._batch_history: np.ndarray | None = None
+
+    def _sensed_call(self, reading: Any, goal: Any) -> np.ndarray:
+        if not (
+            type(reading) is _ndarray and type(goal) is _ndarray
+            and reading.dtype is FLOAT32 and goal.dtype is FLOAT32
+            and reading.shape == self._reading_shape and goal.shape == self._goal_shape
+        ):
+            return self._checked_call(reading, goal)
+        # Control-loop path: the inputs are checked before they enter the history, so a refused call
+        # leaves it as it was.
+        if self._sum_check:
+            finite = _isfinite(sum(reading.tolist()) + sum(goal.tolist()))
+        else:
+            finite = _all_finite(reading) and _all_finite(goal)
+        if not finite:
+            return self._checked_call(reading, goal)  # raises, naming the bad input
+        with self._lock:
+            if self._batch_history is not None:
+                raise PolicyInputError("this policy holds the history of a batch of episodes; call reset() before a single one")
+            sensors, width = self._sensors, self.reading_dim
+            if self._started:
+                if self.history > 1:
+                    sensors[:-width] = sensors[width:]
+                sensors[-width:] = reading
+            else:
+                sensors.reshape(self.history, width)[...] = reading
+                self._started = True
+            self._goal[...] = goal
+            self._run_bound(self._binding)
+            action = self._action.copy()
+        if not _isfinite(float(action.sum())):
+            raise PolicyInputError("the network's action is not finite for finite inputs; they are too large for float32 arithmetic")
+        return action
+
+    def _checked_call(self, reading: Any, goal: Any) -> np.ndarray:
+        reading = _as_float32("reading", reading, self.reading_dim)
+        goal = _as_float32("goal", goal, self.goal_dim)
+        if reading.ndim != goal.ndim:
+            raise PolicyInputError(f"mix of single and batched inputs: reading {reading.shape}, goal {goal.shape}")
+        if reading.ndim == 1:
+            return self._sensed_call(reading, goal)
+        if reading.shape[0] != goal.shape[0]:
+            raise PolicyInputError(f"inputs have different batch sizes: reading {reading.shape}, goal {goal.shape}")
+        with self._lock:
+            if self._started:
+                raise PolicyInputError("this policy holds the history of a single episode; call reset() before a batch")
+            history = self._batch_history
+            if history is None:
+                history = np.tile(reading, self.history)
+            elif history.shape[0] != reading.shape[0]:
+                raise PolicyInputError(f"a batch of {reading.shape[0]} readings, but the history holds {history.shape[0]} "
+                                       "episodes; call reset() to start new ones")
+            else:
+                history = np.concatenate([history[:, self.reading_dim :], reading], axis=1)
+            (action,) = self._session.run(["action"], {"sensors": history, "goal": goal})
+            if not np.isfinite(action).all():
+                raise PolicyInputError("the network's action is not finite for finite inputs; they are too large for float32 arithmetic")
+            self._batch_history = history
+        return action
 
 
 def _all_finite(values: np.ndarray) -> bool:

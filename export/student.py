@@ -28,6 +28,7 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
     ``gate_episodes`` episodes of ``gate_seed``, and faster at batch 1); otherwise nothing is written.
     """
     from export.variants import PRECISIONS, export_variant
+    from students.config import sensor_model
     from students.train import load_student
 
     run, out = Path(run), Path(out)
@@ -37,6 +38,9 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
         raise DistillError(f"the variant gate needs a positive number of episodes, got {gate_episodes}")
     record = runs.read_config(run, kind="student")
     config, spec, networks, params, step = load_student(run, which)
+    sensors = sensor_model(config)
+    if sensors is not None and precision != "fp32":
+        raise DistillError(f"{precision} variants of a student with a sensor model are not supported; export it in fp32")
     teacher = record.get("teacher", {})
     teacher_config = teacher.get("config", {})
     common = {
@@ -62,18 +66,27 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
         "package_versions": _versions(),
         "precision": "fp32",  # a variant's gate overwrites this with its own (export.variants)
     }
+    if sensors is not None:
+        common["sensor_model"] = sensors.to_json()
+        common["observation_layout"] = (
+            "sensors = the last `history` readings of sensor_model, oldest first (OnnxPolicy stacks them itself: "
+            "call it with one reading per control tick); goal = state[goal_indices] of the goal state; the policy "
+            "reads concat[sensors, goal]")
     if not out.name.endswith(".onnx"):
         raise DistillError(f"--out must name an .onnx file, got {out}")
 
     actor = jax.device_get(params["actor"])
-    model = policy_graph(actor, state_dim=spec.state_dim, goal_dim=spec.goal_dim, action_dim=spec.action_dim, opset=opset)
+    sensor_dim = sensors.sensor_dim if sensors else 0
+    model = policy_graph(actor, state_dim=spec.state_dim, goal_dim=spec.goal_dim, action_dim=spec.action_dim, opset=opset,
+                         sensor_dim=sensor_dim)
 
     @jax.jit
-    def policy_fn(obs, goal):
-        mean, _ = networks.policy(actor, jnp.concatenate([obs, goal], -1))
+    def policy_fn(goal, **seen):
+        mean, _ = networks.policy(actor, jnp.concatenate([seen["sensors" if sensors else "obs"], goal], -1))
         return {"action": deterministic_action(mean)}
 
-    policy_inputs = {"obs": spec.state_dim, "goal": spec.goal_dim}
+    policy_inputs = {"sensors": sensor_dim} if sensors else {"obs": spec.state_dim}
+    policy_inputs["goal"] = spec.goal_dim
     if precision == "fp32":
         report = write_verified(model, out, policy_fn, policy_inputs, metadata=common)
         summary = {"policy": str(out), "precision": precision, "policy_parity_max_abs_error": report["max_abs_error"]}

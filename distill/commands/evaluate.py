@@ -14,6 +14,7 @@ from distill.envs import EnvSpec
 from distill.errors import DistillError
 from distill.evaluation import check_obs_noise, make_evaluator, summarize
 from distill.networks import CRLNetworks, deterministic_action
+from distill.sensors import SensorModel, parse_sensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,8 @@ class RunPolicy:
     networks: CRLNetworks
     params: Any
     description: str
+    sensors: SensorModel | None = None
+    """What the policy reads instead of the state (None: the state)."""
 
     @property
     def actor_params(self) -> Any:
@@ -52,7 +55,9 @@ def load_run_policy(target: Path, which: str = "best", env: str | None = None) -
         raise DistillError(f"{target} is neither a teacher nor a student run")
     if env is not None and env != spec.name:
         raise DistillError(f"{target} was trained on '{spec.name}', not on '{env}'")
-    return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind} ({which} checkpoint, step {step})")
+    sensors = parse_sensors(getattr(config, "sensors", ""), spec)
+    return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind} ({which} checkpoint, step {step})",
+                     sensors)
 
 
 def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, which: str = "best",
@@ -70,7 +75,10 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
 
         return evaluate_onnx(target, env=env, episodes=episodes, seed=seed, obs_noise=obs_noise)
     policy = load_run_policy(target, which, env)
-    evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes, obs_noise)
+    evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes, obs_noise,
+                              policy.sensors)
     result = summarize(evaluate(policy.actor_params, jax.random.PRNGKey(seed)).success)
     result.update({"policy": policy.description, "env": policy.spec.name, "seed": seed, "obs_noise": obs_noise})
+    if policy.sensors is not None:
+        result["sensors"] = policy.sensors.describe()
     return result

@@ -10,6 +10,8 @@ import numpy as np
 from distill.commands.evaluate import load_run_policy
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
+from distill.evaluation import evaluation_observer
+from distill.sensors import empty_buffer
 from distill.render import rollout_states, write_html, write_maze_png
 
 
@@ -22,20 +24,35 @@ def render_target(target: Path, out: Path, env: str | None = None, episodes: int
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
     if target.suffix == ".onnx":
-        from export.closed_loop import load_onnx_policy
+        from export.closed_loop import DelayedReadings, file_sensor_model, load_onnx_policy
 
         onnx, spec, backend = load_onnx_policy(target, env)
+        sensors = file_sensor_model(onnx, spec, target)
+        readings = DelayedReadings(sensors, jax.random.PRNGKey(seed), spec.state_dim) if sensors else None
+        onnx.reset()
+        clock = {"t": 0}
 
         def policy(obs):
-            return onnx(obs[:, : spec.state_dim], obs[:, spec.state_dim :])
+            state = obs[:, : spec.state_dim]
+            if readings is not None:
+                state = readings(clock["t"], state)
+                clock["t"] += 1
+            return onnx(state, obs[:, spec.state_dim :])
 
         description = f"onnx ({target.name})"
     else:
         run = load_run_policy(target, which, env)
         spec, backend, description = run.spec, run.backend, run.description
         act = jax.jit(run.apply)
+        # A policy behind sensors reads them as its evaluation does: the same noise, history and latency.
+        sensed = jax.jit(evaluation_observer(run.sensors, jax.random.PRNGKey(seed), spec.state_dim, episodes)) \
+            if run.sensors else None
+        carry = {"buffer": empty_buffer(run.sensors, episodes), "t": 0}
 
         def policy(obs):
+            if sensed is not None:
+                carry["buffer"], obs = sensed(carry["buffer"], obs, carry["t"])
+                carry["t"] += 1
             return np.asarray(act(run.actor_params, obs))
 
     environment = spec.make(backend=backend)
