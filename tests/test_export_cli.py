@@ -118,3 +118,8 @@ def test_demo_reduced_size(tmp_path):
     for name in ("demo_report.md", "latency.png", "policy.onnx", "student/report.png", "teacher/learning_curve.png"):
         assert (out / name).is_file(), name
     assert "student (ONNX)" in result.stdout
+    # The demo shows compression: a narrower student, with both sizes and their ratio in its table.
+    compression = summary["compression"]
+    assert compression["student_width"] < compression["teacher_width"]
+    assert compression["ratio"] == compression["teacher_params"] / compression["student_params"] > 1
+    assert "fewer" in (out / "demo_report.md").read_text() and "compression:" in result.stdout

@@ -8,7 +8,6 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -23,6 +22,10 @@ from distill.commands.evaluate import evaluate_target
 
 QUICK_TEACHER = dict(num_envs=16, unroll_length=20, batch_size=64, updates_per_step=4, total_steps=16 * 20 * 8,
                      num_evals=2, eval_episodes=8, replay_rows=200, prefill_rows=40, width=64, repr_dim=16)
+# The student the reacher frontier recommends (results/frontier/reacher: depth 4, width 128 keeps 0.967
+# of the teacher at a third of its latency), half the width of the default teacher.
+STUDENT_DEPTH, STUDENT_WIDTH = 4, 128
+QUICK_STUDENT_WIDTH = 32
 QUICK_STUDENT = dict(iterations=2, num_envs=16, unroll_length=20, updates_per_iteration=4, batch_size=64,
                      eval_episodes=8, num_evals=1)
 
@@ -54,11 +57,11 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128,
         train_teacher(config, teacher_dir, resume=(teacher_dir / "config.json").exists(), show_progress=show_progress)
     timings["teacher_s"] = time.perf_counter() - t0
 
-    t0 = _stage("2/5 compressing it into a depth-4 student", say)
+    t0 = _stage(f"2/5 compressing it into a depth-{STUDENT_DEPTH} student of width "
+                f"{QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH}", say)
     if not _finished(student_dir):
-        s_config = StudentConfig(student_depth=4, seed=seed, **(QUICK_STUDENT if quick else {}))
-        if quick:
-            s_config = dataclasses.replace(s_config, student_width=64)
+        s_config = StudentConfig(student_depth=STUDENT_DEPTH, student_width=QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH,
+                                 seed=seed, **(QUICK_STUDENT if quick else {}))
         compress(s_config, teacher_dir, student_dir, resume=(student_dir / "config.json").exists(), show_progress=show_progress)
     report = build_report(student_dir, episodes=episodes, seed=seed, baseline=baseline, show_progress=show_progress)
     timings["compress_s"] = time.perf_counter() - t0
@@ -88,12 +91,23 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128,
         "onnx": {**onnx_eval, "parity_max_abs_error": export["policy_parity_max_abs_error"],
                  "critic_parity_max_abs_error": export.get("critic_parity_max_abs_error")},
         "student_jax_eval": jax_eval,
+        "compression": _compression(report),
         "latency": latency,
         "timings": timings,
     }
     runs.atomic_write_text(out / "demo.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     _write_report(out, summary)
     return summary
+
+
+def _compression(report: dict) -> dict:
+    """Parameters of teacher and student, all three networks and the deployed actor alone."""
+    teacher, student = report["teacher"]["params"], report["student"]["params"]
+    total_t, total_s = sum(teacher.values()), sum(student.values())
+    return {"teacher_params": total_t, "student_params": total_s, "ratio": total_t / total_s,
+            "teacher_actor_params": teacher["actor"], "student_actor_params": student["actor"],
+            "actor_ratio": teacher["actor"] / student["actor"],
+            "teacher_width": report["teacher"]["width"], "student_width": report["student"]["width"]}
 
 
 def _finished(run: Path) -> bool:
@@ -152,6 +166,7 @@ def _write_report(out: Path, s: dict) -> None:
         f"| teacher at depth {deep['depth']} (JAX, latency only) | {deep['depth']} | - | - | {deep['params']:,} (actor) | {deep['p50_us']:.0f} | {deep['p99_us']:.0f} |",
         "",
         f"- Retention (student / teacher time_at_goal): **{s['retention']:.3f}**",
+        f"- Compression: {_compression_text(s['compression'])}",
         f"- ONNX parity: max |onnx - jax| = {s['onnx']['parity_max_abs_error']:.1e} over batch sizes 1, 2, 7, 1024",
         f"- Depth-{deep['depth']} teacher vs ONNX student latency: {deep['p50_us'] / onnx_lat['p50_us']:.0f}x",
         "- Stage times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["timings"].items()),
@@ -162,6 +177,12 @@ def _write_report(out: Path, s: dict) -> None:
         "",
     ]
     runs.atomic_write_text(out / "demo_report.md", "\n".join(lines))
+
+
+def _compression_text(c: dict) -> str:
+    return (f"teacher {c['teacher_params']:,} parameters (width {c['teacher_width']}) -> student {c['student_params']:,} "
+            f"(width {c['student_width']}), {c['ratio']:.1f}x fewer; the deployed actor {c['teacher_actor_params']:,} -> "
+            f"{c['student_actor_params']:,}, {c['actor_ratio']:.1f}x fewer")
 
 
 def print_summary(s: dict) -> None:
@@ -182,3 +203,4 @@ def print_summary(s: dict) -> None:
                   f"{sum(s['student']['params'].values()):,}", f"{onnx_lat['p50_us']:.1f}", f"{onnx_lat['p99_us']:.1f}")
     print_table(table)
     print(f"retention {s['retention']:.3f}; ONNX parity {s['onnx']['parity_max_abs_error']:.1e}")
+    print(f"compression: {_compression_text(s['compression'])}")
