@@ -16,9 +16,11 @@ from export.runtime import OnnxPolicy
 
 
 def onnx_policy_latency(path: Path, calls: int = 5000) -> dict:
-    """Latency of ``OnnxPolicy`` at batch 1 (one intra-op thread), input checks included."""
+    """Latency of ``OnnxPolicy`` at batch 1 (one intra-op thread), input checks included; a policy with a
+    sensor model gets one reading per call and stacks its history as in a control loop."""
     policy = OnnxPolicy(path)
-    obs = np.full((policy.state_dim,), 0.1, np.float32)
+    policy.reset()
+    obs = np.full((policy.reading_dim if policy.sensor_model else policy.state_dim,), 0.1, np.float32)
     goal = np.full((policy.goal_dim,), 0.1, np.float32)
     for _ in range(500):
         policy(obs, goal)
