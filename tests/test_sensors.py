@@ -233,3 +233,15 @@ def test_bad_sensor_option_writes_nothing(tiny_teacher_run, tmp_path):
         result = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--sensors", spec, "--no-baseline")
         assert_one_line_error(result, fragment)
         assert not out.exists()
+
+
+def test_a_sensor_student_trains_longer_unless_told(tiny_teacher_run):
+    from students.config import SENSOR_ITERATIONS, SENSOR_UPDATES, student_config
+
+    sensed = student_config(tiny_teacher_run, sensors=SPEC)
+    assert (sensed.iterations, sensed.updates_per_iteration) == (SENSOR_ITERATIONS, SENSOR_UPDATES)
+    plain = student_config(tiny_teacher_run)
+    assert (plain.iterations, plain.updates_per_iteration) == (6, 150)
+    told = student_config(tiny_teacher_run, sensors=SPEC, steps=600)
+    assert told.iterations * told.updates_per_iteration == 600 and told.iterations == 6
+    assert student_config(tiny_teacher_run, sensors=SPEC, iterations=3).iterations == 3
