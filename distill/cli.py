@@ -138,8 +138,8 @@ def train_teacher_cmd(
         None, "--sensors", metavar="SPEC",
         help="What the actor reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
              "or a .toml file with those fields (slices: `distill envs --layout ENV`). The critic, used only in training, "
-             "reads the true state. A teacher trained so cannot be distilled: it is the from-scratch match of a student "
-             "with those sensors."),
+             "reads the true state. Such a run is CRL from scratch behind a student's sensors, not a teacher to distil "
+             "(a teacher labels from the true state)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
