@@ -7,6 +7,7 @@ compression and export read).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -86,12 +87,35 @@ class RunCheckpoints:
         step = self.last.latest_step() if step is None else step
         if step is None:
             raise DistillError(f"no checkpoint to resume from in {self.root / 'last'}")
-        restored = _restore(self.last, step, {"state": _stand_in_for_empty(abstract_state)}, self.root / "last")
-        return step, _empty_again(abstract_state, restored["state"])
+        where = self.root / "last"
+        try:
+            restored = _restore(self.last, step, {"state": _stand_in_for_empty(abstract_state)}, where)["state"]
+        except DistillError as err:
+            present = _present_fields(abstract_state)
+            if present is None:
+                raise
+            # A state field that is None in this run (the sensor readings of a run without sensors)
+            # was added after older runs were saved, and their checkpoints have no entry for it.
+            try:
+                fields = _restore(self.last, step, {"state": _stand_in_for_empty(present)}, where)["state"]
+            except DistillError:
+                raise err from None
+            restored = dataclasses.replace(abstract_state, **fields)
+        return step, _empty_again(abstract_state, restored)
 
     def close(self) -> None:
         self.last.close()
         self.best.close()
+
+
+def _present_fields(state: Any) -> dict | None:
+    """The fields of a dataclass state that are not None, by name; None if it has no None field."""
+    if not dataclasses.is_dataclass(state) or isinstance(state, type):
+        return None
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    if all(value is not None for value in fields.values()):
+        return None
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _is_empty(leaf) -> bool:

@@ -134,6 +134,12 @@ def train_teacher_cmd(
     prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
     remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation of residual blocks on or off (default: on from depth 256 or where memory needs it)."),
     block_unroll: Optional[str] = typer.Option(None, "--block-unroll", help="Residual blocks per iteration of the loop over blocks: K, 'all' (no loop) or 'auto' (default: 1 on a CPU, the whole tower up to depth 64 on a GPU). Speed only; checkpoints do not depend on it."),
+    sensors: Optional[str] = typer.Option(
+        None, "--sensors", metavar="SPEC",
+        help="What the actor reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
+             "or a .toml file with those fields (slices: `distill envs --layout ENV`). The critic, used only in training, "
+             "reads the true state. Such a run is CRL from scratch behind a student's sensors, not a teacher to distil "
+             "(a teacher labels from the true state)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -159,7 +165,7 @@ def train_teacher_cmd(
         critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim,
         num_envs=num_envs, batch_size=batch_size, total_steps=total_steps, unroll_length=unroll_length,
         updates_per_step=updates_per_step, num_evals=num_evals, eval_episodes=eval_episodes,
-        replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, block_unroll=block_unroll,
+        replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, block_unroll=block_unroll, sensors=sensors,
     )
     if seeds is None:
         config = run_teacher_config(out, resume, env, seed=seed, **settings)

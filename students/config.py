@@ -138,6 +138,14 @@ def sensor_model(config: StudentConfig) -> SensorModel | None:
     return parse_sensors(config.sensors, get_spec(config.env)) if config.env else None
 
 
+def check_teacher_reads_state(teacher_run: Path, sensors: str) -> None:
+    """A teacher labels every state the student visits with its action from that state alone; one
+    trained behind sensors acts from a history of readings, which a label at one state cannot hold."""
+    if sensors:
+        raise DistillError(f"the teacher in {teacher_run} was trained behind sensors; a teacher labels from the true "
+                           "state: distil a teacher trained without --sensors")
+
+
 def student_config(
     teacher_run: Path,
     *,
@@ -154,6 +162,7 @@ def student_config(
     the rounds, updates or steps are given.
     """
     record = runs.read_config(teacher_run, kind="teacher")
+    check_teacher_reads_state(teacher_run, record["config"].get("sensors", ""))
     teacher_env = record["config"]["env"]
     if env is not None and env != teacher_env:
         raise DistillError(f"environment mismatch: the teacher in {teacher_run} was trained on '{teacher_env}', not '{env}'")

@@ -23,6 +23,7 @@ from distill.render import write_maze_panels
 from distill.sensors import SensorModel, empty_buffer
 from students.config import sensor_model
 from students.train import compress, load_student
+from teachers.config import sensor_model as teacher_sensor_model
 from teachers.train import load_teacher, train_teacher
 
 
@@ -217,7 +218,9 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
     """CRL at the student's depth and width, with the teacher's env-step budget and settings.
 
     It uses the next seed, so that where the teacher is itself that shallow (the CPU default) the
-    baseline is an independent run rather than a replay of the teacher.
+    baseline is an independent run rather than a replay of the teacher. A student behind sensors is
+    matched by CRL behind the same sensors (its critic, used only in training, reads the state), so
+    that the comparison says what distillation is worth to a robot that reads only those sensors.
     """
     import dataclasses
 
@@ -226,7 +229,7 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
     out = student_run / "scratch_baseline"
     config = dataclasses.replace(
         t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width,
-        seed=t_config.seed + 1, remat=None,
+        seed=t_config.seed + 1, remat=None, sensors=s_config.sensors,
     )
     done = runs.read_metrics(out)
     if not (done and done[-1]["env_steps"] >= config.total_steps - config.num_envs * config.unroll_length):
@@ -259,12 +262,16 @@ def _no_history_student(student_run, s_config, sensors, spec, env, episodes, key
 
 
 def _evaluate_run(run: Path, spec, env, episodes, key, paths) -> dict:
-    """A CRL run trained from scratch, on the report's episodes."""
+    """A CRL run trained from scratch, on the report's episodes (through its sensors if it has any)."""
     b_config, _, networks, params, _ = load_teacher(run)
-    label = f"CRL from scratch (depth {b_config.critic_depth})"
-    return {**_evaluate(spec, env, networks, params, episodes, key, paths, label), "depth": b_config.critic_depth,
-            "width": b_config.width, "params": {k: count_params(v) for k, v in params.items()},
-            "env_steps": runs.read_metrics(run)[-1]["env_steps"], "run": str(run)}
+    sensors = teacher_sensor_model(b_config)
+    label = f"CRL from scratch (depth {b_config.critic_depth}" + (", sensors)" if sensors else ")")
+    row = {**_evaluate(spec, env, networks, params, episodes, key, paths, label, sensors), "depth": b_config.critic_depth,
+           "width": b_config.width, "params": {k: count_params(v) for k, v in params.items()},
+           "env_steps": runs.read_metrics(run)[-1]["env_steps"], "run": str(run)}
+    if sensors is not None:
+        row["sensors"] = sensors.to_json()
+    return row
 
 
 def _write_markdown(run: Path, r: dict) -> None:
@@ -283,7 +290,7 @@ def _write_markdown(run: Path, r: dict) -> None:
             continue
         lat = row.get("jax_latency")
         lat_text = f"{lat['p50_us']:.0f} / {lat['p99_us']:.0f}" if lat else "-"
-        label = {"scratch": "CRL from scratch (" + ("given run" if row.get("given") else "student size") + ")",
+        label = {"scratch": f"CRL from scratch ({'given run' if row.get('given') else 'student size'}{_scratch_sensors(r)})",
                  "teacher": "teacher (privileged: full state)" if sensed else "teacher",
                  "student": f"student (sensors, history {r['student']['sensors']['history']})" if sensed else "student",
                  "student_no_history": "same student without history (history 1)"}.get(name, name)
@@ -326,6 +333,14 @@ def _write_markdown(run: Path, r: dict) -> None:
     if r.get("maze_paths"):
         lines += ["Where each policy goes (same episodes, same colours):", "", f"![paths]({r['maze_paths']})", ""]
     runs.atomic_write_text(run / "report.md", "\n".join(lines))
+
+
+def _scratch_sensors(r: dict) -> str:
+    """How the from-scratch run read the state, beside the student: ', same sensors', ', sensors' or ''."""
+    scratch = (r.get("scratch") or {}).get("sensors")
+    if scratch is None:
+        return ""
+    return ", same sensors" if scratch["spec"] == r["student"].get("sensors", {}).get("spec") else ", sensors"
 
 
 def _plot(run: Path, r: dict) -> None:

@@ -35,7 +35,7 @@ from distill.replay import Batch, TrajectoryBuffer, buffer_init, buffer_insert, 
 from distill.sensors import SensorModel, empty_buffer, observe
 from distill.sharding import BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated
 from students import losses
-from students.config import StudentConfig, sensor_model
+from students.config import StudentConfig, check_teacher_reads_state, sensor_model
 from students.losses import Outputs
 from distill.networks import CRLNetworks, load_run_networks, make_crl_networks
 from teachers.train import load_teacher
@@ -204,6 +204,7 @@ def teacher_checkpoint_hash(teacher_run: Path) -> str:
 def make_distiller(config: StudentConfig, teacher_run: Path, mesh: Mesh | None = None):
     mesh = mesh or make_mesh()
     teacher_config, spec, teacher_networks, teacher_params, teacher_step = load_teacher(teacher_run)
+    check_teacher_reads_state(teacher_run, teacher_config.sensors)
     config = config.resolved(teacher_config.width, teacher_config.repr_dim, teacher_config.env, teacher_config.backend)
     config = dataclasses.replace(config, teacher_run=str(teacher_run)).validate(mesh.size)
     sensors = sensor_model(config)

@@ -10,6 +10,7 @@ from distill.envs import DEFAULT_ENV, get_spec
 from distill.errors import DistillError
 from distill.networks import check_block_unroll
 from distill.memory import FLOAT_BYTES, Network, auto_remat, available_bytes, check_fits, training_bytes
+from distill.sensors import SensorModel, parse_sensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,11 @@ class TeacherConfig:
     seed: int = 0
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep (the best one is kept as well)."""
+    sensors: str = ""
+    """What the actor reads instead of the state (``distill.sensors``), in its canonical form; '' reads
+    the full state. The critic always reads the true state: it is used only in training, so a run
+    behind sensors is CRL with an asymmetric actor-critic, the from-scratch match of a student with
+    the same sensors."""
 
     def resolved(self) -> "TeacherConfig":
         """Fills derived defaults so that the written config is fully explicit."""
@@ -81,18 +87,21 @@ class TeacherConfig:
         remat = self.remat
         if remat is None:
             remat = auto_remat(self.training_bytes(remat=False), max(self.critic_depth, self.actor_depth), available_bytes())
-        return dataclasses.replace(self, updates_per_step=updates, remat=remat, backend=self.backend or get_spec(self.env).backend)
+        return dataclasses.replace(self, updates_per_step=updates, remat=remat, backend=self.backend or get_spec(self.env).backend,
+                                   sensors=canonical_sensors(self.sensors, self.env))
 
     def training_bytes(self, remat: bool | None = None) -> int:
         """Estimated peak memory of one update (see distill.memory)."""
         spec = get_spec(self.env)
+        model = sensor_model(self)
+        sensor_dim = model.sensor_dim if model else 0
         networks = [
-            Network(spec.obs_dim, 2 * spec.action_dim, self.actor_depth),
+            Network((sensor_dim or spec.state_dim) + spec.goal_dim, 2 * spec.action_dim, self.actor_depth),
             # phi is also differentiated through for the actor's action; psi only in the critic loss
             Network(spec.state_dim + spec.action_dim, self.repr_dim, self.critic_depth, passes=2),
             Network(spec.goal_dim, self.repr_dim, self.critic_depth),
         ]
-        replay = self.replay_rows * self.num_envs * (spec.state_dim + spec.action_dim + 2) * FLOAT_BYTES
+        replay = self.replay_rows * self.num_envs * (spec.state_dim + sensor_dim + spec.action_dim + 2) * FLOAT_BYTES
         return training_bytes(networks, self.width, self.batch_size, bool(self.remat if remat is None else remat), replay)
 
     def validate(self, num_devices: int = 1) -> "TeacherConfig":
@@ -107,6 +116,8 @@ class TeacherConfig:
             if getattr(self, name) <= 0:
                 raise DistillError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_block_unroll(self.block_unroll)
+        if self.env:
+            sensor_model(self)
         if self.updates_per_step < 0:
             raise DistillError(f"--updates-per-step must be non-negative, got {self.updates_per_step}")
         if not 0.0 < self.gamma < 1.0:
@@ -129,10 +140,25 @@ class TeacherConfig:
         return self
 
 
+def sensor_model(config: TeacherConfig) -> SensorModel | None:
+    """The config's sensor model on its environment (None: the actor reads the full state)."""
+    return parse_sensors(config.sensors, get_spec(config.env)) if config.env else None
+
+
+def canonical_sensors(text: str, env: str) -> str:
+    """``text`` (a spec string or a TOML file) as the canonical spec string on ``env``; '' stays ''.
+
+    Recorded in this form, a spec string and the file it came from are one config."""
+    model = parse_sensors(text, get_spec(env)) if text else None
+    return model.describe() if model else ""
+
+
 def teacher_config(env: str = DEFAULT_ENV, **overrides) -> TeacherConfig:
     """The config for ``env``: its training preset, then the given overrides (None means "not given")."""
     values = dict(get_spec(env).preset)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("sensors"):
+        values["sensors"] = canonical_sensors(values["sensors"], env)
     return TeacherConfig(env=env, **values)
 
 
@@ -143,4 +169,6 @@ def run_teacher_config(out: Path, resume: bool, env: str | None = None, **overri
         return teacher_config(env or DEFAULT_ENV, **overrides)
     recorded = runs.recorded_config(out, "teacher", TeacherConfig)
     given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("sensors"):
+        given["sensors"] = canonical_sensors(given["sensors"], env or recorded.env)
     return dataclasses.replace(recorded, env=env or recorded.env, **given)

@@ -45,9 +45,14 @@ def actor_loss(
     batch: Batch,
     alpha: jax.Array,
     key: jax.Array,
+    actor_input: jax.Array | None = None,
 ):
-    """E[alpha * log pi(a|s,g) - f(s, a, g)] with a reparameterised action and the relabelled goal."""
-    mean, log_std = networks.policy(actor_params, jnp.concatenate([batch.state, batch.goal], axis=-1))
+    """E[alpha * log pi(a|s,g) - f(s, a, g)] with a reparameterised action and the relabelled goal.
+
+    ``actor_input`` is what the actor read at each state instead of the state (a sensor vector); the
+    critic f still scores the true state."""
+    seen = batch.state if actor_input is None else actor_input
+    mean, log_std = networks.policy(actor_params, jnp.concatenate([seen, batch.goal], axis=-1))
     action, log_prob = sample_action(key, mean, log_std)
     phi = networks.phi(critic_params["sa_encoder"], batch.state, action)
     psi = networks.psi(critic_params["goal_encoder"], batch.goal)

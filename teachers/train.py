@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from distill import engine, runs
 from distill.checkpoints import RunCheckpoints, abstract_of, load_params
@@ -33,10 +33,11 @@ from distill.networks import CRLNetworks, deterministic_action, load_run_network
 from distill.progress import TrainingProgress
 from distill.render import write_maze_png
 from distill.replay import TrajectoryBuffer, buffer_init, buffer_insert, sample_batch
+from distill.sensors import SensorModel, empty_buffer, observe
 from distill.sharding import (BUFFER_SPEC, buffer_shardings, env_shardings, make_mesh, replicated, stacked_shardings,
                               with_shardings)
 from teachers import losses
-from teachers.config import TeacherConfig
+from teachers.config import TeacherConfig, sensor_model
 
 
 @struct.dataclass
@@ -47,7 +48,8 @@ class TrainState:
     critic_opt: Any
     alpha_opt: Any
     env: VecState
-    buffer: TrajectoryBuffer
+    buffer: TrajectoryBuffer  # states hold the state, then the sensor vector the actor read there if any
+    readings: jax.Array | None  # [num_envs, L + K, R] sensor readings (None without a sensor model)
     key: jax.Array
     env_steps: jax.Array
     updates: jax.Array
@@ -58,9 +60,10 @@ def critic_params(params: dict) -> dict:
 
 
 def state_shardings(state_shape: TrainState, mesh: Mesh) -> TrainState:
-    """Slots and replay columns are split over devices; everything else is replicated."""
+    """Slots, their readings and replay columns are split over devices; everything else is replicated."""
+    readings = None if state_shape.readings is None else NamedSharding(mesh, P("data"))
     return replicated(mesh, state_shape).replace(
-        env=env_shardings(mesh, state_shape.env), buffer=buffer_shardings(mesh, state_shape.buffer)
+        env=env_shardings(mesh, state_shape.env), buffer=buffer_shardings(mesh, state_shape.buffer), readings=readings
     )
 
 
@@ -76,10 +79,16 @@ class Teacher:
     mesh: Mesh
     runs_axis: str | None = None
     """The vmap axis name when several runs (seeds) are stacked in one program (see ``train_teachers``)."""
+    sensors: SensorModel | None = None
+    """What the actor reads instead of the state (None: the state itself); the critic reads the state."""
 
     @property
     def target_entropy(self) -> float:
         return -self.config.target_entropy_scale * self.spec.action_dim
+
+    @property
+    def sensor_dim(self) -> int:
+        return self.sensors.sensor_dim if self.sensors else 0
 
     # ---- initialisation -------------------------------------------------------------------
     def init(self, key: jax.Array, params: dict | None = None) -> TrainState:
@@ -96,28 +105,39 @@ class Teacher:
             critic_opt=self.optimizer.init(critic_params(params)),
             alpha_opt=self.optimizer.init(log_alpha),
             env=vec_reset(self.env, self.config.num_envs, k_env),
-            buffer=buffer_init(self.config.replay_rows, self.config.num_envs, self.spec.state_dim, self.spec.action_dim),
+            buffer=buffer_init(self.config.replay_rows, self.config.num_envs, self.spec.state_dim + self.sensor_dim,
+                               self.spec.action_dim),
+            readings=empty_buffer(self.sensors, self.config.num_envs),
             key=k_state,
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
         )
 
     # ---- collection -----------------------------------------------------------------------
-    def collect(self, actor_params, vec: VecState, key: jax.Array, length: int):
-        """Steps every slot ``length`` times with the stochastic policy; returns buffer rows and the
-        numbers of episodes that ended, and that their environment ended early, on the way."""
+    def collect(self, actor_params, vec: VecState, readings: jax.Array | None, key: jax.Array, length: int):
+        """Steps every slot ``length`` times with the stochastic policy, the actor reading its sensors
+        if it has any (a new episode starts a fresh history); returns the readings, buffer rows and
+        the numbers of episodes that ended, and that their environment ended early, on the way."""
+        state_dim = self.spec.state_dim
 
         def one_step(carry, step_key):
-            vec = carry
-            mean, log_std = self.networks.policy(actor_params, vec.env.obs)
+            vec, readings = carry
+            obs = vec.env.obs
+            stored = obs[:, :state_dim]
+            if self.sensors is not None:
+                # A key of its own, so that the action is drawn from the key a plain run draws it from.
+                noise = jax.random.normal(jax.random.fold_in(step_key, 1), stored.shape)
+                readings, obs = observe(self.sensors, readings, obs, state_dim, noise, vec.steps == 0)
+                stored = jnp.concatenate([stored, obs[:, : self.sensor_dim]], axis=-1)
+            mean, log_std = self.networks.policy(actor_params, obs)
             action, _ = sample_action(step_key, mean, log_std)
-            row = (vec.env.obs[:, : self.spec.state_dim], action, vec.traj_id, vec.steps)
+            row = (stored, action, vec.traj_id, vec.steps)
             new = vec_step(self.env, self.spec.episode_length, vec, action, self.runs_axis)
             ended, terminated = episode_ends(vec, new, self.spec.episode_length)
-            return new, (row, ended.sum(), terminated.sum())
+            return (new, readings), (row, ended.sum(), terminated.sum())
 
-        vec, (rows, ended, terminated) = jax.lax.scan(one_step, vec, jax.random.split(key, length))
-        return vec, rows, {"episode_ends": ended.sum(), "early_terminations": terminated.sum()}
+        (vec, readings), (rows, ended, terminated) = jax.lax.scan(one_step, (vec, readings), jax.random.split(key, length))
+        return vec, readings, rows, {"episode_ends": ended.sum(), "early_terminations": terminated.sum()}
 
     # ---- one SGD step ---------------------------------------------------------------------
     def sample(self, buffer: TrajectoryBuffer, key: jax.Array):
@@ -135,11 +155,17 @@ class Teacher:
         cfg = self.config
         k_batch, k_actor = jax.random.split(key)
         batch = self.sample(state.buffer, k_batch)
+        seen = None
+        if self.sensors is not None:
+            # The actor learns from what it read at each state; the critic, used only here, from the state.
+            state_dim = self.spec.state_dim
+            seen = batch.state[:, state_dim:]
+            batch = batch.replace(state=batch.state[:, :state_dim])
         params = state.params
         alpha = jnp.exp(state.log_alpha)
 
         (a_loss, a_metrics), a_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
-            params["actor"], critic_params(params), self.networks, batch, alpha, k_actor
+            params["actor"], critic_params(params), self.networks, batch, alpha, k_actor, seen
         )
         updates, actor_opt = self.optimizer.update(a_grads, state.actor_opt, params["actor"])
         actor = optax.apply_updates(params["actor"], updates)
@@ -170,10 +196,11 @@ class Teacher:
 
     # ---- training step and prefill --------------------------------------------------------
     def collect_and_insert(self, state: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
-        vec, rows, episodes = self.collect(state.params["actor"], state.env, key, self.config.unroll_length)
+        vec, readings, rows, episodes = self.collect(state.params["actor"], state.env, state.readings, key,
+                                                     self.config.unroll_length)
         buffer = buffer_insert(state.buffer, *rows)
         steps = self.config.num_envs * self.config.unroll_length
-        return state.replace(env=vec, buffer=buffer, env_steps=state.env_steps + steps), episodes
+        return state.replace(env=vec, readings=readings, buffer=buffer, env_steps=state.env_steps + steps), episodes
 
     def prefill_step(self, state: TrainState) -> TrainState:
         key, k_collect = jax.random.split(state.key)
@@ -199,6 +226,7 @@ def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, runs_axis: str
     mesh = mesh or make_mesh()
     config = config.resolved().validate(mesh.size)
     spec = get_spec(config.env)
+    sensors = sensor_model(config)
     networks = make_crl_networks(
         spec,
         actor_depth=config.actor_depth,
@@ -207,9 +235,10 @@ def make_teacher(config: TeacherConfig, mesh: Mesh | None = None, runs_axis: str
         repr_dim=config.repr_dim,
         remat=config.remat,
         block_unroll=config.block_unroll,
+        sensor_dim=sensors.sensor_dim if sensors else 0,
     )
     env = spec.make(backend=config.backend)
-    return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh, runs_axis)
+    return Teacher(config, spec, env, networks, optax.adam(config.learning_rate), mesh, runs_axis, sensors)
 
 
 @dataclasses.dataclass
@@ -258,7 +287,8 @@ def teacher_trainable(teacher: Teacher, initial_params: dict | None = None) -> T
     of a random initialisation (``--init-from``)."""
     config = teacher.config
     compiled = compile_teacher(teacher)
-    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
+    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes,
+                              sensors=teacher.sensors)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
     prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
 
@@ -276,9 +306,13 @@ def teacher_trainable(teacher: Teacher, initial_params: dict | None = None) -> T
         mesh=teacher.mesh,
         evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch)).success),
         params=lambda state: state.params,
-        title=f"CRL teacher on {config.env} (critic depth {config.critic_depth})",
+        title=_title(config),
         pictures=lambda state: _maze_top_view(teacher, evaluate, state, eval_key),
     )
+
+
+def _title(config: TeacherConfig) -> str:
+    return f"CRL teacher on {config.env} (critic depth {config.critic_depth}{', sensors' if config.sensors else ''})"
 
 
 def _maze_top_view(teacher: Teacher, evaluate, state: TrainState, key: jax.Array):
@@ -294,7 +328,8 @@ def _maze_top_view(teacher: Teacher, evaluate, state: TrainState, key: jax.Array
 
 
 # What must agree between a run and the one it starts from: the parameters' shapes and layout.
-INIT_FROM_FIELDS = ("env", "critic_depth", "actor_depth", "width", "repr_dim")
+# The sensors too: the actor's input is what they read.
+INIT_FROM_FIELDS = ("env", "critic_depth", "actor_depth", "width", "repr_dim", "sensors")
 
 
 def load_init_params(source: Path, teacher: Teacher) -> tuple[dict, dict]:
@@ -312,7 +347,11 @@ def load_init_params(source: Path, teacher: Teacher) -> tuple[dict, dict]:
     # A field the recorded config lacks was added later, and that run had its default.
     recorded = {**dataclasses.asdict(TeacherConfig()), **record.get("config", {})}
     config = teacher.config
-    differ = [f"{name.replace('_', '-')} {getattr(config, name)} here, {recorded.get(name)} there"
+
+    def shown(value):
+        return "none" if value == "" else value
+
+    differ = [f"{name.replace('_', '-')} {shown(getattr(config, name))} here, {shown(recorded.get(name))} there"
               for name in INIT_FROM_FIELDS if recorded.get(name) != getattr(config, name)]
     if differ:
         raise DistillError(f"cannot start from {source}: its networks differ from this run's ({'; '.join(differ)})")
@@ -430,7 +469,8 @@ def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Train
     init = jax.jit(init_one, out_shardings=shardings)
     prefill = jax.jit(prefill_one, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
     prefill_steps = math.ceil(config.prefill_rows / config.unroll_length)
-    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes)
+    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.deterministic_policy, config.eval_episodes,
+                              sensors=teacher.sensors)
     evaluate_all = jax.jit(jax.vmap(evaluate))
     eval_keys = jnp.stack([jax.random.PRNGKey(seed + 1_000_003) for seed in seeds])
 
@@ -456,7 +496,7 @@ def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Train
         mesh=teacher.mesh,
         evaluate=evaluate_members,
         params=lambda state: state.params,
-        title=f"CRL teacher on {config.env} (critic depth {config.critic_depth})",
+        title=_title(config),
         pictures=pictures,
         members=len(seeds),
         member_shardings=solo.shardings,
@@ -517,12 +557,14 @@ def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool 
 
 
 def load_teacher(run: Path, which: str = "best"):
-    """Rebuilds a trained teacher's networks and parameters: (config, spec, networks, params, step)."""
-    return load_run_networks(
-        run, "teacher", TeacherConfig, which,
-        lambda c: dict(actor_depth=c.actor_depth, critic_depth=c.critic_depth, width=c.width, repr_dim=c.repr_dim,
-                       block_unroll=c.block_unroll),
-    )
+    """Rebuilds a trained teacher's networks and parameters: (config, spec, networks, params, step). The
+    networks' ``sensor_dim`` says whether the actor reads a sensor vector (``teachers.config.sensor_model``)."""
+    def shape(c: TeacherConfig) -> dict:
+        sensors = sensor_model(c)
+        return dict(actor_depth=c.actor_depth, critic_depth=c.critic_depth, width=c.width, repr_dim=c.repr_dim,
+                    block_unroll=c.block_unroll, sensor_dim=sensors.sensor_dim if sensors else 0)
+
+    return load_run_networks(run, "teacher", TeacherConfig, which, shape)
 
 
 __all__ = ["Teacher", "TrainState", "compile_teacher", "load_init_params", "load_teacher", "make_teacher", "seed_runs",

@@ -140,6 +140,10 @@ def test_sensor_student_run_records_its_model_and_reports_what_the_sensors_cost(
     assert (sensor_student / "no_history" / "config.json").is_file()
     text = (sensor_student / "report.md").read_text()
     assert "teacher (privileged: full state)" in text and "same student without history" in text
+    # The from-scratch baseline is CRL behind the same sensors, evaluated through them.
+    assert report["scratch"]["sensors"]["spec"] == config["sensors"]
+    assert json.loads((sensor_student / "scratch_baseline" / "config.json").read_text())["config"]["sensors"] == config["sensors"]
+    assert "CRL from scratch (student size, same sensors)" in text
 
 
 def test_onnx_file_reads_sensors_and_matches_the_jax_student_on_one_stream(sensor_student, sensor_onnx):

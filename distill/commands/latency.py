@@ -50,7 +50,7 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
         teacher = make_crl_networks(spec, actor_depth=t_depth, critic_depth=t_depth, width=width)
         t_params = teacher.init(jax.random.PRNGKey(0))
     add("teacher (JAX)", t_depth, width, count_params(t_params["actor"]),
-        jax_policy_latency(teacher, t_params["actor"], spec.obs_dim, calls))
+        jax_policy_latency(teacher, t_params["actor"], teacher.policy_input_dim, calls))
 
     deep = make_crl_networks(spec, actor_depth=deep_depth, critic_depth=4, width=width)
     deep_actor = jax.jit(lambda k: deep.actor.init(k, jnp.zeros((1, spec.obs_dim)))["params"])(jax.random.PRNGKey(1))

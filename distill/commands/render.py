@@ -87,5 +87,8 @@ def critic_map_target(target: Path, goal: str, out: Path, which: str = "best", p
     environment = run.spec.make(backend=run.backend)
     if not isinstance(environment, MazeEnv):
         raise DistillError(f"critic-map draws a maze's floor; '{run.spec.name}' is not a maze")
+    if run.sensors is not None:
+        # The map puts the robot at every point of the floor at once: no history of readings leads there.
+        raise DistillError(f"critic-map needs a policy that reads the state; {target} reads sensors")
     xs, ys, q = critic_map(environment, run.spec, run.networks, run.params, goal_xy, points_per_cell)
     return write_critic_map(environment, xs, ys, q, goal_xy, out, f"{run.description} on {run.spec.name}")
