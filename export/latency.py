@@ -66,34 +66,42 @@ def policy_vs_bare_session_latency(path: Path, calls: int = 5000, seed: int = 0)
     action copied out, written inline in the timing loop (no function call around it). The two are
     timed alternately, and which goes first swaps every call, so drifts of the machine (other jobs,
     frequency, caches) hit both alike. Inputs are redrawn every 64 calls from a normal distribution.
+    A policy with a sensor model gets one reading per call and stacks its history; the bare session is
+    handed the stacked vector, as a caller that kept the history itself would.
     Returns ``{"policy": {p50_us, p99_us, calls}, "bare": {...}, "p50_ratio": policy / bare}``.
     """
     policy = OnnxPolicy(path)
+    policy.reset()
     session = _single_thread_session(path)
-    obs_buffer = np.zeros((1, policy.state_dim), np.float32)
+    first = "sensors" if policy.sensor_model else "obs"
+    reading_dim = policy.reading_dim if policy.sensor_model else policy.state_dim
+    obs_buffer = np.zeros((1, policy.sensor_dim or policy.state_dim), np.float32)
     goal_buffer = np.zeros((1, policy.goal_dim), np.float32)
     action_buffer = np.zeros((1, policy.action_dim), np.float32)
     binding = session.io_binding()
-    for name, buffer in (("obs", obs_buffer), ("goal", goal_buffer)):
+    for name, buffer in ((first, obs_buffer), ("goal", goal_buffer)):
         binding.bind_input(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
     binding.bind_output("action", "cpu", 0, np.float32, list(action_buffer.shape), action_buffer.ctypes.data)
     obs_view, goal_view, action_view = obs_buffer[0], goal_buffer[0], action_buffer[0]
     run = session.run_with_iobinding
 
     rng = np.random.default_rng(seed)
-    pool = [(rng.standard_normal(policy.state_dim).astype(np.float32), rng.standard_normal(policy.goal_dim).astype(np.float32))
+    pool = [(rng.standard_normal(reading_dim).astype(np.float32), rng.standard_normal(policy.goal_dim).astype(np.float32))
             for _ in range(64)]
+    # What the bare session is handed: for a sensor policy, the history a first reading fills.
+    bare_inputs = [np.resize(reading, obs_buffer.shape[1]) for reading, _ in pool]
     warmup = 500
     policy_times, bare_times = np.empty(calls + warmup), np.empty(calls + warmup)
     clock = time.perf_counter
     for i in range(calls + warmup):
         obs, goal = pool[i % 64]
+        bare_obs = bare_inputs[i % 64]
         if i & 1:
             t0 = clock()
             policy(obs, goal)
             t1 = clock()
         t2 = clock()
-        obs_view[...] = obs
+        obs_view[...] = bare_obs
         goal_view[...] = goal
         run(binding)
         action_view.copy()
@@ -103,6 +111,7 @@ def policy_vs_bare_session_latency(path: Path, calls: int = 5000, seed: int = 0)
             policy(obs, goal)
             t1 = clock()
         policy_times[i], bare_times[i] = t1 - t0, t3 - t2
+    policy.reset()  # a sensor policy's history is then the one the bare session was handed
     np.testing.assert_allclose(policy(obs, goal), action_view, atol=1e-6)  # both ran the same network
     result = {"policy": percentiles(policy_times[warmup:]), "bare": percentiles(bare_times[warmup:])}
     result["p50_ratio"] = result["policy"]["p50_us"] / result["bare"]["p50_us"]

@@ -67,12 +67,16 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
         student = make_crl_networks(spec, actor_depth=s_depth, critic_depth=s_depth, width=s_width)
         s_params = student.init(jax.random.PRNGKey(2))
     add("student (JAX)", s_depth, s_width, count_params(s_params["actor"]),
-        jax_policy_latency(student, s_params["actor"], spec.obs_dim, calls))
+        jax_policy_latency(student, s_params["actor"], student.policy_input_dim, calls))
 
     if onnx_path is None:
         model = policy_graph(jax.device_get(s_params["actor"]), state_dim=spec.state_dim, goal_dim=spec.goal_dim,
-                             action_dim=spec.action_dim)
+                             action_dim=spec.action_dim, sensor_dim=student.sensor_dim)
         set_metadata(model, {"env": spec.name})
+        if student.sensor_dim:
+            from students.config import sensor_model
+
+            set_metadata(model, {"sensor_model": sensor_model(s_config).to_json()})
         onnx_path = Path(tempfile.mkdtemp()) / "student.onnx"
         onnx.save(model, onnx_path)
     # OnnxPolicy and the bare IO-bound session run interleaved, so their ratio is not skewed by drift.
