@@ -224,23 +224,29 @@ class OnnxPolicy(_OnnxModel):
         if "sensors" in self._input_dims:
             self._init_sensed()
             return
-        # Batch-1 buffers bound to the session once; numpy keeps them alive, onnxruntime holds pointers.
-        # obs, goal and action are adjacent views of one buffer, so one pass over it checks all three.
-        state_dim, goal_dim, action_dim = self.state_dim, self.goal_dim, self.action_dim
+        state_dim, goal_dim = self.state_dim, self.goal_dim
         self._obs_shape, self._goal_shape = (state_dim,), (goal_dim,)
-        buffer = np.zeros(state_dim + goal_dim + action_dim, np.float32)
-        address, item = buffer.ctypes.data, buffer.itemsize
-        binding = self._session.io_binding()
-        binding.bind_input("obs", "cpu", 0, np.float32, [1, state_dim], address)
-        binding.bind_input("goal", "cpu", 0, np.float32, [1, goal_dim], address + item * state_dim)
-        binding.bind_output("action", "cpu", 0, np.float32, [1, action_dim], address + item * (state_dim + goal_dim))
-        self._binding = binding  # keeps the binding (and with it the bound pointers) alive
+        buffer, binding = self._bind_batch_one("obs", state_dim)
         # Everything the fast path touches, fetched with one attribute lookup.
         self._fast = (
             threading.Lock(), buffer, buffer[:state_dim], buffer[state_dim : state_dim + goal_dim],
             buffer[state_dim + goal_dim :], self._session.run_with_iobinding, binding,
             len(buffer) <= SUM_CHECK_MAX,
         )
+
+    def _bind_batch_one(self, first: str, first_dim: int) -> tuple[np.ndarray, Any]:
+        """Batch-1 buffers bound to the session once; numpy keeps them alive, onnxruntime holds pointers.
+        ``first`` (obs or sensors), goal and action are adjacent views of one buffer, so one pass over
+        it checks all three."""
+        goal_dim, action_dim = self.goal_dim, self.action_dim
+        buffer = np.zeros(first_dim + goal_dim + action_dim, np.float32)
+        address, item = buffer.ctypes.data, buffer.itemsize
+        binding = self._session.io_binding()
+        binding.bind_input(first, "cpu", 0, np.float32, [1, first_dim], address)
+        binding.bind_input("goal", "cpu", 0, np.float32, [1, goal_dim], address + item * first_dim)
+        binding.bind_output("action", "cpu", 0, np.float32, [1, action_dim], address + item * (first_dim + goal_dim))
+        self._binding = binding  # keeps the binding (and with it the bound pointers) alive
+        return buffer, binding
 
     def __call__(self, obs: Any, goal: Any) -> np.ndarray:
         if self.sensor_model is not None:
@@ -277,15 +283,9 @@ class OnnxPolicy(_OnnxModel):
         if self.reading_dim * self.history != int(self.metadata.get("sensor_dim", -1)) or self.reading_dim <= 0:
             raise PolicyFileError(f"{self.path}: its sensor_model does not fit its sensors input")
         self.sensor_model = model
-        sensor_dim, goal_dim, action_dim = self.reading_dim * self.history, self.goal_dim, self.action_dim
+        sensor_dim, goal_dim = self.reading_dim * self.history, self.goal_dim
         self._reading_shape, self._goal_shape = (self.reading_dim,), (goal_dim,)
-        buffer = np.zeros(sensor_dim + goal_dim + action_dim, np.float32)
-        address, item = buffer.ctypes.data, buffer.itemsize
-        binding = self._session.io_binding()
-        binding.bind_input("sensors", "cpu", 0, np.float32, [1, sensor_dim], address)
-        binding.bind_input("goal", "cpu", 0, np.float32, [1, goal_dim], address + item * sensor_dim)
-        binding.bind_output("action", "cpu", 0, np.float32, [1, action_dim], address + item * (sensor_dim + goal_dim))
-        self._binding = binding
+        buffer, binding = self._bind_batch_one("sensors", sensor_dim)
         self._buffer = buffer
         self._sensors = buffer[:sensor_dim]
         self._goal = buffer[sensor_dim : sensor_dim + goal_dim]
