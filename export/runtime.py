@@ -286,13 +286,16 @@ class OnnxPolicy(_OnnxModel):
         sensor_dim, goal_dim = self.reading_dim * self.history, self.goal_dim
         self._reading_shape, self._goal_shape = (self.reading_dim,), (goal_dim,)
         buffer, binding = self._bind_batch_one("sensors", sensor_dim)
-        self._buffer = buffer
         self._sensors = buffer[:sensor_dim]
-        self._goal = buffer[sensor_dim : sensor_dim + goal_dim]
-        self._action = buffer[sensor_dim + goal_dim :]
         self._lock = threading.Lock()
-        self._run_bound = self._session.run_with_iobinding
-        self._sum_check = self.reading_dim + goal_dim <= SUM_CHECK_MAX
+        width = self.reading_dim
+        # Everything the fast path touches, views included, made once: a call then shifts the history
+        # by one reading in place (the older part onto itself, the new reading last).
+        self._sensed_fast = (
+            self._lock, self._sensors.reshape(self.history, width), self._sensors[:-width], self._sensors[width:],
+            self._sensors[-width:], buffer[sensor_dim : sensor_dim + goal_dim], buffer[sensor_dim + goal_dim :],
+            self._session.run_with_iobinding, binding, self.history > 1, width + goal_dim <= SUM_CHECK_MAX,
+        )
         self.reset()
 
     @property
@@ -315,27 +318,27 @@ class OnnxPolicy(_OnnxModel):
             return self._checked_call(reading, goal)
         # Control-loop path: the inputs are checked before they enter the history, so a refused call
         # leaves it as it was.
-        if self._sum_check:
+        lock, rows, older, newer, newest, goal_view, action_view, run, binding, shifts, sum_check = self._sensed_fast
+        if sum_check:
             finite = _isfinite(sum(reading.tolist()) + sum(goal.tolist()))
         else:
             finite = _all_finite(reading) and _all_finite(goal)
         if not finite:
             return self._checked_call(reading, goal)  # raises, naming the bad input
-        with self._lock:
+        with lock:
             if self._batch_history is not None:
                 raise PolicyInputError("this policy holds the history of a batch of episodes; call reset() before a single one")
-            sensors, width = self._sensors, self.reading_dim
             if self._started:
-                if self.history > 1:
-                    sensors[:-width] = sensors[width:]
-                sensors[-width:] = reading
+                if shifts:
+                    older[...] = newer
+                newest[...] = reading
             else:
-                sensors.reshape(self.history, width)[...] = reading
+                rows[...] = reading
                 self._started = True
-            self._goal[...] = goal
-            self._run_bound(self._binding)
-            action = self._action.copy()
-        if not _isfinite(float(action.sum())):
+            goal_view[...] = goal
+            run(binding)
+            action = action_view.copy()
+        if not _isfinite(sum(action.tolist())):
             raise PolicyInputError("the network's action is not finite for finite inputs; they are too large for float32 arithmetic")
         return action
 
