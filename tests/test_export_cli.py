@@ -10,7 +10,7 @@ from distill.networks import deterministic_action
 from export.onnx_graph import read_metadata
 from export.runtime import OnnxCritic, OnnxPolicy
 from students.train import load_student
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +53,14 @@ def test_closed_loop_onnx_matches_the_jax_student(exported, tiny_student_run):
 
 
 def test_export_bad_inputs(tiny_teacher_run, exported, tmp_path):
-    assert_one_line_error(run_cli("export", str(tmp_path / "missing"), "--out", str(tmp_path / "p.onnx")), "does not exist")
-    assert_one_line_error(run_cli("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run")
+    assert_one_line_error(run_cli_in_process("export", str(tmp_path / "missing"), "--out", str(tmp_path / "p.onnx")), "does not exist")
+    assert_one_line_error(run_cli_in_process("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run")
 
 
 def test_unwritable_output_path(tiny_student_run, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run_cli("export", str(tiny_student_run), "--out", str(blocker / "sub" / "p.onnx"))
+    result = run_cli_in_process("export", str(tiny_student_run), "--out", str(blocker / "sub" / "p.onnx"))
     assert_one_line_error(result, "cannot write")
     assert blocker.read_text() == ""
 
@@ -70,9 +70,9 @@ def test_evaluate_rejects_foreign_onnx_and_wrong_env(exported, tmp_path):
     model = onnx.load(str(exported))
     del model.metadata_props[:]
     onnx.save(model, str(foreign))
-    assert_one_line_error(run_cli("evaluate", str(foreign), "--episodes", "2"), "metadata")
-    assert_one_line_error(run_cli("evaluate", str(exported), "--env", "ant", "--episodes", "2"), "not for 'ant'")
-    assert_one_line_error(run_cli("evaluate", str(tmp_path / "none.onnx")), "does not exist")
+    assert_one_line_error(run_cli_in_process("evaluate", str(foreign), "--episodes", "2"), "metadata")
+    assert_one_line_error(run_cli_in_process("evaluate", str(exported), "--env", "ant", "--episodes", "2"), "not for 'ant'")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tmp_path / "none.onnx")), "does not exist")
 
 
 def test_render_an_onnx_file_that_does_not_name_its_env(exported, tmp_path):
@@ -83,7 +83,7 @@ def test_render_an_onnx_file_that_does_not_name_its_env(exported, tmp_path):
     model.metadata_props.extend(kept)
     onnx.save(model, str(unnamed))
     out = tmp_path / "viewer.html"
-    assert_one_line_error(run_cli("render", str(unnamed), "--out", str(out)), "does not name its environment", "--env")
+    assert_one_line_error(run_cli_in_process("render", str(unnamed), "--out", str(out)), "does not name its environment", "--env")
     assert not out.exists()
     result = run_cli("render", str(unnamed), "--env", "reacher", "--out", str(out), "--episodes", "1")
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,7 @@ import pytest
 from distill.commands.evaluate import evaluate_target, load_run_policy
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 EPISODES = 8
 
@@ -78,5 +78,5 @@ def test_obs_noise_through_the_command_line(tiny_student_run, student_onnx):
     result = run_cli("evaluate", str(student_onnx), "--episodes", str(EPISODES), "--obs-noise", "0.05", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["obs_noise"] == 0.05
-    assert_one_line_error(run_cli("evaluate", str(tiny_student_run), "--obs-noise", "-0.1"), "--obs-noise")
-    assert_one_line_error(run_cli("evaluate", str(student_onnx), "--obs-noise", "inf"), "--obs-noise")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tiny_student_run), "--obs-noise", "-0.1"), "--obs-noise")
+    assert_one_line_error(run_cli_in_process("evaluate", str(student_onnx), "--obs-noise", "inf"), "--obs-noise")
