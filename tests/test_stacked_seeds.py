@@ -29,6 +29,9 @@ def assert_same_epoch(stacked: dict, solo: dict) -> None:
         assert stacked[key] == solo[key], key
 
 
+# Compiling the vmapped step of two seeds takes a minute or two on a small machine: CI runs it with the
+# slow tests.
+@pytest.mark.slow
 def test_two_seeds_in_one_program_match_their_solo_runs(tiny_teacher_run, tmp_path):
     config = teacher_config("reacher", **TINY_TEACHER)
     outs = [tmp_path / "seed_0", tmp_path / "seed_1"]
