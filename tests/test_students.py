@@ -165,6 +165,10 @@ def test_compress_with_scratch_baseline(tiny_student_run, tiny_teacher_run):
     assert json.loads((tiny_student_run / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
 
 
+# Compressing a maze teacher compiles the student's and the report's programs for 1000-step maze
+# episodes, a minute on a small machine: CI runs it with the slow tests. The default suite draws a
+# maze run's paths through render --png.
+@pytest.mark.slow
 def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_path):
     from distill.evaluation import PATH_EPISODES
 
