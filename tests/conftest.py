@@ -161,3 +161,12 @@ def tiny_student_run(tiny_teacher_run, tmp_path_factory):
     result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(out), *TINY_STUDENT_FLAGS)
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_student_onnx(tiny_student_run, tmp_path_factory):
+    """The tiny student exported through the CLI with its critic: policy.onnx beside policy.critic.onnx."""
+    out = tmp_path_factory.mktemp("export") / "policy.onnx"
+    result = run_cli("export", str(tiny_student_run), "--out", str(out), "--critic")
+    assert result.returncode == 0, result.stderr
+    return out

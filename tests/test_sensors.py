@@ -204,13 +204,10 @@ def test_batch_history_and_reset(sensor_onnx):
     assert not np.array_equal(before, fresh._sensors)
 
 
-def test_plain_file_has_no_sensor_model_and_reset_changes_nothing(tiny_student_run, tmp_path):
+def test_plain_file_has_no_sensor_model_and_reset_changes_nothing(tiny_student_onnx):
     from export.runtime import OnnxPolicy
-    from export.student import export_student
 
-    path = tmp_path / "plain.onnx"
-    export_student(tiny_student_run, path)
-    policy = OnnxPolicy(path)
+    policy = OnnxPolicy(tiny_student_onnx)
     obs, goal = np.full(10, 0.1, np.float32), np.full(2, 0.05, np.float32)
     before = policy(obs, goal)
     policy.reset()
