@@ -94,6 +94,10 @@ def _report_figures(report: dict) -> dict:
     return report
 
 
+# Two whole compressions with their reports, then two exports with critics: most of a minute on a small
+# machine, so CI runs it with the slow tests. The default suite still evaluates, renders and starts
+# training from a packed run.
+@pytest.mark.slow
 def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run, packed_teacher, tmp_path):
     """Students of the original and the packed teacher (the teacher itself as --baseline-run) are the
     same bit for bit, with the same report; a packed student exports the same ONNX policy."""
