@@ -29,6 +29,46 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
     )
 
 
+def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs ``distill`` inside this process, answering as ``run_cli`` does.
+
+    For bad input, which is refused before any real work: a fresh interpreter for each refusal costs
+    seconds of imports. What a fresh process would show still shows here: what the native libraries
+    write to the stderr file descriptor is kept, and an uncaught exception comes back as the traceback
+    Python would print. What ``one_line_errors`` changes in the logging and warnings machinery is
+    undone afterwards, so later tests see this process as it was.
+    """
+    import logging
+    import tempfile
+    import traceback
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    loggers = [logging.getLogger(), logging.getLogger("absl")]
+    levels = [logger.level for logger in loggers]
+    showwarning = warnings.showwarning
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with tempfile.TemporaryFile() as native:
+        os.dup2(native.fileno(), 2)
+        try:
+            result = CliRunner().invoke(app, list(args), env=env)
+        finally:
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            warnings.showwarning = showwarning
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+        native.seek(0)
+        stderr = result.stderr + native.read().decode(errors="replace")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["distill", *args], result.exit_code, result.stdout, stderr)
+
+
 def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
     """Starts ``distill`` in the background, as a user would."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -119,5 +159,14 @@ def tiny_student_run(tiny_teacher_run, tmp_path_factory):
     """
     out = tmp_path_factory.mktemp("student") / "run"
     result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(out), *TINY_STUDENT_FLAGS)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_student_onnx(tiny_student_run, tmp_path_factory):
+    """The tiny student exported through the CLI with its critic: policy.onnx beside policy.critic.onnx."""
+    out = tmp_path_factory.mktemp("export") / "policy.onnx"
+    result = run_cli("export", str(tiny_student_run), "--out", str(out), "--critic")
     assert result.returncode == 0, result.stderr
     return out

@@ -18,7 +18,8 @@ import pytest
 from distill.envs import arm
 
 # A minute or more of compiling MJX programs from a cold cache: CI runs these with the slow tests,
-# while every arm environment still resets, steps and keeps its goal bookkeeping in test_envs.py.
+# as it does test_envs.py's checks that every arm task resets, steps and keeps its goal bookkeeping
+# (the default suite runs those for arm_push_easy).
 pytestmark = pytest.mark.slow
 
 ENVS = {"push_easy": arm.ArmPushEasy, "push_hard": arm.ArmPushHard, "binpick_hard": arm.ArmBinpickHard}

@@ -10,7 +10,7 @@ from distill.evaluation import make_evaluator, summarize
 from distill.networks import deterministic_action
 from distill.runs import read_metrics
 from teachers.train import load_teacher
-from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
+from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli, run_cli_in_process
 
 
 @pytest.mark.parametrize(
@@ -26,13 +26,13 @@ from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
     ],
 )
 def test_bad_training_input(tmp_path, flags, fragments):
-    result = run_cli("train-teacher", "--out", str(tmp_path / "run"), "--no-progress", *flags)
+    result = run_cli_in_process("train-teacher", "--out", str(tmp_path / "run"), "--no-progress", *flags)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_resume_without_a_run_or_checkpoint(tmp_path):
-    assert_one_line_error(run_cli("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume")
+    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume")
     # A run killed before its first checkpoint: --resume starts it from the beginning, with a notice.
     run = tmp_path / "unstarted"
     run.mkdir()
@@ -48,7 +48,7 @@ def test_resume_with_a_changed_config_is_refused(tiny_teacher_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_teacher_run, run)
     before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    result = run_cli("train-teacher", "--out", str(run), "--resume", "--critic-depth", "8", "--no-progress")
+    result = run_cli_in_process("train-teacher", "--out", str(run), "--resume", "--critic-depth", "8", "--no-progress")
     assert_one_line_error(result, "changed config", "--critic-depth 8 (the run has 4)")
     assert before == {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     # Giving the recorded value again is not a change.
@@ -56,6 +56,7 @@ def test_resume_with_a_changed_config_is_refused(tiny_teacher_run, tmp_path):
     assert same.returncode == 0, same.stderr
 
 
+# In a fresh process: were the refusal to go, these runs would be too big for the test process to survive.
 @pytest.mark.parametrize(
     "flags, fragments",
     [
@@ -77,7 +78,7 @@ def test_existing_output_directory_is_never_overwritten(tiny_teacher_run, tmp_pa
     run = tmp_path / "run"
     shutil.copytree(tiny_teacher_run, run)
     before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--no-progress"), "already exists")
+    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(run), "--no-progress"), "already exists")
     after = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     assert before == after
 
@@ -88,14 +89,23 @@ def test_resume_from_corrupt_checkpoint(tiny_teacher_run, tmp_path):
     for path in (run / "checkpoints" / "last").rglob("*"):
         if path.is_file():
             path.write_bytes(b"not a checkpoint")
-    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--resume", "--no-progress"), "checkpoint")
+    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(run), "--resume", "--no-progress"), "checkpoint")
 
 
 def test_evaluate_bad_inputs(tiny_teacher_run, tmp_path):
-    assert_one_line_error(run_cli("evaluate", str(tmp_path / "missing")), "does not exist")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tmp_path / "missing")), "does not exist")
     (tmp_path / "not_a_run").mkdir()
-    assert_one_line_error(run_cli("evaluate", str(tmp_path / "not_a_run")), "not a run directory")
-    assert_one_line_error(run_cli("evaluate", str(tiny_teacher_run), "--episodes", "0"), "--episodes")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tmp_path / "not_a_run")), "not a run directory")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tiny_teacher_run), "--episodes", "0"), "--episodes")
+
+
+def test_bad_input_in_a_fresh_process_is_one_line_too(tiny_teacher_run, tmp_path):
+    # The other refusals run in the test process, whose libraries are long imported; a user's fresh
+    # process imports them for the first time, and whatever that prints would show here.
+    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "s")),
+                          "mismatch")
+    assert_one_line_error(run_cli("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run")
+    assert not list(tmp_path.iterdir())
 
 
 def test_evaluate_a_teacher_run(tiny_teacher_run):

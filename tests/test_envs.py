@@ -62,7 +62,14 @@ def rollout(env, action_dim: int, key: jax.Array):
     return first, trajectory
 
 
-@pytest.fixture(scope="module", params=sorted(REGISTRY))
+# Compiling each environment's physics is what these checks cost (half a minute for an MJX arm), and
+# the variants of one robot share its code: the default suite checks each robot once, and a maze
+# around the ant and around the point mass; CI runs the other mazes and arm tasks with the slow tests.
+DEFAULT_ENVS = {"reacher", "ant", "humanoid", "ant_u4_maze", "simple_u_maze", "arm_push_easy"}
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(name, marks=() if name in DEFAULT_ENVS else pytest.mark.slow) for name in sorted(REGISTRY)])
 def run(request):
     spec = REGISTRY[request.param]
     env = spec.make()

@@ -20,7 +20,7 @@ from export.onnx_graph import policy_graph, read_metadata, set_metadata
 from export.parity import write_verified
 from export.runtime import OnnxPolicy, PolicyInputError
 from export.variants import VariantRefused, fp16_model, gate_variant, int8_model, visited_states
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 from tests.test_export import DIMS, POLICY_INPUTS, SPEC, jax_policy, make_actor, random_policy_inputs
 
 GATE_EPISODES = 8
@@ -169,8 +169,8 @@ def test_export_variant_end_to_end(tiny_student_run, tmp_path):
 
 def test_export_variant_bad_flags(tiny_student_run, tmp_path):
     out = tmp_path / "p.onnx"
-    assert_one_line_error(run_cli("export", str(tiny_student_run), "--out", str(out), "--int8", "--fp16"), "one of --int8 and --fp16")
-    assert_one_line_error(run_cli("export", str(tiny_student_run), "--out", str(out), "--fp16", "--gate-episodes", "0"), "positive")
+    assert_one_line_error(run_cli_in_process("export", str(tiny_student_run), "--out", str(out), "--int8", "--fp16"), "one of --int8 and --fp16")
+    assert_one_line_error(run_cli_in_process("export", str(tiny_student_run), "--out", str(out), "--fp16", "--gate-episodes", "0"), "positive")
     assert not out.exists()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from distill.commands.frontier import make_plan, pareto_front, recommend, run_frontier
 from distill.errors import DistillError
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 # Two students of the tiny teacher: depth 0 (projection and heads only) and depth 4, width 16.
 TINY = dict(steps=6, iterations=2, num_envs=8, unroll_length=10, batch_size=32, eval_episodes=4)
@@ -176,8 +176,8 @@ def test_bad_frontiers_are_refused_before_anything_runs(tiny_teacher_run, depths
 def test_bad_frontiers_through_the_command_line(tiny_teacher_run, tiny_student_run, tmp_path):
     out = tmp_path / "frontier"
     teacher = str(tiny_teacher_run)
-    assert_one_line_error(run_cli("frontier", teacher, "--depths", "4,6", "--out", str(out)), "non-negative multiples of 4")
-    assert_one_line_error(run_cli("frontier", teacher, "--tolerance", "1.5", "--out", str(out)), "--tolerance must lie in [0, 1]")
-    assert_one_line_error(run_cli("frontier", teacher, "--obs-noise", "-0.1", "--out", str(out)), "--obs-noise")
-    assert_one_line_error(run_cli("frontier", str(tiny_student_run), "--out", str(out)), "is a student run, not a teacher run")
+    assert_one_line_error(run_cli_in_process("frontier", teacher, "--depths", "4,6", "--out", str(out)), "non-negative multiples of 4")
+    assert_one_line_error(run_cli_in_process("frontier", teacher, "--tolerance", "1.5", "--out", str(out)), "--tolerance must lie in [0, 1]")
+    assert_one_line_error(run_cli_in_process("frontier", teacher, "--obs-noise", "-0.1", "--out", str(out)), "--obs-noise")
+    assert_one_line_error(run_cli_in_process("frontier", str(tiny_student_run), "--out", str(out)), "is a student run, not a teacher run")
     assert not out.exists()

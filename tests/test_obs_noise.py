@@ -12,22 +12,13 @@ import pytest
 from distill.commands.evaluate import evaluate_target, load_run_policy
 from distill.errors import DistillError
 from distill.evaluation import make_evaluator
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 EPISODES = 8
 
 
-@pytest.fixture(scope="module")
-def student_onnx(tiny_student_run, tmp_path_factory):
-    from export.student import export_student
-
-    path = tmp_path_factory.mktemp("noise") / "policy.onnx"
-    export_student(tiny_student_run, path)
-    return path
-
-
-def test_sigma_zero_is_plain_evaluation_exactly(tiny_teacher_run, tiny_student_run, student_onnx):
-    for target in (tiny_teacher_run, tiny_student_run, student_onnx):
+def test_sigma_zero_is_plain_evaluation_exactly(tiny_teacher_run, tiny_student_run, tiny_student_onnx):
+    for target in (tiny_teacher_run, tiny_student_run, tiny_student_onnx):
         plain = evaluate_target(target, EPISODES, None, 0)
         assert evaluate_target(target, EPISODES, None, 0, obs_noise=0.0) == plain
         assert plain["obs_noise"] == 0.0
@@ -59,24 +50,24 @@ def test_noise_is_seeded_and_touches_only_the_observed_state(tiny_student_run):
         np.testing.assert_array_equal(a, b)
 
 
-def test_onnx_file_gets_the_same_noise_as_its_student(tiny_student_run, student_onnx):
+def test_onnx_file_gets_the_same_noise_as_its_student(tiny_student_run, tiny_student_onnx):
     jax_eval = evaluate_target(tiny_student_run, EPISODES, None, 0, obs_noise=0.05)
-    onnx_eval = evaluate_target(student_onnx, EPISODES, None, 0, obs_noise=0.05)
+    onnx_eval = evaluate_target(tiny_student_onnx, EPISODES, None, 0, obs_noise=0.05)
     assert onnx_eval["obs_noise"] == jax_eval["obs_noise"] == 0.05
     assert onnx_eval["time_at_goal"] == pytest.approx(jax_eval["time_at_goal"])
     assert onnx_eval["success_any"] == pytest.approx(jax_eval["success_any"])
 
 
 @pytest.mark.parametrize("sigma", [-0.1, float("nan"), float("inf")])
-def test_bad_sigma_is_refused(tiny_student_run, student_onnx, sigma):
-    for target in (tiny_student_run, student_onnx):
+def test_bad_sigma_is_refused(tiny_student_run, tiny_student_onnx, sigma):
+    for target in (tiny_student_run, tiny_student_onnx):
         with pytest.raises(DistillError, match="--obs-noise must be a finite, non-negative"):
             evaluate_target(target, EPISODES, None, 0, obs_noise=sigma)
 
 
-def test_obs_noise_through_the_command_line(tiny_student_run, student_onnx):
-    result = run_cli("evaluate", str(student_onnx), "--episodes", str(EPISODES), "--obs-noise", "0.05", "--json")
+def test_obs_noise_through_the_command_line(tiny_student_run, tiny_student_onnx):
+    result = run_cli("evaluate", str(tiny_student_onnx), "--episodes", str(EPISODES), "--obs-noise", "0.05", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["obs_noise"] == 0.05
-    assert_one_line_error(run_cli("evaluate", str(tiny_student_run), "--obs-noise", "-0.1"), "--obs-noise")
-    assert_one_line_error(run_cli("evaluate", str(student_onnx), "--obs-noise", "inf"), "--obs-noise")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tiny_student_run), "--obs-noise", "-0.1"), "--obs-noise")
+    assert_one_line_error(run_cli_in_process("evaluate", str(tiny_student_onnx), "--obs-noise", "inf"), "--obs-noise")

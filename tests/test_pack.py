@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distill.runs import read_metrics
-from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
+from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli, run_cli_in_process
 
 TINY_TEACHER_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_TEACHER.items()] + ["--no-progress"]
 
@@ -78,10 +78,10 @@ def test_evaluate_and_render_a_packed_run_as_the_original(tiny_teacher_run, pack
 
 
 def test_a_packed_run_keeps_no_last_checkpoint_and_cannot_resume(packed_teacher):
-    assert_one_line_error(run_cli("evaluate", str(packed_teacher), "--checkpoint", "last", "--episodes", "2"),
+    assert_one_line_error(run_cli_in_process("evaluate", str(packed_teacher), "--checkpoint", "last", "--episodes", "2"),
                           "packed run", "only its best parameters", "--checkpoint best")
     before = files_of(packed_teacher)
-    assert_one_line_error(run_cli("train-teacher", "--out", str(packed_teacher), "--resume", "--no-progress"),
+    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(packed_teacher), "--resume", "--no-progress"),
                           "cannot resume", "packed run", "--init-from")
     assert files_of(packed_teacher) == before
 
@@ -94,6 +94,10 @@ def _report_figures(report: dict) -> dict:
     return report
 
 
+# Two whole compressions with their reports, then two exports with critics: most of a minute on a small
+# machine, so CI runs it with the slow tests. The default suite still evaluates, renders and starts
+# training from a packed run.
+@pytest.mark.slow
 def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run, packed_teacher, tmp_path):
     """Students of the original and the packed teacher (the teacher itself as --baseline-run) are the
     same bit for bit, with the same report; a packed student exports the same ONNX policy."""
@@ -181,24 +185,24 @@ def test_train_teacher_init_from_a_packed_run_records_its_origin(packed_teacher,
     timing = ("steps_per_s", "epoch_seconds")
     assert ([{k: v for k, v in m.items() if k not in timing} for m in read_metrics(again)]
             == [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(run)])
-    assert_one_line_error(run_cli("train-teacher", "--out", str(run), "--resume", "--init-from", str(packed_teacher),
+    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(run), "--resume", "--init-from", str(packed_teacher),
                                   "--no-progress"), "--init-from", "--resume")
 
 
 def test_pack_bad_input(tiny_teacher_run, packed_teacher, tmp_path):
     out = tmp_path / "out" / "packed"
-    assert_one_line_error(run_cli("pack", str(tmp_path / "missing"), "--out", str(out)), "does not exist")
+    assert_one_line_error(run_cli_in_process("pack", str(tmp_path / "missing"), "--out", str(out)), "does not exist")
     unstarted = tmp_path / "unstarted"
     unstarted.mkdir()
     (unstarted / "config.json").write_text(json.dumps({"kind": "teacher", "config": {"env": "reacher", **TINY_TEACHER}}))
-    assert_one_line_error(run_cli("pack", str(unstarted), "--out", str(out)), "no best checkpoint")
-    assert_one_line_error(run_cli("pack", str(packed_teacher), "--out", str(out)), "already a packed run")
+    assert_one_line_error(run_cli_in_process("pack", str(unstarted), "--out", str(out)), "no best checkpoint")
+    assert_one_line_error(run_cli_in_process("pack", str(packed_teacher), "--out", str(out)), "already a packed run")
     assert not (tmp_path / "out").exists()
 
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("keep me")
-    assert_one_line_error(run_cli("pack", str(tiny_teacher_run), "--out", str(taken)), "already exists", "not empty")
+    assert_one_line_error(run_cli_in_process("pack", str(tiny_teacher_run), "--out", str(taken)), "already exists", "not empty")
     assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (taken / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "unstarted"]
 
@@ -206,8 +210,8 @@ def test_pack_bad_input(tiny_teacher_run, packed_teacher, tmp_path):
 def test_init_from_bad_input(packed_teacher, tmp_path):
     def refused(source, *fragments, flags=()):
         out = tmp_path / "new"
-        assert_one_line_error(run_cli("train-teacher", "--out", str(out), "--init-from", str(source),
-                                      *TINY_TEACHER_FLAGS, *flags), *fragments)
+        assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(out), "--init-from", str(source),
+                                                 *TINY_TEACHER_FLAGS, *flags), *fragments)
         assert not out.exists()
 
     refused(packed_teacher, "networks differ", "critic-depth 8 here, 4 there", flags=["--critic-depth", "8"])

@@ -15,7 +15,7 @@ from distill.commands.render import render_target
 from distill.envs.maze import U4_MAZE, wall_boxes
 from distill.errors import DistillError
 from distill.networks import energy
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 
 def test_render_a_maze_run_writes_the_viewer_and_the_top_view(tiny_maze_teacher_run, tmp_path):
@@ -47,7 +47,7 @@ def test_render_a_reacher_run_through_the_command_line(tiny_teacher_run, tmp_pat
 
 def test_render_bad_input(tiny_teacher_run, tmp_path):
     # Through the command line once (the one-line form), then the library's own errors.
-    assert_one_line_error(run_cli("render", str(tiny_teacher_run), "--out", str(tmp_path / "r.html"), "--png"),
+    assert_one_line_error(run_cli_in_process("render", str(tiny_teacher_run), "--out", str(tmp_path / "r.html"), "--png"),
                           "--png draws a maze's top view; 'reacher' is not a maze")
     cases = [
         (dict(out=tmp_path / "r.png"), "must name an .html file"),
@@ -95,7 +95,7 @@ def test_critic_map_bad_input(tiny_maze_teacher_run, tiny_teacher_run, tmp_path)
     from distill.commands.render import critic_map_target
 
     out = tmp_path / "map.png"
-    assert_one_line_error(run_cli("critic-map", str(tiny_maze_teacher_run), "--goal", "0,0", "--out", str(out)),
+    assert_one_line_error(run_cli_in_process("critic-map", str(tiny_maze_teacher_run), "--goal", "0,0", "--out", str(out)),
                           "the goal (0.0, 0.0) lies inside a wall")
     cases = [
         (tiny_teacher_run, "0,0", out, "'reacher' is not a maze"),

@@ -12,7 +12,7 @@ import pytest
 from distill.envs import get_spec
 from distill.errors import DistillError
 from distill.sensors import empty_buffer, observe, parse_sensors, read, step_noise
-from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli
+from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
 SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
 
@@ -72,7 +72,7 @@ def test_envs_layout_command():
     slices = {s["name"]: (s["start"], s["stop"]) for s in json.loads(result.stdout)["slices"]}
     assert slices == {"torso_xy": (0, 2), "torso_height": (2, 3), "orientation": (3, 7), "joint_pos": (7, 15),
                       "torso_vel": (15, 21), "joint_vel": (21, 29)}
-    assert_one_line_error(run_cli("envs", "--layout", "nope"), "unknown environment 'nope'")
+    assert_one_line_error(run_cli_in_process("envs", "--layout", "nope"), "unknown environment 'nope'")
 
 
 # ---- history and latency --------------------------------------------------------------------------
@@ -204,13 +204,10 @@ def test_batch_history_and_reset(sensor_onnx):
     assert not np.array_equal(before, fresh._sensors)
 
 
-def test_plain_file_has_no_sensor_model_and_reset_changes_nothing(tiny_student_run, tmp_path):
+def test_plain_file_has_no_sensor_model_and_reset_changes_nothing(tiny_student_onnx):
     from export.runtime import OnnxPolicy
-    from export.student import export_student
 
-    path = tmp_path / "plain.onnx"
-    export_student(tiny_student_run, path)
-    policy = OnnxPolicy(path)
+    policy = OnnxPolicy(tiny_student_onnx)
     obs, goal = np.full(10, 0.1, np.float32), np.full(2, 0.05, np.float32)
     before = policy(obs, goal)
     policy.reset()
@@ -234,7 +231,7 @@ def test_bad_sensor_option_writes_nothing(tiny_teacher_run, tmp_path):
     out = tmp_path / "student"
     for spec, fragment in (("drop=nope", "no state slice 'nope'"), ("history=-1", "history must lie"),
                            ("noise=-2", "non-negative"), ("keep=", "malformed part")):
-        result = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--sensors", spec, "--no-baseline")
+        result = run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--sensors", spec, "--no-baseline")
         assert_one_line_error(result, fragment)
         assert not out.exists()
 

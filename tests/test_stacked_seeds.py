@@ -12,7 +12,14 @@ import pytest
 from distill.runs import read_metrics
 from teachers.config import teacher_config
 from teachers.train import train_teacher, train_teachers
-from tests.conftest import TINY_TEACHER, assert_one_line_error, cli_process, kill_after_first_checkpoint, run_cli
+from tests.conftest import (
+    TINY_TEACHER,
+    assert_one_line_error,
+    cli_process,
+    kill_after_first_checkpoint,
+    run_cli,
+    run_cli_in_process,
+)
 
 
 def assert_same_epoch(stacked: dict, solo: dict) -> None:
@@ -22,6 +29,9 @@ def assert_same_epoch(stacked: dict, solo: dict) -> None:
         assert stacked[key] == solo[key], key
 
 
+# Compiling the vmapped step of two seeds takes a minute or two on a small machine: CI runs it with the
+# slow tests.
+@pytest.mark.slow
 def test_two_seeds_in_one_program_match_their_solo_runs(tiny_teacher_run, tmp_path):
     config = teacher_config("reacher", **TINY_TEACHER)
     outs = [tmp_path / "seed_0", tmp_path / "seed_1"]
@@ -69,7 +79,7 @@ def test_stacked_runs_resume_after_a_kill_and_read_as_ordinary_runs(tmp_path):
 ])
 def test_bad_seeds_and_unrolls_are_refused_in_one_line(tmp_path, args, fragment):
     out = tmp_path / "run"
-    result = run_cli("train-teacher", "--out", str(out), *args)
+    result = run_cli_in_process("train-teacher", "--out", str(out), *args)
     assert_one_line_error(result, fragment)
     assert not out.exists()
 
@@ -81,6 +91,7 @@ def test_parallel_seeds_the_device_cannot_hold_are_refused_with_the_estimate(tmp
     row_bytes = 2048 * (29 + 8 + 2) * 4
     rows = available_bytes() // 4 // row_bytes
     out = tmp_path / "sweep"
+    # In a fresh process: were the refusal to go, this run would be too big for the test process to survive.
     result = run_cli("sweep", "--env", "ant", "--depths", "4", "--seeds", "0,1,2,3,4,5,6,7", "--parallel-seeds",
                      "--num-envs", "2048", "--replay-rows", str(rows), "--out", str(out))
     assert_one_line_error(result, "8 seeds in one program", "GB")

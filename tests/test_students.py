@@ -14,7 +14,7 @@ from distill.networks import deterministic_action
 from students import losses
 from students.config import StudentConfig
 from students.train import load_student, make_distiller
-from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli
+from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
 TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
 
@@ -165,6 +165,10 @@ def test_compress_with_scratch_baseline(tiny_student_run, tiny_teacher_run):
     assert json.loads((tiny_student_run / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
 
 
+# Compressing a maze teacher compiles the student's and the report's programs for 1000-step maze
+# episodes, a minute on a small machine: CI runs it with the slow tests. The default suite draws a
+# maze run's paths through render --png.
+@pytest.mark.slow
 def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_path):
     from distill.evaluation import PATH_EPISODES
 
@@ -181,28 +185,28 @@ def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_
 
 
 def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
-    assert_one_line_error(run_cli("compress", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")), "does not exist")
+    assert_one_line_error(run_cli_in_process("compress", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")), "does not exist")
     (tmp_path / "plain").mkdir()
-    assert_one_line_error(run_cli("compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o2")), "not a run directory")
+    assert_one_line_error(run_cli_in_process("compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o2")), "not a run directory")
     for depth in ("3", "-4"):
-        assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--student-depth", depth, "--out", str(tmp_path / "o3")), "non-negative multiple of 4")
-    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "o4")), "mismatch")
-    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--report-episodes", "0", "--out", str(tmp_path / "o7")), "--report-episodes")
+        assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--student-depth", depth, "--out", str(tmp_path / "o3")), "non-negative multiple of 4")
+    assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "o4")), "mismatch")
+    assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--report-episodes", "0", "--out", str(tmp_path / "o7")), "--report-episodes")
     assert not (tmp_path / "o7").exists()
     broken = tmp_path / "broken"
     shutil.copytree(tiny_teacher_run, broken)
     for path in (broken / "checkpoints" / "best").rglob("*"):
         if path.is_file():
             path.write_bytes(b"junk")
-    assert_one_line_error(run_cli("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint")
+    assert_one_line_error(run_cli_in_process("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint")
     # A too-wide student is warned about before anything runs (here the run then stops on a bad loss name).
-    wide = run_cli("compress", str(tiny_teacher_run), "--student-width", "1040", "--policy-loss", "l1", "--out", str(tmp_path / "o6"))
+    wide = run_cli_in_process("compress", str(tiny_teacher_run), "--student-width", "1040", "--policy-loss", "l1", "--out", str(tmp_path / "o6"))
     assert wide.returncode != 0 and "warning: student width 1040" in wide.stderr and "Traceback" not in wide.stderr
     assert not (tmp_path / "o6").exists()
 
 
 def test_a_student_run_is_not_a_teacher(tiny_student_run, tmp_path):
-    assert_one_line_error(run_cli("compress", str(tiny_student_run), "--out", str(tmp_path / "o")), "not a teacher run")
+    assert_one_line_error(run_cli_in_process("compress", str(tiny_student_run), "--out", str(tmp_path / "o")), "not a teacher run")
 
 
 def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
@@ -210,8 +214,9 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     from tests.conftest import cli_process, kill_after_first_checkpoint
 
     out = tmp_path / "student"
-    flags = ["--student-depth", "4", "--student-width", "16", "--no-progress", "--no-baseline", "--num-envs", "8",
-             "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "3", "--steps", "6"]
+    # The session's tiny student's sizes (two rounds, a checkpoint after each), so that its compiled
+    # programs are reused from the cache.
+    flags = ["--student-depth", "4", *TINY_STUDENT_FLAGS, "--no-baseline"]
     kill_after_first_checkpoint([cli_process("compress", str(tiny_teacher_run), "--out", str(out), *flags)], out)
     # The report's from-scratch baseline is an existing run here (the teacher itself stands in for a
     # sweep's depth-4 run): it is evaluated as it is, not trained.
@@ -220,7 +225,7 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     metrics = read_metrics(out)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))  # no epoch lost or repeated
-    assert metrics[-1]["round"] == 3
+    assert metrics[-1]["round"] == 2
     report = json.loads((out / "report.json").read_text())
     assert report["scratch"]["run"] == str(tiny_teacher_run) and report["scratch"]["given"]
     assert report["scratch"]["time_at_goal"] == report["teacher"]["time_at_goal"]
@@ -235,9 +240,9 @@ def test_baseline_run_must_be_a_teacher_of_the_same_env(tiny_teacher_run, tiny_s
     out = tmp_path / "student"
     for baseline, message in ((tiny_student_run, "is a student run"), (tiny_maze_teacher_run, "trained on 'simple_u_maze'"),
                               (tmp_path / "none", "does not exist")):
-        assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--baseline-run", str(baseline)),
+        assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--baseline-run", str(baseline)),
                               message)
-    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--no-baseline",
+    assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--no-baseline",
                                   "--baseline-run", str(tiny_teacher_run)), "cannot go with --no-baseline")
     assert not out.exists()
 
@@ -287,6 +292,7 @@ def test_compress_resume_with_a_changed_config_is_refused(tiny_student_run, tiny
     run = tmp_path / "student"
     shutil.copytree(tiny_student_run, run)
     before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    result = run_cli("compress", str(tiny_teacher_run), "--out", str(run), "--resume", "--student-depth", "8", "--no-progress")
+    result = run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(run), "--resume", "--student-depth", "8",
+                                "--no-progress")
     assert_one_line_error(result, "changed config", "--student-depth 8 (the run has 4)")
     assert before == {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}

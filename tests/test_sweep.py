@@ -8,7 +8,14 @@ import pytest
 
 from distill.errors import DistillError
 from teachers.sweep import make_plan, parse_int_list
-from tests.conftest import TINY_ENV_TEACHER, assert_one_line_error, cli_process, kill_after_first_checkpoint, run_cli
+from tests.conftest import (
+    TINY_ENV_TEACHER,
+    assert_one_line_error,
+    cli_process,
+    kill_after_first_checkpoint,
+    run_cli,
+    run_cli_in_process,
+)
 
 # Two epochs per run, so that a run has a checkpoint before it is finished.
 TINY = {**TINY_ENV_TEACHER, "num_evals": 2, "total_steps": 4 * 10 * 6}
@@ -76,12 +83,12 @@ def test_bad_sweeps_are_refused_before_anything_trains(depths, seeds, message, t
 
 def test_bad_sweep_through_the_command_line(tmp_path):
     out = tmp_path / "sweep"
-    assert_one_line_error(run_cli("sweep", "--env", "simple_u_maze", "--depths", "4,6", "--out", str(out)),
+    assert_one_line_error(run_cli_in_process("sweep", "--env", "simple_u_maze", "--depths", "4,6", "--out", str(out)),
                           "positive multiples of 4")
-    assert_one_line_error(run_cli("sweep", "--env", "walker", "--out", str(out)), "unknown environment 'walker'")
+    assert_one_line_error(run_cli_in_process("sweep", "--env", "walker", "--out", str(out)), "unknown environment 'walker'")
     assert not out.exists()
     (out / "mine").mkdir(parents=True)
-    assert_one_line_error(run_cli(*SWEEP, "--out", str(out)), "already exists and is not empty")
+    assert_one_line_error(run_cli_in_process(*SWEEP, "--out", str(out)), "already exists and is not empty")
     assert (out / "mine").is_dir()
 
 
