@@ -166,6 +166,8 @@ def test_init_from_starts_from_the_packed_parameters_and_nothing_else(tiny_teach
     assert evaluation == {k: recorded[k] for k in evaluation}
 
 
+# Kept for CI's slow set: the default suite must fit in 15 minutes on 2 cores.
+@pytest.mark.slow
 def test_train_teacher_init_from_a_packed_run_records_its_origin(packed_teacher, tmp_path):
     run = tmp_path / "run"
     result = run_cli("train-teacher", "--out", str(run), "--init-from", str(packed_teacher), *TINY_TEACHER_FLAGS)

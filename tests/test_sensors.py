@@ -114,10 +114,11 @@ def test_every_model_sees_the_same_noise_draws_of_a_key():
 
 @pytest.fixture(scope="module")
 def sensor_student(tiny_teacher_run, tmp_path_factory):
-    """A tiny reacher student behind sensors, made through the CLI with its report's baselines."""
+    """A tiny reacher student behind sensors, made through the CLI (its report's baselines are the
+    slow test's)."""
     out = tmp_path_factory.mktemp("sensors") / "student"
     result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(out), "--sensors", SPEC,
-                     *TINY_STUDENT_FLAGS)
+                     *TINY_STUDENT_FLAGS, "--no-baseline")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -131,11 +132,24 @@ def sensor_onnx(sensor_student, tmp_path_factory):
     return path
 
 
-def test_sensor_student_run_records_its_model_and_reports_what_the_sensors_cost(sensor_student):
+def test_sensor_student_run_records_its_model(sensor_student):
     config = json.loads((sensor_student / "config.json").read_text())["config"]
     assert config["sensors"] == parse_sensors(SPEC, get_spec("reacher")).describe()
     report = json.loads((sensor_student / "report.json").read_text())
     assert report["student"]["sensors"]["history"] == 3
+    assert "teacher (privileged: full state)" in (sensor_student / "report.md").read_text()
+
+
+# Two more trainings (the student without history, CRL from scratch behind the sensors): CI runs it
+# with the learning tests.
+@pytest.mark.slow
+def test_sensor_report_says_what_the_sensors_cost(tiny_teacher_run, tmp_path):
+    sensor_student = tmp_path / "student"
+    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(sensor_student),
+                     "--sensors", SPEC, *TINY_STUDENT_FLAGS)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((sensor_student / "config.json").read_text())["config"]
+    report = json.loads((sensor_student / "report.json").read_text())
     assert report["student_no_history"]["sensors"]["history"] == 1  # the same student without history
     assert (sensor_student / "no_history" / "config.json").is_file()
     text = (sensor_student / "report.md").read_text()

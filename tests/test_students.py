@@ -84,7 +84,8 @@ def distiller(tiny_teacher_run):
 
 def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller):
     state = distiller.init(jax.random.PRNGKey(0))
-    _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, jax.random.PRNGKey(1), jnp.float32(0.0))
+    _, _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, state.readings, jax.random.PRNGKey(1),
+                                                           jnp.float32(0.0))
     obs, action, _, _ = rows
     assert not bool(teacher_acted.any())  # beta = 0: the student acts at every step
     student_action = deterministic_action(distiller.student.policy(state.params["actor"], obs)[0])
@@ -98,7 +99,8 @@ def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller
     np.testing.assert_allclose(labels.mean, mean, atol=1e-6)
     np.testing.assert_allclose(labels.log_std, log_std, atol=1e-6)
     # And with beta = 1 the teacher's action is executed.
-    _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, jax.random.PRNGKey(1), jnp.float32(1.0))
+    _, _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, state.readings, jax.random.PRNGKey(1),
+                                                           jnp.float32(1.0))
     assert bool(teacher_acted.all())
     teacher_action = deterministic_action(distiller.teacher.policy(distiller.teacher_params["actor"], rows[0])[0])
     np.testing.assert_allclose(rows[1], teacher_action, atol=1e-6)
@@ -144,7 +146,7 @@ def test_tiny_end_to_end_compress(tiny_student_run, tiny_teacher_run):
     # (the report's 4 episodes, seed 0).
     assert report["teacher_run"] == str(tiny_teacher_run) and report["episodes"] == 4 and report["seed"] == 0
     t_config, _, teacher, t_params, _ = load_teacher(tiny_teacher_run)
-    obs = visited_observations(spec, spec.make(backend=t_config.backend), student, params, 4,
+    obs, _ = visited_observations(spec, spec.make(backend=t_config.backend), student, params, 4,
                                jax.random.fold_in(jax.random.PRNGKey(0), 7))
     expected = critic_agreement(spec, teacher, t_params, student, params, obs)
     assert report["student"]["critic_agreement"] == pytest.approx(expected, abs=1e-6)
@@ -209,6 +211,8 @@ def test_a_student_run_is_not_a_teacher(tiny_student_run, tmp_path):
     assert_one_line_error(run_cli_in_process("compress", str(tiny_student_run), "--out", str(tmp_path / "o")), "not a teacher run")
 
 
+# Kept for CI's slow set: the default suite must fit in 15 minutes on 2 cores.
+@pytest.mark.slow
 def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     """Kill after the first checkpoint; --resume finishes the remaining rounds."""
     from tests.conftest import cli_process, kill_after_first_checkpoint

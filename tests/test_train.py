@@ -37,6 +37,8 @@ def test_run_directory_contents(tiny_teacher_run):
     assert any((tiny_teacher_run / "checkpoints" / "best").iterdir())
 
 
+# Kept for CI's slow set: the default suite must fit in 15 minutes on 2 cores.
+@pytest.mark.slow
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     """Kill a run after its first checkpoint, resume it, and compare with an uninterrupted run."""
     flags = tiny_flags(num_evals=3, total_steps=8 * 10 * 8)
