@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill.envs import get_spec
 from distill.envs.base import EnvSpec
 from distill.errors import DistillError
 
@@ -109,6 +110,20 @@ def model_from_json(record: dict, spec: EnvSpec, where: str) -> SensorModel:
     if any(layout.get(name) != (start, stop) for name, start, stop, _ in slices):
         raise DistillError(f"{where}: its sensor slices do not match the state layout of '{spec.name}'")
     return model
+
+
+def sensor_model(config: Any) -> SensorModel | None:
+    """The sensor model of a teacher's or student's config (its ``sensors`` on its ``env``); None:
+    it reads the full state."""
+    text = getattr(config, "sensors", "")
+    return parse_sensors(text, get_spec(config.env)) if text and config.env else None
+
+
+def canonical_sensors(text: str | None, env: str) -> str:
+    """``text`` (a spec string or a TOML file) as the canonical spec string on ``env``; '' stays ''.
+    Recorded in this form, a spec string and the file it came from are one config."""
+    model = parse_sensors(text, get_spec(env))
+    return model.describe() if model else ""
 
 
 # ---- parsing --------------------------------------------------------------------------------------
@@ -290,4 +305,4 @@ def observe(model: SensorModel | None, buffer: jax.Array | None, obs: jax.Array,
 
 
 __all__ = ["FIELDS", "SensorModel", "empty_buffer", "history_push", "history_start", "model_from_json", "observe", "parse_sensors", "read",
-           "sensor_vector", "step_noise"]
+           "canonical_sensors", "sensor_model", "sensor_vector", "step_noise"]

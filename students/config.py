@@ -10,7 +10,7 @@ from pathlib import Path
 from distill import runs
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.sensors import SensorModel, parse_sensors
+from distill.sensors import canonical_sensors, sensor_model
 from distill.memory import FLOAT_BYTES, Network, available_bytes, check_fits, training_bytes
 from students.losses import TERMS
 
@@ -133,11 +133,6 @@ class StudentConfig:
         return training_bytes(networks, width, self.batch_size, False, dataset * FLOAT_BYTES)
 
 
-def sensor_model(config: StudentConfig) -> SensorModel | None:
-    """The config's sensor model on its environment (None: the student reads the full state)."""
-    return parse_sensors(config.sensors, get_spec(config.env)) if config.env else None
-
-
 def check_teacher_reads_state(teacher_run: Path, sensors: str) -> None:
     """A teacher labels every state the student visits with its action from that state alone; one
     trained behind sensors acts from a history of readings, which a label at one state cannot hold."""
@@ -172,7 +167,7 @@ def student_config(
         raise DistillError(f"--student-width must be positive, got {fields['student_width']}")
     if fields.get("sensors"):
         # Recorded in canonical form, so that a spec string and the TOML file it came from are one config.
-        fields["sensors"] = parse_sensors(fields["sensors"], get_spec(teacher_env)).describe()
+        fields["sensors"] = canonical_sensors(fields["sensors"], teacher_env)
     if fields.get("sensors") and steps is None:
         fields.setdefault("iterations", None)
         fields.setdefault("updates_per_iteration", None)
@@ -202,7 +197,7 @@ def run_student_config(out: Path, resume: bool, teacher_run: Path, **options) ->
     if options.pop("steps", None) is not None:
         raise DistillError("--steps cannot change when resuming; the run keeps its recorded rounds and updates")
     if options.get("sensors"):
-        options["sensors"] = parse_sensors(options["sensors"], get_spec(recorded.env)).describe()
+        options["sensors"] = canonical_sensors(options["sensors"], recorded.env)
     if options.pop("dagger", True) is False and recorded.beta_decay != 1.0:
         raise DistillError(f"cannot resume {out} with --no-dagger: it was started with DAgger")
     return dataclasses.replace(recorded, **{k: v for k, v in options.items() if v is not None})

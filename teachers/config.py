@@ -10,7 +10,7 @@ from distill.envs import DEFAULT_ENV, get_spec
 from distill.errors import DistillError
 from distill.networks import check_block_unroll
 from distill.memory import FLOAT_BYTES, Network, auto_remat, available_bytes, check_fits, training_bytes
-from distill.sensors import SensorModel, parse_sensors
+from distill.sensors import canonical_sensors, sensor_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,19 +138,6 @@ class TeacherConfig:
         check_fits(self.training_bytes(), available_bytes(),
                    f"a critic of depth {self.critic_depth} and actor of depth {self.actor_depth} at width {self.width}")
         return self
-
-
-def sensor_model(config: TeacherConfig) -> SensorModel | None:
-    """The config's sensor model on its environment (None: the actor reads the full state)."""
-    return parse_sensors(config.sensors, get_spec(config.env)) if config.env else None
-
-
-def canonical_sensors(text: str, env: str) -> str:
-    """``text`` (a spec string or a TOML file) as the canonical spec string on ``env``; '' stays ''.
-
-    Recorded in this form, a spec string and the file it came from are one config."""
-    model = parse_sensors(text, get_spec(env)) if text else None
-    return model.describe() if model else ""
 
 
 def teacher_config(env: str = DEFAULT_ENV, **overrides) -> TeacherConfig:

@@ -14,7 +14,7 @@ from distill.envs import EnvSpec
 from distill.errors import DistillError
 from distill.evaluation import check_obs_noise, make_evaluator, summarize
 from distill.networks import CRLNetworks, deterministic_action
-from distill.sensors import SensorModel, parse_sensors
+from distill.sensors import SensorModel, sensor_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def load_run_policy(target: Path, which: str = "best", env: str | None = None) -
         raise DistillError(f"{target} is neither a teacher nor a student run")
     if env is not None and env != spec.name:
         raise DistillError(f"{target} was trained on '{spec.name}', not on '{env}'")
-    sensors = parse_sensors(getattr(config, "sensors", ""), spec)
+    sensors = sensor_model(config)
     return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind} ({which} checkpoint, step {step})",
                      sensors)
 

@@ -169,7 +169,7 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     """
     from distill.evaluation import make_evaluator, summarize
     from distill.networks import deterministic_action
-    from distill.sensors import parse_sensors
+    from distill.sensors import sensor_model
 
     run = Path(run)
     packed = runs.packed_record(run)
@@ -189,7 +189,7 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     if kind == "teacher":
         key = jax.random.fold_in(key, int(epoch))
     episodes = config.eval_episodes
-    sensors = parse_sensors(getattr(config, "sensors", ""), spec)
+    sensors = sensor_model(config)
     result = summarize(make_evaluator(env, spec, policy, episodes, sensors=sensors)(params["actor"], key).success)
     allowed = verify_tolerance(recorded, spec.episode_length) if tolerance is None else float(tolerance)
     figures = {"run": str(run), "kind": kind, "epoch": int(epoch), "episodes": episodes,
