@@ -6,7 +6,7 @@ state and how to evaluate one. The engine owns everything around it, in the shap
 trainer:
 
 - steps run on the device in one jitted loop per progress tick, so metrics come back to the host once
-  per tick (about every ``tick_seconds``), not once per step;
+  per tick (about every two seconds), not once per step;
 - after every epoch: evaluation, a line in ``metrics.jsonl``, TensorBoard scalars, the learning-curve
   plot, and checkpoints (``last`` to resume, ``best`` by time_at_goal);
 - a ``last`` checkpoint also at least every ``checkpoint_minutes`` inside long epochs;
@@ -228,12 +228,9 @@ def train(
     resume: bool = False,
     checkpoint_minutes: float = 10.0,
     progress_fn: ProgressFn | None = None,
-    tick_seconds: float = 2.0,
-    notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> dict:
     """Runs ``trainable`` through ``schedule`` in ``out``; returns the last epoch's record."""
-    return train_members(trainable, schedule, [out], [checkpoints], resume, checkpoint_minutes, progress_fn,
-                         tick_seconds, notice)[0]
+    return train_members(trainable, schedule, [out], [checkpoints], resume, checkpoint_minutes, progress_fn)[0]
 
 
 def _restore_members(trainable: Trainable, members: list[_Member], notice) -> tuple[int, Any]:
@@ -263,6 +260,198 @@ def _restore_members(trainable: Trainable, members: list[_Member], notice) -> tu
     return step, stack_members(states, trainable.shardings)
 
 
+class Training:
+    """One training program under way: its state, the run directories of its members and the epochs
+    done. ``train_members`` runs it to the end of its schedule; a caller that alternates programs or
+    stops at a deadline (the GPU depth stage) drives ``run_epoch`` and ``save_state`` itself.
+
+    ``state_minutes`` spaces the resumable checkpoints (state with replay) that end epochs: 0 writes
+    one after every epoch; more writes the epoch's parameters alone (``best`` and ``final``) until that
+    many minutes have passed since the last state was saved. The last epoch always saves its state.
+    Inside long epochs a state is saved at least every ``checkpoint_minutes``.
+    """
+
+    def __init__(self, trainable: Trainable, schedule: Schedule, outs: list[Path], checkpoints: list[RunCheckpoints],
+                 resume: bool = False, checkpoint_minutes: float = 10.0, progress_fn: ProgressFn | None = None,
+                 state_minutes: float = 0.0, notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr)):
+        if len(outs) != max(1, trainable.members) or len(checkpoints) != len(outs):
+            raise ValueError("one run directory and one RunCheckpoints per member")
+        self.trainable, self.schedule = trainable, schedule
+        self.checkpoint_minutes, self.state_minutes = checkpoint_minutes, state_minutes
+        self.writer = is_writer()
+        indices = list(range(trainable.members)) if trainable.members else [None]
+        self.members = [_Member(Path(o), c, i) for o, c, i in zip(outs, checkpoints, indices)]
+        self.state, self.steps_done = None, 0
+        if resume:
+            self.steps_done, self.state = _restore_members(trainable, self.members, notice)
+            for m in self.members:
+                m.checkpoints.forget_after(self.steps_done)
+        self.state_saved_at = self.steps_done
+        self.epochs_done = schedule.epochs_done(self.steps_done)
+        self.epochs_at_start = self.epochs_done
+        for m in self.members:
+            if self.writer:
+                runs.truncate_metrics(m.out, self.epochs_done)
+            m.records = [r for r in runs.read_metrics(m.out) if r.get("epoch", 0) <= self.epochs_done]
+        if self.state is None:
+            self.state = trainable.init()
+        self.run_steps = make_run_steps(trainable)
+        self.ticker = _Ticker(2.0)
+        self._epoch = None  # the epoch under way: its start, steps, seconds and metric sums
+        self.epoch_seconds: dict = {}  # the last epoch's seconds of training, evaluating and saving
+        for m in self.members:
+            m.board = _TensorBoard(m.out, purge_step=_env_steps(self.state) if self.steps_done else None) \
+                if self.writer else None
+        self.progress = progress_fn or (lambda env_steps, latest, updates=None: None)
+        self.last_state_save = time.monotonic()
+        self.progress(_env_steps(self.state), self.latest_summary(), updates=_sgd_updates(self.state))
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done >= self.schedule.epochs
+
+    @property
+    def env_steps(self) -> int:
+        return _env_steps(self.state)
+
+    def latest_summary(self) -> dict | None:
+        """What progress shows: the record of a single run, or the members' mean scores."""
+        if not self.members[0].records:
+            return None
+        if len(self.members) == 1:
+            return self.members[0].records[-1]
+        lasts = [m.records[-1] for m in self.members]
+        return {**lasts[0], **{k: float(np.mean([r[k] for r in lasts])) for k in ("time_at_goal", "success_any")}}
+
+    def save_state(self) -> None:
+        """A resumable checkpoint (state with replay, and parameters) of every member, now."""
+        if self.steps_done == self.state_saved_at and any(m.checkpoints.latest_step() == self.steps_done
+                                                          for m in self.members):
+            return
+        params = self.trainable.params(self.state)
+        for m in self.members:
+            m.checkpoints.save_last(self.steps_done, member_of(self.state, m.index), member_of(params, m.index))
+        self.state_saved_at, self.last_state_save = self.steps_done, time.monotonic()
+
+    def _save_epoch(self, evaluations: list[dict]) -> None:
+        params = self.trainable.params(self.state)
+        with_state = self.finished or time.monotonic() - self.last_state_save >= 60 * self.state_minutes
+        for m, evaluation in zip(self.members, evaluations):
+            member_params = member_of(params, m.index)
+            if with_state:
+                m.checkpoints.save(self.steps_done, member_of(self.state, m.index), member_params,
+                                   evaluation["time_at_goal"])
+            else:
+                m.checkpoints.save_params(self.steps_done, member_params, evaluation["time_at_goal"])
+        if with_state:
+            self.state_saved_at, self.last_state_save = self.steps_done, time.monotonic()
+
+    def advance(self, steps: int) -> int:
+        """Up to ``steps`` training steps of the epoch under way, in ticks, without ending it (a
+        probe of the step's cost counts toward the epoch); returns the steps taken."""
+        epoch = self._epoch or self._start_epoch()
+        end = min(self.schedule.epoch_end(self.epochs_done + 1), self.steps_done + steps)
+        taken = 0
+        while self.steps_done < end:
+            n = self.ticker.next(end - self.steps_done)
+            t0 = time.perf_counter()
+            self.state, metrics = self.run_steps(self.state, n)
+            metrics = jax.device_get(metrics)
+            seconds = time.perf_counter() - t0
+            self.ticker.record(n, seconds)
+            per_member = [{k: float(np.asarray(v) if m.index is None else np.asarray(v)[m.index])
+                           for k, v in metrics.items()} for m in self.members]
+            for m, values in zip(self.members, per_member):
+                self._check_finite(m, values)
+            self.steps_done += n
+            taken += n
+            epoch["steps"] += n
+            epoch["seconds"] += seconds
+            env_steps = self.env_steps
+            for m, values, total in zip(self.members, per_member, epoch["sums"]):
+                for k, v in values.items():
+                    total[k] = total.get(k, 0.0) + v * n
+                if m.board:
+                    m.board.scalars("train", values, env_steps)
+            self.progress(env_steps, self.latest_summary(), updates=_sgd_updates(self.state))
+            if self.steps_done < end and time.monotonic() - self.last_state_save >= 60 * self.checkpoint_minutes:
+                self.save_state()
+        return taken
+
+    def _start_epoch(self) -> dict:
+        self._epoch = {"t0": time.perf_counter(), "steps": 0, "seconds": 0.0, "sums": [{} for _ in self.members]}
+        return self._epoch
+
+    def _check_finite(self, member: _Member, values: dict) -> None:
+        bad = _non_finite(values)
+        if bad:
+            last = member.checkpoints.latest_step()
+            kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
+                    else "no checkpoint was written yet")
+            raise DistillError(f"{self.trainable.name} diverged: non-finite {', '.join(bad)} by "
+                               f"{self.env_steps} env steps; stopped, {kept} in {member.out}/checkpoints")
+
+    def run_epoch(self) -> list[dict]:
+        """Trains the next epoch, evaluates it, records it and checkpoints it; returns its records."""
+        epoch = self.epochs_done + 1
+        self.advance(self.schedule.epoch_end(epoch) - self.steps_done)
+        progress, self._epoch = self._epoch or self._start_epoch(), None
+        steps, train_seconds, sums = progress["steps"], progress["seconds"], progress["sums"]
+        t0 = time.perf_counter()
+        evaluations = self.trainable.evaluate(self.state, epoch)
+        evaluate_seconds = time.perf_counter() - t0
+        if not self.trainable.members:
+            evaluations = [evaluations]
+        steps_per_s = steps * self.schedule.env_steps_per_step / max(train_seconds, 1e-9)
+        records = []
+        for m, evaluation, total in zip(self.members, evaluations, sums):
+            record = {
+                "epoch": epoch,
+                **self.trainable.describe(member_of(self.state, m.index), self.steps_done),
+                "env_steps": self.env_steps,
+                "sgd_updates": _sgd_updates(self.state),
+                "steps_per_s": steps_per_s,
+                "epoch_seconds": time.perf_counter() - progress["t0"],
+                **{k: v / max(steps, 1) for k, v in total.items()},
+                **evaluation,
+            }
+            if self.trainable.members:
+                # steps_per_s is each member's; the program stepped this many runs at once.
+                record["parallel_runs"] = self.trainable.members
+            m.records.append(record)
+            records.append(record)
+            if self.writer:
+                runs.append_metrics(m.out, record)
+                m.board.scalars("eval", evaluation, record["env_steps"])
+                m.board.scalars("speed", {"env_steps_per_s": record["steps_per_s"]}, record["env_steps"])
+        self.epochs_done = epoch
+        t0 = time.perf_counter()
+        self._save_epoch(evaluations)
+        if self.writer:
+            for m in self.members:
+                runs.plot_learning_curve(m.out, m.records, self.trainable.title)
+        self.epoch_seconds = {"train": train_seconds, "evaluate": evaluate_seconds, "save": time.perf_counter() - t0}
+        latest = self.latest_summary()
+        self.progress(latest["env_steps"], latest, updates=latest["sgd_updates"])
+        return records
+
+    def draw_pictures(self) -> None:
+        """The trainable's pictures of the final state, if this call trained anything."""
+        if self.epochs_done == self.epochs_at_start:
+            return
+        draws = self.trainable.pictures(self.state)
+        if not self.trainable.members:
+            draws = [draws]
+        for m, draw in zip(self.members, draws):
+            if draw is not None and self.writer:
+                draw(m.out)
+
+    def close(self) -> None:
+        for m in self.members:
+            if m.board:
+                m.board.close()
+
+
 def train_members(
     trainable: Trainable,
     schedule: Schedule,
@@ -271,133 +460,18 @@ def train_members(
     resume: bool = False,
     checkpoint_minutes: float = 10.0,
     progress_fn: ProgressFn | None = None,
-    tick_seconds: float = 2.0,
-    notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> list[dict]:
     """Runs ``trainable`` through ``schedule``, one run directory per member (a single one unless
     ``trainable.members``); returns each member's last epoch record."""
-    if len(outs) != max(1, trainable.members) or len(checkpoints) != len(outs):
-        raise ValueError("one run directory and one RunCheckpoints per member")
-    writer = is_writer()
-    indices = list(range(trainable.members)) if trainable.members else [None]
-    members = [_Member(Path(o), c, i) for o, c, i in zip(outs, checkpoints, indices)]
-    state, steps_done = None, 0
-    if resume:
-        steps_done, state = _restore_members(trainable, members, notice)
-    epochs_done = schedule.epochs_done(steps_done)
-    for m in members:
-        if writer:
-            runs.truncate_metrics(m.out, epochs_done)
-        m.records = [r for r in runs.read_metrics(m.out) if r.get("epoch", 0) <= epochs_done]
-    if state is None:
-        state = trainable.init()
-
-    def latest_summary():
-        """What progress shows: the record of a single run, or the members' mean scores."""
-        if not members[0].records:
-            return None
-        if len(members) == 1:
-            return members[0].records[-1]
-        lasts = [m.records[-1] for m in members]
-        return {**lasts[0], **{k: float(np.mean([r[k] for r in lasts])) for k in ("time_at_goal", "success_any")}}
-
-    run_steps = make_run_steps(trainable)
-    ticker = _Ticker(tick_seconds)
-    for m in members:
-        m.board = _TensorBoard(m.out, purge_step=_env_steps(state) if steps_done else None) if writer else None
-    progress = progress_fn or (lambda env_steps, latest, updates=None: None)
-    last_save = time.monotonic()
-
-    def save_all(evaluations=None):
-        params = trainable.params(state)
-        for k, m in enumerate(members):
-            member_state, member_params = member_of(state, m.index), member_of(params, m.index)
-            if evaluations is None:
-                m.checkpoints.save_last(steps_done, member_state, member_params)
-            else:
-                m.checkpoints.save(steps_done, member_state, member_params, evaluations[k]["time_at_goal"])
-
+    training = Training(trainable, schedule, outs, checkpoints, resume, checkpoint_minutes, progress_fn)
     try:
-        progress(_env_steps(state), latest_summary(), updates=_sgd_updates(state))
-        for epoch in range(epochs_done + 1, schedule.epochs + 1):
-            t_epoch = time.perf_counter()
-            train_seconds, steps_this_epoch = 0.0, 0
-            sums = [{} for _ in members]
-            end = schedule.epoch_end(epoch)
-            while steps_done < end:
-                n = ticker.next(end - steps_done)
-                t0 = time.perf_counter()
-                state, metrics = run_steps(state, n)
-                metrics = jax.device_get(metrics)
-                seconds = time.perf_counter() - t0
-                ticker.record(n, seconds)
-                per_member = [{k: float(np.asarray(v) if m.index is None else np.asarray(v)[m.index])
-                               for k, v in metrics.items()} for m in members]
-                for m, values in zip(members, per_member):
-                    bad = _non_finite(values)
-                    if bad:
-                        last = m.checkpoints.latest_step()
-                        kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
-                                else "no checkpoint was written yet")
-                        raise DistillError(f"{trainable.name} diverged: non-finite {', '.join(bad)} by "
-                                           f"{_env_steps(state)} env steps; stopped, {kept} in {m.out}/checkpoints")
-                steps_done += n
-                steps_this_epoch += n
-                train_seconds += seconds
-                env_steps = _env_steps(state)
-                for m, values, total in zip(members, per_member, sums):
-                    for k, v in values.items():
-                        total[k] = total.get(k, 0.0) + v * n
-                    if m.board:
-                        m.board.scalars("train", values, env_steps)
-                progress(env_steps, latest_summary(), updates=_sgd_updates(state))
-                if steps_done < end and time.monotonic() - last_save >= 60 * checkpoint_minutes:
-                    save_all()
-                    last_save = time.monotonic()
-
-            evaluations = trainable.evaluate(state, epoch)
-            if not trainable.members:
-                evaluations = [evaluations]
-            steps_per_s = steps_this_epoch * schedule.env_steps_per_step / max(train_seconds, 1e-9)
-            for m, evaluation, total in zip(members, evaluations, sums):
-                record = {
-                    "epoch": epoch,
-                    **trainable.describe(member_of(state, m.index), steps_done),
-                    "env_steps": _env_steps(state),
-                    "sgd_updates": _sgd_updates(state),
-                    "steps_per_s": steps_per_s,
-                    "epoch_seconds": time.perf_counter() - t_epoch,
-                    **{k: v / max(steps_this_epoch, 1) for k, v in total.items()},
-                    **evaluation,
-                }
-                if trainable.members:
-                    # steps_per_s is each member's; the program stepped this many runs at once.
-                    record["parallel_runs"] = trainable.members
-                m.records.append(record)
-                if writer:
-                    runs.append_metrics(m.out, record)
-                    m.board.scalars("eval", evaluation, record["env_steps"])
-                    m.board.scalars("speed", {"env_steps_per_s": record["steps_per_s"]}, record["env_steps"])
-            save_all(evaluations)
-            last_save = time.monotonic()
-            if writer:
-                for m in members:
-                    runs.plot_learning_curve(m.out, m.records, trainable.title)
-            latest = latest_summary()
-            progress(latest["env_steps"], latest, updates=latest["sgd_updates"])
-        if epochs_done < schedule.epochs:
-            draws = trainable.pictures(state)
-            if not trainable.members:
-                draws = [draws]
-            for m, draw in zip(members, draws):
-                if draw is not None and writer:
-                    draw(m.out)
+        while not training.finished:
+            training.run_epoch()
+        training.draw_pictures()
     finally:
-        for m in members:
-            if m.board:
-                m.board.close()
-    return [m.records[-1] if m.records else None for m in members]
+        training.close()
+    return [m.records[-1] if m.records else None for m in training.members]
 
 
 __all__ = ["Schedule", "check_checkpoint_minutes", "Trainable", "is_writer", "make_run_steps", "make_schedule",
-           "member_of", "stack_members", "train", "train_members"]
+           "member_of", "stack_members", "train", "train_members", "Training"]
