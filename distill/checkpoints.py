@@ -2,7 +2,12 @@
 
 Each checkpoint step holds two items: ``state`` (everything needed to resume exactly: parameters,
 optimiser states, environments, replay buffer, rng) and ``params`` (just the networks, which is what
-compression and export read).
+compression and export read). A run keeps three kinds:
+
+- ``last``: the few newest resumable checkpoints (state and parameters);
+- ``best``: the parameters with the highest time_at_goal;
+- ``final``: the newest parameters, where they are newer than ``last`` (a run that saves its state,
+  replay included, less often than every epoch; ``--checkpoint last`` reads the newer of the two).
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class RunCheckpoints:
                     enable_async_checkpointing=False,
                 ),
             )
+            self.final = ocp.CheckpointManager(
+                root / "final",
+                options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
+            )
             best_step = self.best.latest_step()
             self._best_score = None if best_step is None else _read_score(self.best, best_step)
         except DistillError:
@@ -67,6 +76,14 @@ class RunCheckpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(_stand_in_for_empty(state)),
                                   params=ocp.args.StandardSave(params))
         self.last.save(step, args=args, force=True)
+        self._save_best(step, params, time_at_goal)
+
+    def save_params(self, step: int, params: Any, time_at_goal: float) -> None:
+        """An evaluated epoch's parameters alone: ``final``, and ``best`` if they beat the best so far."""
+        self.final.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True)
+        self._save_best(step, params, time_at_goal)
+
+    def _save_best(self, step: int, params: Any, time_at_goal: float) -> None:
         if self._best_score is None or time_at_goal > self._best_score:
             self.best.save(
                 step,
@@ -76,9 +93,18 @@ class RunCheckpoints:
             self._best_score = float(time_at_goal)
         self.wait()
 
+    def forget_after(self, step: int) -> None:
+        """Drops ``best`` and ``final`` parameters saved after ``step``: a run resumed from ``step``
+        retrains those epochs, and its metrics no longer hold their evaluations."""
+        for manager in (self.best, self.final):
+            for newer in [s for s in manager.all_steps() if s > step]:
+                manager.delete(newer)
+        best_step = self.best.latest_step()
+        self._best_score = None if best_step is None else _read_score(self.best, best_step)
+
     def wait(self) -> None:
-        self.last.wait_until_finished()
-        self.best.wait_until_finished()
+        for manager in (self.last, self.best, self.final):
+            manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
         return self.last.latest_step()
@@ -104,8 +130,8 @@ class RunCheckpoints:
         return step, _empty_again(abstract_state, restored)
 
     def close(self) -> None:
-        self.last.close()
-        self.best.close()
+        for manager in (self.last, self.best, self.final):
+            manager.close()
 
 
 def _present_fields(state: Any) -> dict | None:
@@ -189,20 +215,35 @@ def _place_like(target, value):
     return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
 
 
+def newest_params_dir(run: Path, which: str) -> tuple[Path, int] | None:
+    """(checkpoint directory, step) holding a run's ``best`` or ``last`` parameters; for ``last`` the
+    newer of ``last`` (with a state) and ``final`` (parameters alone). None if there are none."""
+    root = Path(run).absolute() / "checkpoints"
+    kinds = ("best",) if which == "best" else ("last", "final")
+    found = [(root / kind, int(p.name)) for kind in kinds if (root / kind).is_dir()
+             for p in (root / kind).iterdir() if p.name.isdigit()]
+    return max(found, key=lambda item: item[1]) if found else None
+
+
 def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[int, Any]:
-    """Restores the network parameters of a run's ``best`` (or ``last``) checkpoint."""
+    """Restores the network parameters of a run's ``best`` (or ``last``: the newest) checkpoint."""
     if which not in CHECKPOINT_KINDS:
         raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
-    where = Path(run).absolute() / "checkpoints" / which
-    if not where.is_dir():
+    root = Path(run).absolute() / "checkpoints"
+    where = root / which
+    newest = newest_params_dir(run, which)
+    if newest is None:
         from distill.runs import packed_record
 
         packed = packed_record(run)
         if packed is not None:
             # Not the best in place of last: a figure quoted for "last" must be the last one's.
-            raise DistillError(f"{run} is a packed run: it keeps only its best parameters (step {packed.get('step')}); "
-                               "use --checkpoint best, or the original run for its last checkpoint")
-        raise DistillError(f"{run} has no checkpoints ({where} is missing)")
+            raise DistillError(f"{run} is a packed run without its final parameters: it keeps only its best "
+                               f"(step {packed.get('step')}); use --checkpoint best, or the original run")
+        if not where.is_dir():
+            raise DistillError(f"{run} has no checkpoints ({where} is missing)")
+        raise DistillError(f"{run} has no checkpoints in {where}")
+    where = newest[0]
     try:
         manager = ocp.CheckpointManager(where, options=ocp.CheckpointManagerOptions(read_only=True))
         step = manager.latest_step()

@@ -60,6 +60,9 @@ def test_a_packed_run_holds_the_best_parameters_and_the_record_only(tiny_teacher
     best = max(read_metrics(tiny_teacher_run), key=lambda m: m["time_at_goal"])
     assert packed["from"] == str(tiny_teacher_run.absolute()) and packed["step"] == step
     assert (packed["env_steps"], packed["epoch"], packed["time_at_goal"]) == (best["env_steps"], best["epoch"], best["time_at_goal"])
+    last = read_metrics(tiny_teacher_run)[-1]
+    assert (packed["final"]["env_steps"], packed["final"]["epoch"], packed["final"]["time_at_goal"]) == (
+        last["env_steps"], last["epoch"], last["time_at_goal"])
     # Nothing is left beside the packed run by its temporary copy.
     assert sorted(p.name for p in packed_teacher.parent.iterdir()) == ["teacher"]
 
@@ -77,9 +80,15 @@ def test_evaluate_and_render_a_packed_run_as_the_original(tiny_teacher_run, pack
     assert (tmp_path / "0.html").read_bytes() == (tmp_path / "1.html").read_bytes(), pages
 
 
-def test_a_packed_run_keeps_no_last_checkpoint_and_cannot_resume(packed_teacher):
-    assert_one_line_error(run_cli_in_process("evaluate", str(packed_teacher), "--checkpoint", "last", "--episodes", "2"),
-                          "packed run", "only its best parameters", "--checkpoint best")
+def test_a_packed_run_keeps_its_final_parameters_but_no_state_and_cannot_resume(tiny_teacher_run, packed_teacher):
+    from teachers.train import load_teacher
+
+    _, _, _, final, step = load_teacher(tiny_teacher_run, "last")
+    _, _, _, packed_final, packed_step = load_teacher(packed_teacher, "last")
+    assert packed_step == step
+    assert_same_tree(final, packed_final)
+    assert sorted(p.name for p in (packed_teacher / "checkpoints" / "final" / str(step)).iterdir()) != []
+    assert not (packed_teacher / "checkpoints" / "final" / str(step) / "state").exists()
     before = files_of(packed_teacher)
     assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(packed_teacher), "--resume", "--no-progress"),
                           "cannot resume", "packed run", "--init-from")

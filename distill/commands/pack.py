@@ -2,9 +2,11 @@
 
 Teachers are trained where the accelerator is and distilled, exported and inspected where the user
 is. A packed run keeps ``config.json`` (marked as packed: from which run, checkpoint step and env
-step), ``metrics.jsonl``, the pictures and the summaries at the run's top level, and the ``best``
-checkpoint's parameters. It leaves out what only resuming needs: the ``last`` checkpoints (optimiser
-states, environments, the replay buffer) and the TensorBoard logs.
+step), ``metrics.jsonl``, the pictures and the summaries at the run's top level, the ``best``
+checkpoint's parameters and the newest parameters (``final``: what ``--checkpoint last`` reads, the
+figures a depth comparison on final parameters quotes). It leaves out what only resuming needs: the
+states in the ``last`` checkpoints (optimiser states, environments, the replay buffer) and the
+TensorBoard logs.
 
 The best checkpoint is copied as orbax wrote it (it already holds the parameters alone), so every
 command reads a packed run through the same loader as the original, and a student's record of its
@@ -23,21 +25,22 @@ import jax
 import numpy as np
 
 from distill import runs
+from distill.checkpoints import newest_params_dir
 from distill.errors import DistillError
 
 PACKED_FILES = ("metrics.jsonl",)
 PACKED_PATTERNS = ("*.png", "*.md", "*.json")
 
 
-def _load(run: Path, kind: str):
+def _load(run: Path, kind: str, which: str = "best"):
     if kind == "teacher":
         from teachers.train import load_teacher
 
-        return load_teacher(run)
+        return load_teacher(run, which)
     if kind == "student":
         from students.train import load_student
 
-        return load_student(run)
+        return load_student(run, which)
     raise DistillError(f"{run} is neither a teacher nor a student run")
 
 
@@ -108,12 +111,19 @@ def pack_run(run: Path, out: Path) -> dict:
         raise DistillError(f"{run} has no best checkpoint to pack ({best} is missing); it has not finished an epoch yet")
     _, _, _, params, step = _load(run, kind)
     info = best_checkpoint(run, step=step)
+    final = newest_params_dir(run, "last")
+    if final is not None:
+        config = runs.config_from_record(record, _config_class(kind), run, kind)
+        info["final"] = runs.best_checkpoint_info(run, final[1], _schedule(kind, config))
 
     tmp = out.parent / f".{out.name}.packing-{os.getpid()}"
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         (tmp / "checkpoints" / "best").mkdir(parents=True)
         shutil.copytree(best / str(step), tmp / "checkpoints" / "best" / str(step))
+        if final is not None:  # the newest parameters, without the state beside them
+            shutil.copytree(final[0] / str(final[1]), tmp / "checkpoints" / "final" / str(final[1]),
+                            ignore=shutil.ignore_patterns("state"))
         for name in PACKED_FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, tmp / name)
@@ -124,10 +134,15 @@ def pack_run(run: Path, out: Path) -> dict:
         record["packed"] = {"from": str(run.absolute()), **info,
                             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         runs.atomic_write_text(tmp / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-        _, _, _, copied, _ = _load(tmp, kind)
-        if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(params)),
-                                                         jax.tree.leaves(jax.device_get(copied)))):
-            raise DistillError(f"the packed parameters of {run} do not read back equal to the original")
+        for which, original in (("best", params), ("last", None)):
+            if which == "last":
+                if final is None:
+                    break
+                original = _load(run, kind, which)[3]
+            copied = _load(tmp, kind, which)[3]
+            if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(original)),
+                                                             jax.tree.leaves(jax.device_get(copied)))):
+                raise DistillError(f"the packed {which} parameters of {run} do not read back equal to the original")
         os.rename(tmp, out)  # an empty directory of that name (checked above) is replaced
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
