@@ -369,6 +369,37 @@ def test_wall_stops_a_pushed_humanoid():
     assert walled.max() < 3.0 + 1.5
 
 
+# --- the reference's physics ------------------------------------------------------------------------
+
+# Printed by the paper's code (its humanoid.py and humanoid_maze.py) under brax 0.10.1, the version
+# it pins, on the spring pipeline: reset with PRNGKey(0), then one step of the action 0.5 on every
+# actuator. Its humanoid steps 0.03 s (its opt.timestep of 0.0015 never reaches that pipeline, which
+# steps by sys.dt, the XML's 0.003), its humanoid mazes 0.015 s.
+REFERENCE_HUMANOID = {
+    "humanoid": (0.03, [0.00021089, -0.00016687, -0.00483346]),
+    "humanoid_u_maze": (0.015, [0.00016165, -0.00011253, -0.00119579]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_HUMANOID))
+def test_the_humanoid_steps_as_long_and_as_far_as_the_reference(name):
+    dt, displacement = REFERENCE_HUMANOID[name]
+    env = REGISTRY[name].make()
+    assert env.dt == pytest.approx(dt)
+    state = run_once(env.reset, jax.random.PRNGKey(0))
+    moved = run_once(env.step, state, 0.5 * jnp.ones(env.action_size))
+    step = np.asarray(moved.pipeline_state.x.pos[0] - state.pipeline_state.x.pos[0])
+    np.testing.assert_allclose(step, displacement, rtol=1e-3, atol=2e-6)
+
+
+def test_the_humanoid_starts_every_episode_in_the_same_pose_as_the_reference():
+    env = REGISTRY["humanoid"].make()
+    starts = [run_once(env._initial_q, jax.random.PRNGKey(k)) for k in range(3)]
+    for q, qd in starts:
+        np.testing.assert_array_equal(q, env.sys.init_q)
+        np.testing.assert_array_equal(qd, np.zeros_like(qd))
+
+
 # --- goals of the reference ----------------------------------------------------------------------
 
 
@@ -389,7 +420,10 @@ def test_ant_big_maze_is_evaluated_on_its_far_goals():
     assert wall_boxes(BIG_MAZE_EVAL) == wall_boxes(BIG_MAZE)
     np.testing.assert_array_equal(evaluation.start, train.start)
     far = {tuple(g) for g in evaluation.goals.tolist()}
-    assert len(far) == 10 and far < {tuple(g) for g in train.goals.tolist()}
+    # The paper's code evaluates on these 9 cells (row, column); JaxGCRL's list adds (2, 5).
+    cells = [(1, 5), (1, 6), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)]
+    assert far == {(i * evaluation.scale, j * evaluation.scale) for i, j in cells}
+    assert far < {tuple(g) for g in train.goals.tolist()}
     # Every other environment is evaluated where it trains.
     assert type(REGISTRY["ant_u4_maze"].make(evaluation=True)) is REGISTRY["ant_u4_maze"].factory
 

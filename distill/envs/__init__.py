@@ -102,27 +102,32 @@ register_goal_env(
 register_goal_env(
     "ant_u4_maze", maze_env(GoalAnt, U4_MAZE), 8, "ant in a long U-shaped corridor; goal = torso xy"
 )
+# The paper's budgets, where they differ from its 100M default (TeacherConfig.total_steps).
+PAPER_200M, PAPER_400M = dict(total_steps=200_000_000), dict(total_steps=400_000_000)
 register_goal_env(
-    "ant_u5_maze", maze_env(GoalAnt, U5_MAZE), 8, "ant in a longer U-shaped corridor (7 x 8); goal = torso xy"
+    "ant_u5_maze", maze_env(GoalAnt, U5_MAZE), 8, "ant in a longer U-shaped corridor (7 x 8); goal = torso xy",
+    preset=PAPER_400M,
 )
 # Trained on every free cell as a goal, evaluated on the far ones only, as in the reference.
 register_goal_env(
     "ant_big_maze", maze_env(GoalAnt, BIG_MAZE), 8,
-    "ant in an 8 x 8 maze with dead ends; goal = torso xy (evaluated on its 10 far cells)",
+    "ant in an 8 x 8 maze with dead ends; goal = torso xy (evaluated on its 9 far cells, as the paper)",
     evaluation_class=maze_env(GoalAnt, BIG_MAZE_EVAL),
 )
 register_goal_env(
-    "ant_hardest_maze", maze_env(GoalAnt, HARDEST_MAZE), 8, "ant in a 9 x 12 maze of junctions; goal = torso xy"
+    "ant_hardest_maze", maze_env(GoalAnt, HARDEST_MAZE), 8, "ant in a 9 x 12 maze of junctions; goal = torso xy",
+    preset=PAPER_200M,
 )
 # The humanoid is about half the ant's reach per step, so its mazes are drawn at half the scale.
 HUMANOID_MAZE_SCALE = 2.0
-for name, layout, what in (
-    ("humanoid_u_maze", U_MAZE, "a 5 x 5 U"),
-    ("humanoid_big_maze", BIG_MAZE, "an 8 x 8 maze with dead ends"),
-    ("humanoid_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions"),
+for name, layout, what, budget in (
+    ("humanoid_u_maze", U_MAZE, "a 5 x 5 U", PAPER_400M),
+    ("humanoid_big_maze", BIG_MAZE, "an 8 x 8 maze with dead ends", PAPER_400M),
+    ("humanoid_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions", None),
 ):
     register_goal_env(
-        name, maze_env(GoalHumanoid, layout, HUMANOID_MAZE_SCALE), 17, f"humanoid in {what} (2 m cells); goal = torso xyz"
+        name, maze_env(GoalHumanoid, layout, HUMANOID_MAZE_SCALE), 17, f"humanoid in {what} (2 m cells); goal = torso xyz",
+        preset=budget,
     )
 # The point mass costs a few microseconds a step, so its mazes train on a CPU in minutes: every
 # SGD update the paper's ratio asks for (one per 40 transitions) fits in the budget.

@@ -40,7 +40,8 @@ class EnvSpec:
     """The Brax physics pipeline this environment trains with, and so is evaluated with."""
     # Not hashed: a dict is unhashable, and the spec's name already identifies it.
     preset: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
-    """Teacher-config overrides under which this environment trains well on a 2-core CPU."""
+    """Teacher-config overrides: the paper's budget where it differs from the default, and for the
+    environments meant for a CPU, settings under which they train well on 2 cores."""
     evaluation_factory: Callable[..., "GoalEnv"] | None = None
     """The environment policies are evaluated on, where it differs from the training one (the
     reference evaluates ``ant_big_maze`` on its far goals only); None means the training one."""
@@ -120,6 +121,11 @@ class GoalEnv(PipelineEnv):
     encoders, velocities from differentiation or an IMU)."""
     maze_goal_noise: float = 0.0
     """How far a maze jitters this robot's goals around their cell centres, as a fraction of a cell."""
+    spring_timestep: float | None = None
+    """The physics time step on the spring and positional pipelines, where it differs from Brax's
+    tuning of the robot (None keeps that); an env step is this times the robot's frames."""
+    maze_spring_timestep: float | None = None
+    """The same for the robot's mazes (None: as in the open)."""
     asset: str
     """Where a robot's MJCF lies inside the brax package (e.g. ``envs/assets/ant.xml``), for
     environments such as mazes that build on it."""

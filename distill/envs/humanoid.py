@@ -33,7 +33,8 @@ MAX_GOAL_DISTANCE = 5.0
 # The humanoid starts with its torso at 1.4; settling onto its feet it bobs between about 1.2 and
 # 1.33. JaxGCRL uses the same value.
 STANDING_HEIGHT = 1.25
-RESET_NOISE = 0.01
+# The reference starts every episode from the model's standing pose exactly (reset noise 0).
+RESET_NOISE = 0.0
 # The geoms that hit maze walls: the feet and the trunk (torso and pelvis capsules), so the humanoid
 # can neither step nor lean through a wall. The reference lets all 17 geoms hit the walls, but the
 # spring pipeline checks every such geom against every wall on every step: in the hardest maze a
@@ -52,6 +53,12 @@ class GoalHumanoid(GoalEnv, Humanoid):
                     ("actuator_force", 23))
     asset = "envs/assets/humanoid.xml"
     wall_geoms = WALL_GEOMS
+    # What the reference really integrates with (printed under brax 0.10.1, the version it pins): its
+    # open humanoid asks for 0.0015 through opt.timestep, but that pipeline steps by sys.dt, which
+    # keeps the XML's 0.003, so an env step (10 frames) is 0.03 s; its mazes replace sys.dt itself
+    # with 0.0015, so 0.015 s. Brax now reads opt.timestep, hence the two set here.
+    spring_timestep = 0.003
+    maze_spring_timestep = 0.0015
 
     def __init__(self, backend: str = "spring", **kwargs):
         Humanoid.__init__(
@@ -60,7 +67,10 @@ class GoalHumanoid(GoalEnv, Humanoid):
         # Brax tuned its humanoid per backend (time step, solver, gears); keep that tuning on the
         # model whose body collides with the floor.
         tuned = self.sys
-        self.sys = mjcf.loads(self.mjcf()).replace(opt=tuned.opt, actuator=tuned.actuator)
+        opt = tuned.opt
+        if backend in ("spring", "positional") and self.spring_timestep is not None:
+            opt = opt.replace(timestep=self.spring_timestep)
+        self.sys = mjcf.loads(self.mjcf()).replace(opt=opt, actuator=tuned.actuator)
 
     @classmethod
     def mjcf(cls) -> str:

@@ -28,8 +28,9 @@ nothing about it.
 - ``U4_MAZE``: a long U-shaped corridor (10 goal cells, JaxGCRL's U4 maze).
 - ``U5_MAZE``: a longer U, 7 x 8 cells with the border (JaxGCRL's U5 maze).
 - ``BIG_MAZE``: an 8 x 8 maze with branches and dead ends (JaxGCRL's big maze, D4RL's medium).
-- ``BIG_MAZE_EVAL``: ``BIG_MAZE``'s walls with only its far goal cells, which JaxGCRL evaluates the
-  ant's big maze on.
+- ``BIG_MAZE_EVAL``: ``BIG_MAZE``'s walls with only its 9 far goal cells, which the paper's code
+  evaluates the ant's big maze on (JaxGCRL's version also counts the cell left of the top-right
+  corner of the second row, 10 cells).
 - ``HARDEST_MAZE``: a 9 x 12 maze with many junctions (JaxGCRL's hardest maze, D4RL's large).
 
 The start cell is never a goal cell, so no episode starts at its goal.
@@ -95,7 +96,7 @@ BIG_MAZE = (
 BIG_MAZE_EVAL = (
     "########",
     "#R.##GG#",
-    "#..#.GG#",
+    "#..#..G#",
     "##...###",
     "#..#...#",
     "#.#G.#G#",
@@ -217,4 +218,6 @@ def maze_env(robot: type[GoalEnv], layout: tuple[str, ...], scale: float = MAZE_
     """The environment class of ``robot`` in ``layout``, ready to register."""
     # Brax's environments are ABCs, and type() through ABCMeta would name the module "abc".
     namespace = {"layout": layout, "scale": scale, "goal_noise": robot.maze_goal_noise, "__module__": __name__}
+    if robot.maze_spring_timestep is not None:
+        namespace["spring_timestep"] = robot.maze_spring_timestep
     return type(f"{robot.__name__}Maze", (MazeEnv, robot), namespace)
