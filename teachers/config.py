@@ -43,8 +43,10 @@ class TeacherConfig:
     larger batch most. CPU presets set their own."""
     updates_per_step: int = 0
     """SGD steps per training step; 0 picks about one update per 40 collected transitions."""
-    total_steps: int = 50_000_000
-    """Environment steps to train for."""
+    total_steps: int = 100_000_000
+    """Environment steps to train for: the paper's code's default; environments the paper gives
+    another budget (``ant_hardest_maze`` 200M; ``ant_u5_maze`` and the humanoid's U and big mazes
+    400M) and the CPU environments set theirs in their preset."""
     num_evals: int = 20
     """Epochs; an evaluation follows every epoch."""
     eval_episodes: int = 128
