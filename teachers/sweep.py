@@ -182,8 +182,10 @@ def write_summary(plan: SweepPlan, out: Path) -> dict:
         if not done:
             continue
         tag, succ = np.array([r["time_at_goal"] for r in done]), np.array([r["success_any"] for r in done])
+        best = np.array([r["best_time_at_goal"] for r in done])
         by_depth.append({"depth": depth, "seeds": len(done),
                          "time_at_goal_mean": float(tag.mean()), "time_at_goal_std": float(tag.std()),
+                         "best_time_at_goal_mean": float(best.mean()), "best_time_at_goal_std": float(best.std()),
                          "success_any_mean": float(succ.mean()), "success_any_std": float(succ.std()),
                          "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in done])),
                          "wall_seconds": float(np.mean([r["wall_seconds"] for r in done]))})
@@ -207,17 +209,20 @@ def _write_markdown(out: Path, s: dict) -> None:
         "",
         f"Depths {s['depths']} (actor and critic), seeds {s['seeds']}; every run {settings['total_steps']:,} env steps, "
         f"width {settings['width']}, batch {settings['batch_size']}, {settings['num_envs']} envs. "
-        f"Scores are the last evaluation ({settings['eval_episodes']} deterministic episodes; time_at_goal out of "
-        f"{s['episode_length']}).",
+        f"Final parameters: the last evaluation, as the paper's code reports; best checkpoint: the highest "
+        f"evaluation of the run, the parameters `compress` and `export` read ({settings['eval_episodes']} "
+        f"deterministic episodes each; time_at_goal out of {s['episode_length']}).",
         "",
-        "| depth | seeds | time_at_goal (mean ± std) | success_any (mean ± std) | env steps/s | wall time per run |",
-        "|---|---|---|---|---|---|",
+        "| depth | seeds | final parameters: time_at_goal (mean ± std) | best checkpoint: time_at_goal (mean ± std) | "
+        "success_any, final (mean ± std) | env steps/s | wall time per run |",
+        "|---|---|---|---|---|---|---|",
     ]
     for d in s["by_depth"]:
-        lines.append(f"| {d['depth']} | {d['seeds']} | {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f} | "
+        best = f"{d['best_time_at_goal_mean']:.1f} ± {d['best_time_at_goal_std']:.1f}" if "best_time_at_goal_mean" in d else "-"
+        lines.append(f"| {d['depth']} | {d['seeds']} | {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f} | {best} | "
                      f"{d['success_any_mean']:.2f} ± {d['success_any_std']:.2f} | {d['env_steps_per_s']:,.0f} | "
                      f"{d['wall_seconds'] / 60:.1f} min |")
-    lines += ["", "| run | finished | env steps | time_at_goal (last / best) | success_any | parameters (actor + critic) | env steps/s | wall |",
+    lines += ["", "| run | finished | env steps | time_at_goal (final / best checkpoint) | success_any | parameters (actor + critic) | env steps/s | wall |",
               "|---|---|---|---|---|---|---|---|"]
     for r in s["runs"]:
         lines.append(f"| {r['run']} | {'yes' if r['finished'] else 'no'} | {r['env_steps']:,} | {r['time_at_goal']:.1f} / "
@@ -242,12 +247,16 @@ def _plot(out: Path, s: dict) -> None:
         if s["by_depth"]:
             d = [b["depth"] for b in s["by_depth"]]
             ax.errorbar(d, [b[f"{key}_mean"] for b in s["by_depth"]], yerr=[b[f"{key}_std"] for b in s["by_depth"]],
-                        color="k", capsize=4, lw=1.5, label="mean ± std over seeds")
+                        color="k", capsize=4, lw=1.5, label="final parameters: mean ± std over seeds")
+            if key == "time_at_goal" and all("best_time_at_goal_mean" in b for b in s["by_depth"]):
+                ax.errorbar(d, [b["best_time_at_goal_mean"] for b in s["by_depth"]],
+                            yerr=[b["best_time_at_goal_std"] for b in s["by_depth"]], color="tab:red", capsize=4, lw=1,
+                            ls="--", label="best checkpoint: mean ± std")
             ax.legend(fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(s["depths"], [str(d) for d in s["depths"]])
         ax.set_xlabel("depth (actor and critic)")
-        ax.set_title(f"final {key}")
+        ax.set_title(f"{key} (final parameters{' and best checkpoint' if key == 'time_at_goal' else ''})")
     for ax, x, label in ((axes[1][0], "env_steps", "env steps"), (axes[1][1], "wall_seconds", "wall-clock seconds")):
         for r in s["runs"]:
             ax.plot([c[x] for c in r["curve"]], [c["time_at_goal"] for c in r["curve"]], color=colors[r["depth"]],
