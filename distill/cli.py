@@ -89,7 +89,7 @@ def envs(
             "success_radius": s.success_radius,
             "episode_length": s.episode_length,
             "backend": s.backend,
-            "cpu_preset": bool(s.preset),
+            "cpu_preset": bool(set(s.preset) - {"total_steps"}),
             "default": s.name == DEFAULT_ENV,
             "description": s.description,
         }
@@ -448,6 +448,21 @@ def demo(
                        say=lambda text: typer.echo(text, err=True))
     print_summary(summary)
     typer.echo(f"report: {out}/demo_report.md")
+
+
+@app.command()
+@one_line_errors
+def doctor(
+    lock: Optional[Path] = typer.Option(None, help="The lock to compare with (default: constraints.txt of this checkout)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+):
+    """Python, the key packages, JAX's devices and compile cache; exits 1 where a version differs from the lock."""
+    from distill.doctor import diagnose, report_lines
+
+    report = diagnose(lock)
+    typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
+    if report["differences"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:
