@@ -1,5 +1,7 @@
-"""The GPU campaign: its bad input (a results folder from another card, a missing or mismatched speed
-measurement), and its reduced depth stage end to end on a CPU, a second call redoing nothing."""
+"""The GPU campaign: bad input refused before anything is written (the depth stage, its home half,
+the speed stage), and, in the slow set, the reduced depth stage cut by its deadline, continued by a
+second call from the compile cache, and taken home; the speed stage's cut points say what they were
+doing."""
 
 from __future__ import annotations
 
@@ -13,112 +15,172 @@ import pytest
 
 from tests.conftest import ROOT, assert_one_line_error
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_campaign  # noqa: E402
+CAMPAIGN = ROOT / "benchmarks" / "gpu" / "campaign.py"
 
 
-def campaign(*args: str) -> subprocess.CompletedProcess:
+def campaign(*args: str, cache=None, timeout: float = 1800) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_campaign.py"), *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=1800)
+    if cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    return subprocess.run([sys.executable, str(CAMPAIGN), *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=timeout)
 
 
-def test_a_call_past_its_deadline_starts_no_point_and_leaves_them_for_the_next(tmp_path):
-    out = tmp_path / "campaign"
+def files_under(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else None
+
+
+def test_a_deadline_shorter_than_the_probe_is_refused_before_anything_is_written(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = campaign("--stage", "depth", "--reduced", "--out", str(out), "--work", str(work), "--deadline-s", "5")
+    assert result.returncode == 2
+    assert_one_line_error(result, "--deadline-s 5", "shorter than the probe", "nothing was written")
+    assert not out.exists() and not work.exists()
+
+
+def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = campaign("--stage", "depth", "--reduced", "--out", str(blocker / "out"), "--work", str(tmp_path / "work"),
+                      "--deadline-s", "100")
+    assert result.returncode == 2
+    assert_one_line_error(result, "cannot write to the results folder")
+    assert not (tmp_path / "work").exists()
+    speed = campaign("--stage", "speed", "--reduced", "--out", str(blocker / "out"), "--deadline-s", "100")
+    assert speed.returncode == 2
+    assert_one_line_error(speed, "cannot write to the results folder")
+
+
+def _record(work, **changes):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu.depth import PLANS, RECORD
+
+    plan = PLANS["reduced"]
+    record = {**plan.settings(), "target_steps": plan.target_steps, "device": "cpu", "calls": [], **changes}
+    work.mkdir(parents=True)
+    (work / RECORD).write_text(json.dumps(record))
+    return work / RECORD
+
+
+def test_a_continuing_call_with_other_settings_or_a_smaller_budget_is_refused(tmp_path):
+    out = tmp_path / "out"
+    cases = [(dict(epoch_steps=99), ("epoch_steps: 2 here, 99 there", "only the budget may change")),
+             (dict(target_steps=10**9), ("may only raise it",)),
+             (dict(device="NVIDIA_H200"), ("trained on NVIDIA_H200, not on this cpu",))]
+    for index, (changes, fragments) in enumerate(cases):
+        work = tmp_path / f"work{index}"
+        path = _record(work, **changes)
+        before = path.read_bytes()
+        result = campaign("--stage", "depth", "--reduced", "--out", str(out), "--work", str(work), "--deadline-s", "100")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert_one_line_error(result, *fragments)
+        assert path.read_bytes() == before and files_under(work) == ["depth_config.json"]
+
+
+def test_home_refuses_a_folder_missing_files_or_recorded_on_another_card(tmp_path):
+    came_back = tmp_path / "came_back"
+    came_back.mkdir()
+    missing = campaign("--home", str(came_back), "--out", str(tmp_path / "results"))
+    assert missing.returncode == 2
+    assert_one_line_error(missing, "depth.json is missing")
+    record = {"device": "NVIDIA_H200", "env": "simple_u_maze", "depths": [8, 4], "seeds": [0],
+              "runs": [{"depth": 8, "seed": 0, "run": "depth_8_seed_0"}, {"depth": 4, "seed": 0, "run": "depth_4_seed_0"}],
+              "comparison": {"common_epoch": 1}}
+    (came_back / "depth.json").write_text(json.dumps(record))
+    (came_back / "d8_s0.tar").write_bytes(b"")
+    no_tar = campaign("--home", str(came_back), "--out", str(tmp_path / "results"))
+    assert no_tar.returncode == 2
+    assert_one_line_error(no_tar, "lacks d4_s0.tar", "nothing was written")
+    (came_back / "d4_s0.tar").write_bytes(b"")
+    other = tmp_path / "results" / "gpu" / "Some_Other_Card" / "depth"
+    wrong_card = campaign("--home", str(came_back), "--out", str(other))
+    assert wrong_card.returncode == 2
+    assert_one_line_error(wrong_card, "Some_Other_Card", "recorded on NVIDIA_H200", "nothing was written")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_speed_call_past_its_deadline_starts_no_point_and_leaves_them_for_the_next(tmp_path):
+    out = tmp_path / "speed"
     result = campaign("--reduced", "--out", str(out), "--stage", "speed", "--deadline-s", "0")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "deadline reached" in result.stdout
+    assert "deadline reached; 'train simple_u_maze d4'" in result.stdout
     assert json.loads((out / "speed.json").read_text()) == []
+    assert "## Whole training steps" in (out / "speed.md").read_text()
 
 
-def test_a_results_folder_from_another_card_is_refused_without_writing(tmp_path):
-    out = tmp_path / "campaign"
-    out.mkdir()
-    speed = [{"kind": "train", "name": "train d4", "device": "Some_Other_Card", "env_steps_per_s": 1.0}]
-    (out / "speed.json").write_text(json.dumps(speed))
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    for stage in ("depth", "speed"):
-        result = campaign("--reduced", "--out", str(out), "--stage", stage, "--work", str(tmp_path / "work"))
-        assert result.returncode == 2
-        assert_one_line_error(result, "Some_Other_Card", "nothing was written")
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
-    assert json.loads((out / "speed.json").read_text()) == speed and not (tmp_path / "work").exists()
+def test_the_speed_stage_measures_the_depth_plans_inputs_first():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu.speed import PLANS, speed_points
+
+    names = [p["name"] for p in speed_points(PLANS["full"])]
+    assert names[:4] == ["train ant_hardest_maze d4", "train ant_hardest_maze d4 x2 seeds",
+                         "train ant_hardest_maze d8", "train ant_hardest_maze d8 x2 seeds"]
+    assert names.index("train ant_hardest_maze d64") < names.index("sgd unroll grid")
+    assert names.index("train ant_hardest_maze d16 x4 seeds") < names.index("sgd batch grid")
+    assert names[-2:] == ["train humanoid_u_maze d256/256", "train humanoid_u_maze d1024/512"]
 
 
-FULL = gpu_campaign.FULL["depth"]
-CARD = "NVIDIA_H100_80GB_HBM3"
-
-
-def train(depth, seeds, rate, env="ant", device=CARD, batch=512, compile_s=30.0):
-    return {"kind": "train", "env": env, "depth": depth, "seeds": seeds, "env_steps_per_s": rate,
-            "env_steps_per_s_total": rate * seeds, "batch_size": batch, "device": device, "compile_s": compile_s}
-
-
-def test_a_missing_or_mismatched_speed_measurement_falls_back_to_the_stated_budget():
-    for records, reason in ((None, "missing"), ([], "no whole-training-step"),
-                            ([train(16, 1, 20_000, device="NVIDIA_H200")], "measured on NVIDIA_H200"),
-                            ([train(16, 1, 20_000, env="humanoid")], "no measurement of ant_hardest_maze"),
-                            ([train(16, 1, 20_000, batch=256)], "at batch 512"),
-                            ([train(4, 1, 60_000)], "no measurement at depth 8")):
-        budget = gpu_campaign.depth_budget(FULL, records, CARD)
-        assert budget["budget_source"] == "fallback" and budget["total_steps"] == FULL["fallback_steps"] == 1_000_000
-        assert reason in budget["budget_reason"] and "1,000,000" in budget["budget_reason"]
-
-
-def test_the_budget_is_what_fits_the_sweep_at_the_measured_rates():
-    # Only the one-seed depth-16 rate: both depths read it (never faster than deeper), divided by 2 seeds.
-    budget = gpu_campaign.depth_budget(FULL, [train(16, 1, 20_000)], CARD)
-    assert budget["budget_source"] == "measured" and budget["rates"] == {"4": 10_000, "8": 10_000}
-    per_step = 512 * 62
-    fits = (360 - 2 * 60) * 0.8 / (2 / 10_000)
-    assert budget["total_steps"] == int(fits // per_step) * per_step
-    # A stacked measurement of as many seeds is used as it stands, and the target caps the budget.
-    fast = [train(4, 2, 500_000), train(8, 2, 400_000), train(8, 1, 450_000)]
-    assert gpu_campaign.depth_budget(FULL, fast, CARD)["total_steps"] == FULL["target_steps"]
-    stacked = gpu_campaign.depth_budget(FULL, [train(4, 2, 40_000), train(8, 4, 20_000)], CARD)
-    assert stacked["rates"] == {"4": 40_000, "8": 20_000} and "stacked seeds" in stacked["budget_reason"]
-
-
-# Several minutes of compiling on 2 cores: CI runs it with the slow tests.
 @pytest.mark.slow
-def test_reduced_depth_stage_brings_back_its_runs_and_pictures_and_a_second_call_redoes_nothing(tmp_path):
-    out, work = tmp_path / "campaign", tmp_path / "work"
-    first = campaign("--reduced", "--out", str(out), "--work", str(work), "--stage", "depth")
+def test_a_speed_point_cut_by_its_cap_says_it_was_compiling(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu.speed import PLANS, run_speed_point, speed_points
+
+    point = next(p for p in speed_points(PLANS["reduced"]) if p["name"] == "train simple_u_maze d12 x2 seeds")
+    records = run_speed_point(point, PLANS["reduced"], True, 18.0, False)
+    assert records[-1]["error"] == "not done within 18 s (still compiling)"
+
+
+# Three CPU calls of about two minutes each: CI runs it with the slow tests.
+@pytest.mark.slow
+def test_the_depth_stage_cut_by_its_deadline_continues_from_the_cache_and_goes_home(tmp_path):
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    first_out, second_out = tmp_path / "out1", tmp_path / "out2"
+    first = campaign("--stage", "depth", "--reduced", "--out", str(first_out), "--work", str(work), "--deadline-s", "100",
+                     cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "(fallback)" in first.stdout and "speed.json is missing" in first.stdout
-    dest = out / "depth"
-    result = json.loads((dest / "depth.json").read_text())
-    assert result["complete"] and result["budget_source"] == "fallback" and result["total_steps"] == 160
-    assert result["depths"] == [4, 8] and result["seeds"] == [0, 1]
-    assert result["teacher"]["depth"] == 8 and set(result["teacher"]["seeds"]) == {"0", "1"}
-    assert result["scratch"]["run"] == f"depth_4_seed_{result['teacher']['best_seed']}"
-    assert result["report"]["student"]["depth"] == 4 and result["report"]["scratch"]["depth"] == 4
-    assert "time_at_goal" in result["onnx_closed_loop"] and result["onnx_closed_loop"]["episodes"] == 2
-    # What comes back fits the device's limits: a few files, one folder deep.
-    files = sorted(p.name for p in dest.iterdir())
-    assert files == sorted(["depth.json", "depth.md", "student.onnx", "teacher.tar", "student.tar", "scratch.tar",
-                            "pictures.tar"]) == result["files"]
-    assert all(p.is_file() and p.stat().st_size < 16 * 2**20 for p in dest.iterdir())
-    with tarfile.open(dest / "pictures.tar") as tar:
-        names = set(tar.getnames())
-    assert {"sweep.png", "report_maze.png", "critic_teacher.png", "critic_scratch.png", "sweep.json"} <= names
-    for name in ("teacher", "student", "scratch"):
-        with tarfile.open(dest / f"{name}.tar") as tar:
-            assert f"{name}/config.json" in tar.getnames()
-    for path in dest.iterdir():  # the machine's folders stay behind
-        assert str(tmp_path).encode() not in path.read_bytes(), path.name
-    table = (dest / "depth.md").read_text()
-    assert "| policy | depth | parameters | time_at_goal (mean over seeds, and each seed) | success_any |" in table
-    assert "filled on the CPU" in table
+    for phase in ("setup:", "prefill d8:", "compile d8:", "probe d4:", "plan:", "train d8:", "evaluate d4:", "save d8:",
+                  "deadline:", "save: every run's state"):
+        assert phase in first.stdout, phase
+    # What a call cut at its deadline leaves: the sweep so far and every run, few files, no machine paths.
+    assert sorted(p.name for p in first_out.iterdir()) == sorted(
+        ["depth.json", "depth.md", "depth.png", "d8_s0.tar", "d8_s1.tar", "d4_s0.tar", "d4_s1.tar"])
+    assert all(p.stat().st_size < 16 * 2**20 for p in first_out.iterdir())
+    for tar_path in first_out.glob("*.tar"):
+        with tarfile.open(tar_path) as tar:
+            names = tar.getnames()
+            assert any("/checkpoints/best/" in n for n in names) and any("/checkpoints/final/" in n for n in names)
+            assert not any("/state" in n for n in names)
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith(".json"):
+                    assert str(tmp_path) not in tar.extractfile(member).read().decode(), member.name
+    one = json.loads((first_out / "depth.json").read_text())
+    call = one["calls"][0]
+    assert call["stopped"] == "the deadline" and call["epochs_run"] >= 1
+    epochs = {r["run"]: r["epochs"] for r in one["runs"]}
+    assert len(set(epochs.values())) == 1, epochs  # the depths advanced together
+    assert one["comparison"]["common_epoch"] == call["epochs_run"]
+    for row in one["runs"]:
+        assert row["final"]["epoch"] == row["epochs"] and row["best"]["time_at_goal"] >= row["final"]["time_at_goal"]
 
-    again = campaign("--reduced", "--out", str(out), "--work", str(work), "--stage", "depth")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "nothing to redo" in again.stdout and "sweep depth" not in again.stderr
-    assert json.loads((dest / "depth.json").read_text()) == result
+    second = campaign("--stage", "depth", "--reduced", "--out", str(second_out), "--work", str(work),
+                      "--deadline-s", "100", "--target-steps", "2400", cache=cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "continuing the depth stage" in second.stdout and "restored at" in second.stdout
+    two = json.loads((second_out / "depth.json").read_text())
+    assert [c["call"] for c in two["calls"]] == [1, 2] and two["target_steps"] == 2400
+    for depth in ("4", "8"):  # compiled programs came from the cache
+        assert two["calls"][1]["probe"][depth]["compile_s"] < two["calls"][0]["probe"][depth]["compile_s"]
+    assert two["comparison"]["common_epoch"] > one["comparison"]["common_epoch"]
 
-    # The CPU user's half: the packed runs pass their recorded evaluations, and the latency fills the table.
-    unpacked = campaign("--unpack", str(dest))
-    assert unpacked.returncode == 0, unpacked.stderr[-3000:]
-    assert (dest / "runs" / "teacher" / "checkpoints" / "best").is_dir()
-    assert "us |" in (dest / "depth.md").read_text()
-    assert json.loads((dest / "depth.json").read_text())["cpu"]["onnx_p50_us"] > 0
+    results = tmp_path / "results"
+    home = campaign("--home", str(second_out), "--reduced", "--out", str(results))
+    assert home.returncode == 0, home.stderr[-3000:]
+    report = json.loads((results / "report.json").read_text())
+    assert report["report"]["student"]["depth"] == 4 and report["report"]["scratch"]["depth"] == 4
+    assert report["teacher"]["run"].startswith("depth_8_seed_") and set(report["verification"]) == set(epochs)
+    assert report["onnx_closed_loop"]["episodes"] == 2
+    for name in ("report.md", "depth.md", "depth.png", "critic_teacher.png", "critic_scratch.png"):
+        assert (results / name).is_file(), name
+    for name in ("teacher", "scratch", "student"):
+        assert (results / "packed" / name / "config.json").is_file()
+        assert (results / "packed" / name / "checkpoints" / "final").is_dir()

@@ -251,7 +251,7 @@ def make_call_plan(plan: DepthPlan, programs: list[Program], seconds: float, rec
         h100_step = {d: per_step / (H100_RATES[d] * H100_STACKING_GAIN / seeds) for d in step_s}
         h100_rounds = rounds_that_fit(h100_step, overhead, plan.epoch_steps, seconds)
         h100 = {"rounds": h100_rounds, "env_steps_per_run": training.schedule.initial_env_steps
-                + h100_rounds * plan.epoch_steps * per_step,
+                + (training.epochs_done + min(epochs_left, h100_rounds)) * plan.epoch_steps * per_step,
                 "rates_per_seed_one_program": {str(d): H100_RATES[d] * H100_STACKING_GAIN / seeds for d in step_s}}
     return {"seconds": seconds, "rounds": rounds, "epoch_env_steps": plan.epoch_steps * per_step,
             "env_steps_per_run_at_deadline": reach if rounds else training.env_steps,

@@ -1,7 +1,8 @@
 """The depth stage's CPU half: what a GPU call brought back becomes the experiment's report.
 
-``python benchmarks/gpu/campaign.py --home DIR``, where DIR holds what the depth stage left in its
-``$OUT`` (``depth.json`` and one tar per run; ``results/gpu/<device>/depth`` by convention):
+``python benchmarks/gpu/campaign.py --home DIR [--out RESULTS]``, where DIR holds what the depth
+stage left in its ``$OUT`` (``depth.json``, ``depth.md``, ``depth.png`` and one tar per run), and
+RESULTS (default ``results/gpu/<device>/depth``) receives what the repository keeps:
 
 1. every run is extracted and packed (``distill pack``: best and final parameters, the record), and
    each packed run must pass its recorded evaluation on this CPU (``verify_packed_run``);
@@ -9,8 +10,9 @@
    depth-4 run as the from-scratch baseline of the report;
 3. the student is exported through the parity gate, and the ONNX file runs in closed loop;
 4. critic maps of the teacher and the scratch run for the goal cell farthest from the start;
-5. ``report.json`` / ``report.md`` in DIR, and the packed teacher, student and scratch runs in
-   ``DIR/packed`` (small: parameters and records), which is what the repository keeps.
+5. ``report.json`` / ``report.md`` and the GPU side's ``depth.*`` in RESULTS, and the packed teacher,
+   student and scratch runs in ``RESULTS/packed`` (parameters and records; the other runs stay in
+   the tars).
 
 Work that takes long (the student) lives in ``runs/gpu/home/<device>`` and is reused by a second call.
 """
@@ -35,26 +37,33 @@ REPORT_EPISODES = {"full": 64, "reduced": 2}
 CRITIC_POINTS = {"full": 8, "reduced": 2}
 
 
-def check_folder(folder: Path) -> dict:
-    """depth.json and a tar for each of its runs, recorded on the card the folder is named after
-    (``results/gpu/<device>/depth``); the record, or a one-line CampaignError."""
+def check_folder(folder: Path, out: Path | None) -> tuple[dict, Path]:
+    """depth.json and a tar for each of its runs in ``folder``, and a results folder that is this
+    card's: (the record, the results folder), or a one-line CampaignError before anything is written."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CampaignError(f"{folder} is not a folder of depth-stage results")
     record = read_json(folder / "depth.json", "what the depth stage wrote")
     if not isinstance(record, dict) or "runs" not in record or "device" not in record:
         raise CampaignError(f"{folder / 'depth.json'} is not a depth stage's record")
-    card = folder.absolute().parent.name
-    if folder.absolute().parent.parent.name == "gpu" and card != record["device"]:
-        raise CampaignError(f"{folder} lies under results for {card} but was recorded on {record['device']}; "
+    out = Path(out) if out else ROOT / "results" / "gpu" / record["device"] / "depth"
+    card = out.absolute().parent.name
+    if out.absolute().parent.parent.name == "gpu" and card != record["device"]:
+        raise CampaignError(f"{out} holds results for {card}, but {folder} was recorded on {record['device']}; "
                             "nothing was written")
+    for name in ("report.json", "depth.json"):
+        if (out / name).is_file() and (out / name).resolve() != (folder / name).resolve():
+            other = read_json(out / name, "earlier results").get("device")
+            if other and other != record["device"]:
+                raise CampaignError(f"{out} holds results recorded on {other}, not on {record['device']}; "
+                                    "nothing was written")
     missing = [f"d{r['depth']}_s{r['seed']}.tar" for r in record["runs"]
                if not (folder / f"d{r['depth']}_s{r['seed']}.tar").is_file()]
     if missing:
         raise CampaignError(f"{folder} lacks {', '.join(missing)}; copy every file the depth stage wrote; nothing was written")
     if not record.get("comparison", {}).get("common_epoch"):
         raise CampaignError(f"{folder}: no run finished an epoch on the GPU; there is nothing to take home")
-    return record
+    return record, out
 
 
 def extract(folder: Path, record: dict, work: Path) -> dict[tuple[int, int], Path]:
@@ -84,8 +93,11 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
 
     size = "reduced" if reduced else "full"
     folder = Path(folder)
-    record = check_folder(folder)
-    out = Path(out) if out else folder
+    record, out = check_folder(folder, out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("depth.json", "depth.md", "depth.png"):
+        if (folder / name).is_file() and (out / name).resolve() != (folder / name).resolve():
+            shutil.copy2(folder / name, out / name)
     work = ROOT / "runs" / "gpu" / "home" / record["device"]
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -139,6 +151,7 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
     from benchmarks.gpu.common import strip_machine_paths
 
     strip_machine_paths(final_dir, ROOT / "runs", ROOT, folder.absolute())
+    strip_machine_paths(out, ROOT / "runs", ROOT, folder.absolute())
     result = {"device": record["device"], "env": record["env"], "depths": record["depths"], "seeds": record["seeds"],
               "comparison": record["comparison"], "teacher": {"run": raw[(deep, best_seed)].name, "seed": best_seed},
               "scratch": {"run": raw[(shallow, best_seed)].name},
@@ -150,7 +163,7 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
                             for k in ("teacher", "student", "scratch") if k in report and "skipped" not in report[k]}},
               "onnx_closed_loop": closed_loop, "onnx_bytes": onnx.stat().st_size, "critic_goal": list(goal),
               "pictures": pictures, "seconds": time.perf_counter() - t0,
-              "command": f"python benchmarks/gpu/campaign.py --home {_shown(folder)}" + (" --reduced" if reduced else "")}
+              "command": f"python benchmarks/gpu/campaign.py --home DIR --out {_shown(out)}" + (" --reduced" if reduced else "")}
     write_json(out / "report.json", result)
     (out / "report.md").write_text(report_markdown(result))
     stamp("home", f"report.json, report.md, pictures and packed runs in {out} ({result['seconds']:.0f} s)")
