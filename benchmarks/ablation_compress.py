@@ -46,7 +46,7 @@ def main() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         import distill.envs  # noqa: F401
     from students.config import StudentConfig
-    from students.report import build_report
+    from distill.app.report import build_report
     from students.train import compress
 
     records = []
@@ -71,7 +71,7 @@ def main() -> None:
 
     from rich.table import Table
 
-    from distill.console import print_table
+    from distill.app.console import print_table
 
     table = Table(title=f"distillation ablation (teacher time_at_goal {records[0]['teacher_time_at_goal']:.1f})")
     for col in ("variant", "student time_at_goal", "success_any", "retention", "|da| mean", "top-1 agree", "Q rank corr", "seconds"):

@@ -24,7 +24,7 @@ def env_names(envs: str | None) -> list[str]:
 def table_and_json(title: str, columns: list[str], rows: list[list[str]], records: list[dict], json_path: str) -> Path:
     from rich.table import Table
 
-    from distill.console import print_table
+    from distill.app.console import print_table
 
     table = Table(title=title)
     for col in columns:

@@ -30,7 +30,7 @@ def measure(depth: int, mode: str, env: str, width: int, batch: int, repeats: in
     import jax
 
     from teachers.config import teacher_config
-    from teachers.train import make_teacher
+    from teachers.agent import make_teacher
 
     config = teacher_config(
         env, critic_depth=depth, actor_depth=depth, width=width, batch_size=batch, num_envs=batch,
@@ -94,7 +94,7 @@ def run_worker(args, depth: int, mode: str, cap: float) -> dict:
 def print_table(records: list[dict]) -> None:
     from rich.table import Table
 
-    from distill.console import print_table as show_table
+    from distill.app.console import print_table as show_table
 
     table = Table(title="teacher SGD update (actor + alpha + critic) vs depth")
     for col in ("depth", "mode", "compile s", "step s", "peak RSS GB", "status"):

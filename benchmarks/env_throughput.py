@@ -26,7 +26,7 @@ def measure(name: str, num_envs: int, steps: int, random_episodes: int) -> dict:
 
     from distill.envs import get_spec
     from distill.envs.vector import vec_reset, vec_step
-    from distill.evaluation import random_policy_baseline
+    from distill.eval.evaluation import random_policy_baseline
 
     spec = get_spec(name)
     env = spec.make()

@@ -29,7 +29,7 @@ SHORT_RUN = dict(
 
 
 def check(name: str, out: Path, total_steps: int) -> dict:
-    from distill.runs import read_metrics
+    from distill.store.runs import read_metrics
     from teachers.config import teacher_config
     from teachers.train import train_teacher
 

@@ -22,6 +22,6 @@ if __name__ == "__main__":
 
     with contextlib.redirect_stdout(io.StringIO()):
         import distill.envs  # noqa: F401
-    from distill.commands.latency import main
+    from distill.app.latency import main
 
     main()

@@ -25,9 +25,10 @@ def compiled_variant(env: str, depth: int, seeds: int | None):
     """(run one tick, env steps per tick per seed) for the solo path (``seeds`` None) or ``seeds`` stacked."""
     import jax
 
-    from distill.engine import make_run_steps
+    from distill.train.engine import make_run_steps
     from teachers.config import teacher_config
-    from teachers.train import RUNS_AXIS, make_teacher, stacked_teacher_trainable, teacher_trainable
+    from teachers.train import stacked_teacher_trainable, teacher_trainable
+    from teachers.agent import RUNS_AXIS, make_teacher
 
     config = teacher_config(env, critic_depth=depth, actor_depth=depth)
     if seeds is None:

@@ -42,7 +42,7 @@ def time_teacher_steps(teacher, steps: int) -> tuple[float, float]:
     device loop, from a prefilled state."""
     import jax
 
-    from distill.engine import make_run_steps
+    from distill.train.engine import make_run_steps
     from teachers.train import teacher_trainable
 
     trainable = teacher_trainable(teacher)
@@ -62,7 +62,7 @@ def measure_step(depth: int, preset: str, steps: int) -> dict:
     import jax
 
     from teachers.config import teacher_config
-    from teachers.train import make_teacher
+    from teachers.agent import make_teacher
 
     overrides = dict(PRESETS[preset])
     env = overrides.pop("env")
@@ -88,7 +88,7 @@ def measure_step(depth: int, preset: str, steps: int) -> dict:
 
 def _rate_after_first_epoch(run: Path) -> float:
     """env steps/s over the epochs after the first, counting training and evaluation time alike."""
-    from distill.runs import read_metrics
+    from distill.store.runs import read_metrics
 
     metrics = read_metrics(run)
     later = metrics[1:]

@@ -3,12 +3,12 @@
 The environments are stepped by jitted JAX (they are Brax), but every action comes from the ONNX file
 through ``OnnxPolicy``, batched over the evaluation episodes. With the same seed the episodes start
 from the same states and goals as ``distill evaluate`` of the JAX student, and ``obs_noise`` draws the
-same observation noise (``distill.evaluation.noisy_state``).
+same observation noise (``distill.eval.evaluation.noisy_state``).
 
 A file with a sensor model is fed as a robot would feed it: the simulator takes each step's reading
 (the model's slices, with its noise drawn as the JAX evaluation draws it) and hands it over
 ``latency`` steps later; the policy stacks its history itself, from ``reset()`` at the episode's start.
-The JAX student sees exactly the same sensor vectors (``distill.sensors``).
+The JAX student sees exactly the same sensor vectors (``distill.data.sensors``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.evaluation import check_obs_noise, evaluation_env, noise_key, noisy_state, summarize, until_termination
-from distill.sensors import SensorModel, model_from_json, read, step_noise
+from distill.eval.evaluation import check_obs_noise, evaluation_env, noise_key, noisy_state, summarize, until_termination
+from distill.data.sensors import SensorModel, model_from_json, read, step_noise
 from export.runtime import OnnxPolicy, PolicyFileError
 
 

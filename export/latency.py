@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from distill.latency import percentiles
+from distill.eval.latency import percentiles
 from export.onnx_graph import dense_chain_graph
 from export.runtime import OnnxPolicy
 

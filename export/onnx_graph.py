@@ -2,7 +2,7 @@
 
 The graphs are written node by node with ``onnx.helper`` instead of tracing JAX: that keeps full control
 of input/output names, opset, IR version and metadata, writes one self-contained file, and adds no
-dependency beyond ``onnx``. Each layer of ``distill.networks`` maps onto one or two ONNX ops:
+dependency beyond ``onnx``. Each layer of ``distill.nn.networks`` maps onto one or two ONNX ops:
 
     Dense      -> Gemm (kernel [in, out] as B, bias as C)
     LayerNorm  -> LayerNormalization (opset 17, axis -1, flax's epsilon 1e-6)
@@ -34,7 +34,7 @@ FORMAT_VERSION = "1"
 MIN_OPSET, MAX_OPSET = 17, 20
 MAX_IR_VERSION = 9
 LAYER_NORM_EPSILON = 1e-6  # flax.linen.LayerNorm's default
-ENERGY_EPSILON = 1e-12  # distill.networks.energy adds this inside the sqrt
+ENERGY_EPSILON = 1e-12  # distill.nn.networks.energy adds this inside the sqrt
 LAYERS_PER_BLOCK = 4
 BATCH = "batch"
 # Which metadata values are JSON-encoded, so read_metadata can decode exactly those (a plain string
@@ -101,20 +101,18 @@ def _layer(g: _Graph, x: str, dense: Mapping, norm: Mapping, prefix: str) -> str
 
 
 def _tower_blocks(tower: Mapping) -> list[Mapping]:
-    """Per-block parameter dicts, from scan-stacked ('blocks/block', leading axis) or unrolled params."""
-    if "blocks" in tower:
-        # Convert each stacked leaf once, then slice: nn.scan put block i at index i of axis 0.
-        stacked = {
-            layer: {name: _array(leaves, name) for name in leaves}
-            for layer, leaves in _subtree(tower["blocks"], "block", "tower").items()
-        }
-        num_blocks = stacked["dense_0"]["kernel"].shape[0]
-        return [
-            {layer: {name: arr[i] for name, arr in leaves.items()} for layer, leaves in stacked.items()}
-            for i in range(num_blocks)
-        ]
-    unrolled = sorted((k for k in tower if k.startswith("block_")), key=lambda k: int(k.split("_")[1]))
-    return [tower[k] for k in unrolled]
+    """Per-block parameter dicts from the stacked layout ('blocks/block', a leading block axis; runs
+    saved unrolled are converted when their checkpoints are read). A depth-0 tower has none."""
+    if "blocks" not in tower:
+        return []
+    # Convert each stacked leaf once, then slice: nn.scan put block i at index i of axis 0.
+    stacked = {
+        layer: {name: _array(leaves, name) for name in leaves}
+        for layer, leaves in _subtree(tower["blocks"], "block", "tower").items()
+    }
+    num_blocks = stacked["dense_0"]["kernel"].shape[0]
+    return [{layer: {name: arr[i] for name, arr in leaves.items()} for layer, leaves in stacked.items()}
+            for i in range(num_blocks)]
 
 
 def count_blocks(tower: Mapping) -> int:
@@ -190,7 +188,7 @@ def policy_graph(
     """The deterministic policy ``(obs, goal) -> action = offset + scale * tanh(mean)``.
 
     With ``sensor_dim`` > 0 the policy reads a sensor vector of that size instead of the state: its
-    inputs are ``(sensors, goal)`` (``distill.sensors``), and ``state_dim`` stays the simulator's."""
+    inputs are ``(sensors, goal)`` (``distill.data.sensors``), and ``state_dim`` stays the simulator's."""
     _check_opset(opset)
     tower = _subtree(actor_params, "tower", "actor")
     first = "sensors" if sensor_dim else "obs"
@@ -264,7 +262,7 @@ def critic_graph(
     phi = _dense(g, _tower(g, sa, sa_tower, "sa_encoder/tower"), sa_params["head"], "sa_encoder/head", "phi")
     goal_h = _tower(g, "goal", goal_tower, "goal_encoder/tower")
     psi = _dense(g, goal_h, goal_params["head"], "goal_encoder/head", "psi")
-    # q = -sqrt(sum((phi - psi)^2) + 1e-12), the same epsilon as distill.networks.energy.
+    # q = -sqrt(sum((phi - psi)^2) + 1e-12), the same epsilon as distill.nn.networks.energy.
     diff = g.op("Sub", [phi, psi], "energy/diff")
     sq = g.op("Mul", [diff, diff], "energy/square")
     axes = "energy/axes"

@@ -8,9 +8,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from distill import __version__, runs
+from distill import __version__
+from distill.store import runs
 from distill.errors import DistillError
-from distill.networks import deterministic_action, energy
+from distill.nn.networks import energy
 from export.onnx_graph import critic_graph, policy_graph
 from export.parity import write_verified
 
@@ -82,8 +83,7 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
 
     @jax.jit
     def policy_fn(goal, **seen):
-        mean, _ = networks.policy(actor, jnp.concatenate([seen["sensors" if sensors else "obs"], goal], -1))
-        return {"action": deterministic_action(mean)}
+        return {"action": networks.act(actor, jnp.concatenate([seen["sensors" if sensors else "obs"], goal], -1))}
 
     policy_inputs = {"sensors": sensor_dim} if sensors else {"obs": spec.state_dim}
     policy_inputs["goal"] = spec.goal_dim

@@ -7,11 +7,17 @@ import math
 import warnings
 from pathlib import Path
 
-from distill import runs
+from distill.data.sensors import canonical_sensors, sensor_model
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.sensors import canonical_sensors, sensor_model
-from distill.memory import FLOAT_BYTES, Network, available_bytes, check_fits, training_bytes
+from distill.nn.memory import (
+    FLOAT_BYTES,
+    Network,
+    available_bytes,
+    check_fits,
+    training_bytes,
+)
+from distill.store import runs
 from students.losses import TERMS
 
 # Wider than this is no longer a shallow, fast student for a robot; allowed, but warned about.
@@ -77,7 +83,7 @@ class StudentConfig:
     backend: str = ""
     """Filled from the teacher: the physics pipeline it was trained with."""
     sensors: str = ""
-    """The student's sensor model (``distill.sensors``), in its canonical form; '' reads the full state."""
+    """The student's sensor model (``distill.data.sensors``), in its canonical form; '' reads the full state."""
 
     def resolved(self, teacher_width: int, repr_dim: int, env: str, backend: str) -> "StudentConfig":
         rows = self.dataset_rows or self.iterations * self.unroll_length
@@ -90,6 +96,12 @@ class StudentConfig:
             dataset_rows=rows,
             num_evals=min(self.num_evals, self.iterations),
         )
+
+    def network_kwargs(self) -> dict:
+        """What ``make_crl_networks`` builds the student's networks from (training and loading alike)."""
+        model = sensor_model(self)
+        return dict(actor_depth=self.student_depth, critic_depth=self.student_depth, width=self.student_width,
+                    repr_dim=self.repr_dim, sensor_dim=model.sensor_dim if model else 0)
 
     def validate(self, num_devices: int = 1) -> "StudentConfig":
         if self.student_depth < 0 or self.student_depth % 4:
@@ -118,7 +130,7 @@ class StudentConfig:
         return self
 
     def training_bytes(self) -> int:
-        """Estimated peak memory of one distillation update (see distill.memory); the teacher's
+        """Estimated peak memory of one distillation update (see distill.nn.memory); the teacher's
         forward passes keep no activations and are small beside its training."""
         spec = get_spec(self.env)
         width = self.student_width or 1
@@ -183,7 +195,8 @@ def student_config(
     if config.student_width > DEPLOYABLE_WIDTH:
         warnings.warn(f"student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})",
                       stacklevel=2)
-    return config.validate()
+    teacher = record["config"]
+    return config.resolved(teacher["width"], teacher["repr_dim"], teacher_env, teacher.get("backend") or get_spec(teacher_env).backend).validate()
 
 
 def run_student_config(out: Path, resume: bool, teacher_run: Path, **options) -> StudentConfig:

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from distill.networks import pairwise_energy
+from distill.nn.networks import pairwise_energy
 
 
 class Outputs(NamedTuple):

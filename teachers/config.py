@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
-from distill import runs
+from distill.data.sensors import canonical_sensors, sensor_model
 from distill.envs import DEFAULT_ENV, get_spec
 from distill.errors import DistillError
-from distill.networks import check_block_unroll
-from distill.memory import FLOAT_BYTES, Network, auto_remat, available_bytes, check_fits, training_bytes
-from distill.sensors import canonical_sensors, sensor_model
+from distill.nn.memory import (
+    FLOAT_BYTES,
+    Network,
+    auto_remat,
+    available_bytes,
+    check_fits,
+    training_bytes,
+)
+from distill.nn.networks import check_block_unroll
+from distill.store import runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +86,22 @@ class TeacherConfig:
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep (the best one is kept as well)."""
     sensors: str = ""
-    """What the actor reads instead of the state (``distill.sensors``), in its canonical form; '' reads
+    """What the actor reads instead of the state (``distill.data.sensors``), in its canonical form; '' reads
     the full state. The critic always reads the true state: it is used only in training, so a run
     behind sensors is CRL with an asymmetric actor-critic, the from-scratch match of a student with
     the same sensors."""
+
+    @property
+    def prefill_steps(self) -> int:
+        """Collection steps (``unroll_length`` rows each) that fill the replay before the first update."""
+        return math.ceil(self.prefill_rows / self.unroll_length)
+
+    def network_kwargs(self) -> dict:
+        """What ``make_crl_networks`` builds this run's networks from (training and loading alike)."""
+        model = sensor_model(self)
+        return dict(actor_depth=self.actor_depth, critic_depth=self.critic_depth, width=self.width,
+                    repr_dim=self.repr_dim, remat=bool(self.remat), block_unroll=self.block_unroll,
+                    sensor_dim=model.sensor_dim if model else 0)
 
     def resolved(self) -> "TeacherConfig":
         """Fills derived defaults so that the written config is fully explicit."""
@@ -93,7 +113,7 @@ class TeacherConfig:
                                    sensors=canonical_sensors(self.sensors, self.env))
 
     def training_bytes(self, remat: bool | None = None) -> int:
-        """Estimated peak memory of one update (see distill.memory)."""
+        """Estimated peak memory of one update (see distill.nn.memory)."""
         spec = get_spec(self.env)
         model = sensor_model(self)
         sensor_dim = model.sensor_dim if model else 0
@@ -137,6 +157,11 @@ class TeacherConfig:
             )
         if self.unroll_length > self.replay_rows:
             raise DistillError(f"--unroll-length ({self.unroll_length}) exceeds the replay buffer's rows")
+        prefill_rows = self.prefill_steps * self.unroll_length
+        fillable = min(prefill_rows, self.replay_rows) * self.num_envs
+        if self.batch_size > fillable:
+            raise DistillError(f"--batch-size {self.batch_size} cannot be filled: the prefilled replay holds only "
+                               f"{fillable} transitions ({self.num_envs} envs x {prefill_rows} rows)")
         check_fits(self.training_bytes(), available_bytes(),
                    f"a critic of depth {self.critic_depth} and actor of depth {self.actor_depth} at width {self.width}")
         return self

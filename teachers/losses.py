@@ -5,9 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from distill.networks import energy, pairwise_energy, sample_action
-from distill.replay import Batch
-from distill.networks import CRLNetworks
+from distill.data.replay import Batch
+from distill.nn.networks import CRLNetworks, energy, pairwise_energy, sample_action
 
 
 def weighted_mean(x: jax.Array, weight: jax.Array) -> jax.Array:

@@ -24,7 +24,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
     if env:
         full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "distill.cli", *args],
+        [sys.executable, "-m", "distill.app.cli", *args],
         capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT,
     )
 
@@ -45,7 +45,7 @@ def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.Comple
 
     from typer.testing import CliRunner
 
-    from distill.cli import app
+    from distill.app.cli import app
 
     loggers = [logging.getLogger(), logging.getLogger("absl")]
     levels = [logger.level for logger in loggers]
@@ -72,7 +72,7 @@ def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.Comple
 def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
     """Starts ``distill`` in the background, as a user would."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "distill.cli", *args], cwd=ROOT, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "distill.app.cli", *args], cwd=ROOT, env=full_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -3,10 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from distill.checkpoints import RunCheckpoints, abstract_of, load_params
+from distill.store.checkpoints import RunCheckpoints, abstract_of, load_params
 from distill.errors import DistillError
 from teachers.config import teacher_config
-from teachers.train import compile_teacher, load_teacher, make_teacher
+from teachers.train import load_teacher
+from teachers.agent import compile_teacher, make_teacher
 from tests.conftest import TINY_TEACHER
 
 

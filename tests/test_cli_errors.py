@@ -6,9 +6,9 @@ import shutil
 import jax
 import pytest
 
-from distill.evaluation import make_evaluator, summarize
-from distill.networks import deterministic_action
-from distill.runs import read_metrics
+from distill.eval.evaluation import make_evaluator, summarize
+from distill.nn.networks import deterministic_action
+from distill.store.runs import read_metrics
 from teachers.train import load_teacher
 from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli, run_cli_in_process
 

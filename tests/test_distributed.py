@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from distill.runs import read_metrics
+from distill.store.runs import read_metrics
 from tests.conftest import TINY_TEACHER, assert_one_line_error, cli_process, kill_after_first_checkpoint, run_cli
 
 ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}

@@ -8,12 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from distill.checkpoints import load_params
-from distill.engine import make_run_steps, make_schedule
+from distill.store.checkpoints import load_params
+from distill.train.engine import make_run_steps, make_schedule
 from distill.errors import DistillError
-from distill.runs import read_metrics
+from distill.store.runs import read_metrics
 from teachers.config import teacher_config
-from teachers.train import make_teacher, teacher_trainable, train_teacher
+from teachers.train import teacher_trainable, train_teacher
+from teachers.agent import make_teacher
 from tests.conftest import TINY_TEACHER
 
 

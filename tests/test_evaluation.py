@@ -6,7 +6,7 @@ import numpy as np
 
 from distill.envs import REGISTRY
 from distill.envs.ant import GoalAnt
-from distill.evaluation import evaluation_env, rollout_success, scored_env, summarize, until_termination
+from distill.eval.evaluation import evaluation_env, rollout_success, scored_env, summarize, until_termination
 
 
 def test_until_termination_keeps_the_ending_step_and_zeroes_the_rest():

@@ -20,11 +20,11 @@ import pytest
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.networks import energy
+from distill.nn.networks import energy
 from export.onnx_graph import critic_graph, policy_graph, read_metadata, set_metadata
 from export.parity import parity_gate, write_verified
 from export.runtime import OnnxCritic, OnnxPolicy, PolicyFileError, PolicyInputError
-from distill.networks import make_crl_networks
+from distill.nn.networks import make_crl_networks
 from tests.conftest import ROOT
 
 SPEC = get_spec("reacher")

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from distill.networks import deterministic_action
+from distill.nn.networks import deterministic_action
 from export.onnx_graph import read_metadata
 from export.runtime import OnnxCritic, OnnxPolicy
 from students.train import load_student

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from distill.commands.frontier import make_plan, pareto_front, recommend, run_frontier
+from distill.app.frontier import make_plan, pareto_front, recommend, run_frontier
 from distill.errors import DistillError
 from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
@@ -93,7 +93,7 @@ def test_the_recommended_command_makes_the_same_student(tiny_teacher_run, tmp_pa
     """The command a frontier prints for a point, parsed by the real command line, gives that point's config."""
     import typer
 
-    from distill.cli import app
+    from distill.app.cli import app
     from students.config import run_student_config
 
     plan = tiny_plan(tiny_teacher_run, seed=3)

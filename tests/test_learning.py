@@ -3,7 +3,7 @@
 import pytest
 
 from distill.envs import get_spec
-from distill.evaluation import random_policy_baseline
+from distill.eval.evaluation import random_policy_baseline
 from teachers.config import teacher_config
 from teachers.train import train_teacher
 
@@ -26,7 +26,7 @@ def test_reacher_teacher_learns_with_its_defaults(reacher_teacher):
 @pytest.mark.slow
 def test_depth4_student_keeps_90_percent_of_the_reacher_teacher(reacher_teacher, tmp_path):
     from students.config import StudentConfig
-    from students.report import build_report
+    from distill.app.report import build_report
     from students.train import compress
 
     teacher, _ = reacher_teacher

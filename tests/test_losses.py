@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill.networks import pairwise_energy, sample_action
+from distill.nn.networks import pairwise_energy, sample_action
 from teachers.losses import alpha_loss, infonce_loss
 
 

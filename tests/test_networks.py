@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from distill.envs import EnvSpec
-from distill.networks import LOG_STD_MAX, LOG_STD_MIN, Actor, Encoder, count_params
+from distill.nn.networks import LOG_STD_MAX, LOG_STD_MIN, Actor, Encoder, count_params
 from distill.errors import DistillError
-from distill.networks import check_block_unroll, make_crl_networks, resolve_block_unroll, stack_blocks, unstack_blocks
+from distill.nn.networks import check_block_unroll, make_crl_networks, resolve_block_unroll
+from distill.store.legacy import stack_blocks, unstack_blocks
 
 HUMANOID_LIKE = EnvSpec("humanoid_like", 268, (0, 1, 2), 17, 0.5, 1000, "", lambda **_: None)
 

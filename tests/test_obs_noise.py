@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill.commands.evaluate import evaluate_target, load_run_policy
+from distill.app.evaluate import evaluate_target, load_run_policy
 from distill.errors import DistillError
-from distill.evaluation import make_evaluator
+from distill.eval.evaluation import make_evaluator
 from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 EPISODES = 8

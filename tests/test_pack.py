@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from distill.runs import read_metrics
+from distill.store.runs import read_metrics
 from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli, run_cli_in_process
 
 TINY_TEACHER_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_TEACHER.items()] + ["--no-progress"]
@@ -68,7 +68,7 @@ def test_a_packed_run_holds_the_best_parameters_and_the_record_only(tiny_teacher
 
 
 def test_evaluate_and_render_a_packed_run_as_the_original(tiny_teacher_run, packed_teacher, tmp_path):
-    from distill.commands.render import render_target
+    from distill.app.render import render_target
 
     results = []
     for run in (tiny_teacher_run, packed_teacher):
@@ -114,7 +114,7 @@ def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run
 
     from export.student import export_student
     from students.config import student_config
-    from students.report import compress_and_report
+    from distill.app.report import compress_and_report
     from students.train import load_student
 
     options = dict(student_depth=4, student_width=16, num_envs=8, unroll_length=10, batch_size=32, eval_episodes=4,
@@ -150,7 +150,8 @@ def test_init_from_starts_from_the_packed_parameters_and_nothing_else(tiny_teach
     """The new run's initial state holds the packed parameters bit for bit, and evaluating it gives the
     figures the original run recorded for its best epoch; optimisers and alpha start afresh."""
     from teachers.config import teacher_config
-    from teachers.train import load_init_params, load_teacher, make_teacher, teacher_trainable
+    from teachers.train import load_init_params, load_teacher, teacher_trainable
+    from teachers.agent import make_teacher
 
     teacher = make_teacher(teacher_config("reacher", **TINY_TEACHER))
     params, origin = load_init_params(packed_teacher, teacher)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from distill.errors import DistillError
-from distill.commands.pack import verify_packed_run, verify_tolerance
-from distill.runs import packed_record
+from distill.app.pack import verify_packed_run, verify_tolerance
+from distill.store.runs import packed_record
 from tests.conftest import ROOT
 
 PACKED_TEACHER = ROOT / "tests" / "data" / "packed_u_maze_teacher"

@@ -17,7 +17,7 @@ EVALS = {30_000: 11.5, 60_000: 22.5, 100_000: 33.5}  # env steps at each evaluat
 
 DRIVER = textwrap.dedent(f"""
     import json, sys, time
-    from distill.progress import TrainingProgress
+    from distill.train.progress import TrainingProgress
 
     evals = {{int(k): v for k, v in json.loads(sys.argv[1]).items()}}
     t0 = time.monotonic()
@@ -83,7 +83,7 @@ def test_a_table_into_a_pipe_keeps_every_cell_whole():
     long_cell = "a description of " + "many words " * 20 + "that ends here"
     script = textwrap.dedent(f"""
         from rich.table import Table
-        from distill.console import print_table
+        from distill.app.console import print_table
 
         table = Table(title="environments \\\\[state, goal]")
         for col in ("name", "state", "description"):
@@ -103,14 +103,35 @@ def test_a_table_into_a_pipe_keeps_every_cell_whole():
     assert re.search(r"\| humanoid_hardest_maze \|\s+246 \| " + re.escape(long_cell) + r"\s+\|", done.stdout)
 
 
-def test_a_terminal_still_gets_the_bar():
+def test_a_terminal_still_gets_the_bar(monkeypatch):
+    """What a terminal shows: a live bar with the steps done and the latest evaluation, no log lines."""
     import pty
+    import select
 
-    from distill.progress import TrainingProgress
+    from distill.train.progress import TrainingProgress
+
+    import fcntl
+    import struct
+    import termios
 
     main_fd, tty_fd = pty.openpty()
+    fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal 160 columns wide
+    monkeypatch.setenv("COLUMNS", "160")
     with os.fdopen(tty_fd, "w") as tty:
-        with TrainingProgress(10, "x", stream=tty) as progress:
-            assert progress._progress is not None and progress._lines is None
+        with TrainingProgress(10, "teacher reacher d4", stream=tty) as progress:
             progress.advance_to(5, {"time_at_goal": 1.0, "success_any": 0.0}, updates=3)
+    shown = b""
+    while select.select([main_fd], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
     os.close(main_fd)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    assert "teacher reacher d4" in text and "5/10" in text, text
+    assert "eval: time_at_goal 1.0, success 0.00" in text, text
+    assert "━" in text, text  # the bar itself
+    assert "started," not in text and "env steps to run" not in text  # no log-file lines on a terminal

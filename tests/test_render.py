@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from distill.commands.render import render_target
+from distill.app.render import render_target
 from distill.envs.maze import U4_MAZE, wall_boxes
 from distill.errors import DistillError
-from distill.networks import energy
+from distill.nn.networks import energy
 from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 
@@ -68,8 +68,8 @@ def test_render_bad_input(tiny_teacher_run, tmp_path):
 
 
 def test_critic_map_of_a_maze_run(tiny_maze_teacher_run, tmp_path):
-    from distill.commands.evaluate import load_run_policy
-    from distill.render import critic_map
+    from distill.app.evaluate import load_run_policy
+    from distill.eval.render import critic_map
 
     out = tmp_path / "map.png"
     result = run_cli("critic-map", str(tiny_maze_teacher_run), "--goal", "4,12", "--out", str(out))
@@ -92,7 +92,7 @@ def test_critic_map_of_a_maze_run(tiny_maze_teacher_run, tmp_path):
 
 
 def test_critic_map_bad_input(tiny_maze_teacher_run, tiny_teacher_run, tmp_path):
-    from distill.commands.render import critic_map_target
+    from distill.app.render import critic_map_target
 
     out = tmp_path / "map.png"
     assert_one_line_error(run_cli_in_process("critic-map", str(tiny_maze_teacher_run), "--goal", "0,0", "--out", str(out)),

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill.replay import buffer_init, buffer_insert, sample_batch, sample_indices
+from distill.data.replay import buffer_init, buffer_insert, sample_batch, sample_indices
 
 EPISODE = 10
 GAMMA = 0.7

@@ -11,7 +11,7 @@ import pytest
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.sensors import empty_buffer, observe, parse_sensors, read, step_noise
+from distill.data.sensors import empty_buffer, observe, parse_sensors, read, step_noise
 from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
 SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
@@ -164,8 +164,8 @@ def test_onnx_file_reads_sensors_and_matches_the_jax_student_on_one_stream(senso
     from export.onnx_graph import read_metadata
     from export.runtime import OnnxPolicy
     from students.train import load_student
-    from distill.networks import deterministic_action
-    from distill.sensors import history_push, history_start, sensor_vector
+    from distill.nn.networks import deterministic_action
+    from distill.data.sensors import history_push, history_start, sensor_vector
 
     metadata = read_metadata(sensor_onnx)
     assert metadata["inputs"] == ["sensors", "goal"] and metadata["sensor_dim"] == 18
@@ -230,7 +230,7 @@ def test_plain_file_has_no_sensor_model_and_reset_changes_nothing(tiny_student_o
 
 
 def test_closed_loop_of_the_file_equals_the_jax_student_behind_the_same_sensors(sensor_student, sensor_onnx):
-    from distill.commands.evaluate import evaluate_target
+    from distill.app.evaluate import evaluate_target
 
     jax_eval = evaluate_target(sensor_student, 8, None, 0)
     onnx_eval = evaluate_target(sensor_onnx, 8, None, 0)

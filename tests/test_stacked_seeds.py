@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from distill.runs import read_metrics
+from distill.store.runs import read_metrics
 from teachers.config import teacher_config
 from teachers.train import train_teacher, train_teachers
 from tests.conftest import (
@@ -85,7 +85,7 @@ def test_bad_seeds_and_unrolls_are_refused_in_one_line(tmp_path, args, fragment)
 
 
 def test_parallel_seeds_the_device_cannot_hold_are_refused_with_the_estimate(tmp_path):
-    from distill.memory import available_bytes
+    from distill.nn.memory import available_bytes
 
     # One seed's replay alone takes a quarter of the memory there is; eight seeds would need twice it.
     row_bytes = 2048 * (29 + 8 + 2) * 4

@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.store.checkpoints import RunCheckpoints, abstract_of
 from distill.errors import DistillError
-from distill.runs import read_metrics
-from distill.networks import deterministic_action
+from distill.store.runs import read_metrics
+from distill.nn.networks import deterministic_action
 from students import losses
 from students.config import StudentConfig
-from students.train import load_student, make_distiller
+from students.train import load_student
+from students.agent import make_distiller
 from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
 TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
@@ -128,7 +129,7 @@ def test_student_checkpoint_round_trip(distiller, tmp_path):
 
 def test_tiny_end_to_end_compress(tiny_student_run, tiny_teacher_run):
     """The session's tiny student was made by `distill compress` on a teacher trained in the test."""
-    from students.report import critic_agreement, visited_observations
+    from distill.app.report import critic_agreement, visited_observations
     from teachers.train import load_teacher
 
     out = tiny_student_run
@@ -172,7 +173,7 @@ def test_compress_with_scratch_baseline(tiny_student_run, tiny_teacher_run):
 # maze run's paths through render --png.
 @pytest.mark.slow
 def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_path):
-    from distill.evaluation import PATH_EPISODES
+    from distill.eval.evaluation import PATH_EPISODES
 
     out = tmp_path / "student"
     flags = [f for f in TINY_STUDENT_FLAGS if f != "--no-progress"]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from distill.errors import DistillError
-from teachers.sweep import make_plan, parse_int_list
+from distill.app.sweep import make_plan, parse_int_list
 from tests.conftest import (
     TINY_ENV_TEACHER,
     assert_one_line_error,
@@ -97,7 +97,7 @@ def test_depth_lists_parse():
 
 
 def test_a_sweep_recorded_before_a_setting_existed_continues_at_that_settings_default(tmp_path):
-    from distill.runs import check_grid_dir
+    from distill.store.runs import check_grid_dir
 
     record = {"env": "simple_u_maze", "depths": [4, 8], "settings": {"width": 32, "unrolled_blocks": False}}
     older = {"env": "simple_u_maze", "depths": [4, 8], "settings": {"width": 32}}

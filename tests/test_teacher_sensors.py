@@ -10,10 +10,11 @@ from jax.sharding import PartitionSpec as P
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.runs import read_metrics
-from distill.sensors import parse_sensors
+from distill.store.runs import read_metrics
+from distill.data.sensors import parse_sensors
 from teachers.config import teacher_config
-from teachers.train import load_teacher, make_teacher, train_teacher
+from teachers.train import load_teacher, train_teacher
+from teachers.agent import make_teacher
 from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
 
 SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
@@ -41,8 +42,8 @@ def test_sensor_teacher_records_its_model_and_its_actor_reads_the_sensor_vector(
 
 
 def test_actor_loss_reads_the_sensor_vector_and_the_critic_the_state():
-    from distill.networks import energy, make_crl_networks, sample_action
-    from distill.replay import Batch
+    from distill.nn.networks import energy, make_crl_networks, sample_action
+    from distill.data.replay import Batch
     from teachers.losses import actor_loss
 
     spec = get_spec("reacher")
@@ -80,8 +81,8 @@ def test_a_plain_teacher_keeps_its_state_and_replay_as_they_were():
 
 
 def test_stacked_seeds_trace_behind_sensors():
-    from distill.sharding import stacked_shardings
-    from teachers.train import RUNS_AXIS, state_shardings
+    from distill.train.sharding import stacked_shardings
+    from teachers.agent import RUNS_AXIS, state_shardings
 
     teacher = make_teacher(teacher_config("reacher", sensors=SPEC, **TINY_TEACHER), runs_axis=RUNS_AXIS)
     keys = jax.numpy.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
@@ -94,8 +95,8 @@ def test_stacked_seeds_trace_behind_sensors():
 
 
 def test_sensor_teacher_evaluates_through_its_sensors(sensor_teacher):
-    from distill.commands.evaluate import evaluate_target
-    from distill.evaluation import make_evaluator, summarize
+    from distill.app.evaluate import evaluate_target
+    from distill.eval.evaluation import evaluation_key, make_evaluator, summarize
 
     result = evaluate_target(sensor_teacher, 4, None, 0)
     assert result["sensors"] == parse_sensors(SPEC, get_spec("reacher")).describe()
@@ -108,7 +109,7 @@ def test_sensor_teacher_evaluates_through_its_sensors(sensor_teacher):
 
     evaluate = make_evaluator(spec.make(backend=config.backend), spec, policy, config.eval_episodes,
                               sensors=parse_sensors(config.sensors, spec))
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1_000_003), last["epoch"])
+    key = evaluation_key(config.seed, last["epoch"])
     assert summarize(evaluate(params["actor"], key).success)["time_at_goal"] == pytest.approx(last["time_at_goal"])
 
 
@@ -137,7 +138,7 @@ def test_a_run_cannot_start_from_a_teacher_behind_other_sensors(sensor_teacher):
 
 def test_a_teacher_behind_sensors_cannot_be_distilled(sensor_teacher, tmp_path):
     from students.config import StudentConfig
-    from students.train import make_distiller
+    from students.agent import make_distiller
 
     out = tmp_path / "student"
     result = run_cli("compress", str(sensor_teacher), "--out", str(out), "--no-baseline", "--no-progress")
@@ -159,9 +160,9 @@ def test_a_plain_checkpoint_saved_before_the_readings_field_resumes(tmp_path):
     and the rest of the state restores exactly."""
     import dataclasses
 
-    from distill.checkpoints import RunCheckpoints, abstract_of
-    from distill.sharding import with_shardings
-    from teachers.train import compile_teacher
+    from distill.store.checkpoints import RunCheckpoints, abstract_of
+    from distill.train.sharding import with_shardings
+    from teachers.agent import compile_teacher
 
     compiled = compile_teacher(make_teacher(teacher_config("reacher", **TINY_TEACHER)))
     state = compiled.init(jax.random.PRNGKey(3))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distill.errors import DistillError
-from distill.runs import read_metrics
+from distill.store.runs import read_metrics
 from teachers.config import teacher_config
 from teachers.train import train_teacher
 from tests.conftest import ROOT, TINY_TEACHER, cli_process, kill_after_first_checkpoint, run_cli
@@ -70,7 +70,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_a_run_saved_with_unrolled_blocks_loads_and_evaluates_to_its_recorded_figures(tmp_path):
     """tests/data/legacy_unrolled_teacher was trained with the unrolled layout (block_0, block_1, ...)
     that runs had before the stacked one was the only one; it loads, converted, and evaluates as then."""
-    from distill.networks import count_params
+    from distill.nn.networks import count_params
     from teachers.train import load_teacher
 
     legacy = ROOT / "tests" / "data" / "legacy_unrolled_teacher"

@@ -7,7 +7,7 @@ import pytest
 
 from distill.envs import REGISTRY
 from distill.envs.maze import MazeEnv
-from distill.runs import read_metrics
+from distill.store.runs import read_metrics
 from teachers.config import teacher_config
 from teachers.train import train_teacher
 from tests.conftest import TINY_ENV_TEACHER
@@ -47,4 +47,15 @@ def test_short_training_run(env, tmp_path):
 
 
 def test_short_training_run_simple_maze(tiny_maze_teacher_run):
-    check_tiny_run(tiny_maze_teacher_run, read_metrics(tiny_maze_teacher_run)[-1], "simple_u_maze")
+    """The fixture's run as ``train_teacher`` left it; its final parameters, read back from the last
+    checkpoint, score again exactly what the last epoch recorded."""
+    from distill.eval.evaluation import evaluation_key, make_evaluator, summarize
+    from teachers.train import load_teacher
+
+    run = tiny_maze_teacher_run
+    record = read_metrics(run)[-1]
+    config, spec, networks, params, _ = load_teacher(run, "last")
+    evaluate = make_evaluator(spec.make(backend=config.backend), spec, networks.act, config.eval_episodes)
+    again = summarize(evaluate(params["actor"], evaluation_key(config.seed, record["epoch"])).success)
+    assert (again["time_at_goal"], again["success_any"]) == (record["time_at_goal"], record["success_any"])
+    check_tiny_run(run, {**again, "env_steps": record["env_steps"]}, "simple_u_maze")

@@ -19,7 +19,6 @@ Work that takes long (the student) lives in ``runs/gpu/home/<device>`` and is re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tarfile
@@ -30,10 +29,13 @@ import numpy as np
 
 from benchmarks.gpu.common import ROOT, CampaignError, read_json, stamp, write_json
 
-STUDENT = {"full": dict(student_depth=4, eval_episodes=64), "reduced": dict(
+# DAgger's default rounds (6 of 50 steps a slot) see only the first 300 steps of the maze's 1000-step
+# episodes; 10 rounds of 200 steps see two whole episodes a slot, the later stretches included.
+STUDENT = {"full": dict(student_depth=4, eval_episodes=64, iterations=10, unroll_length=200, updates_per_iteration=300),
+           "reduced": dict(
     student_depth=4, student_width=16, iterations=2, num_envs=4, unroll_length=10, batch_size=16, eval_episodes=2)}
 STUDENT_STEPS = {"full": None, "reduced": 4}
-REPORT_EPISODES = {"full": 64, "reduced": 2}
+REPORT_EPISODES = {"full": 128, "reduced": 2}
 CRITIC_POINTS = {"full": 8, "reduced": 2}
 
 
@@ -84,12 +86,12 @@ def extract(folder: Path, record: dict, work: Path) -> dict[tuple[int, int], Pat
 
 
 def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> dict:
-    from distill.commands.pack import pack_run, verify_packed_run
-    from distill.commands.render import critic_map_target
+    from distill.app.pack import pack_run, verify_packed_run
+    from distill.app.render import critic_map_target
     from export.closed_loop import evaluate_onnx
     from export.student import export_student
     from students.config import student_config
-    from students.report import compress_and_report
+    from distill.app.report import compress_and_report
 
     size = "reduced" if reduced else "full"
     folder = Path(folder)

@@ -76,7 +76,7 @@ def sgd_flops(config, spec) -> float:
     Dense layers); a backward pass to weights and inputs twice that, one to inputs only once.
     Actor loss: actor forward + backward (3), phi forward + backward to the action (2), psi forward (1).
     Critic loss: phi and psi forward + backward (3 each)."""
-    from distill.memory import tower_params
+    from distill.nn.memory import tower_params
 
     def tower(in_dim, out_dim, depth):
         return 2.0 * tower_params(in_dim, out_dim, config.width, depth)
@@ -115,7 +115,7 @@ def measure_matmul(n: int = 8192, copy_floats: int = 1 << 28) -> dict:
 
 def _teacher(env: str, depth: int, actor_depth: int | None, unroll, batch: int, overrides: dict, runs_axis=None):
     from teachers.config import teacher_config
-    from teachers.train import make_teacher
+    from teachers.agent import make_teacher
 
     config = teacher_config(env, critic_depth=depth, actor_depth=actor_depth or depth, block_unroll=unroll,
                             batch_size=batch, **overrides)
@@ -127,7 +127,7 @@ def measure_sgd(env: str, depth: int, unroll, batch: int, steps: int, overrides:
     import jax
     import jax.numpy as jnp
 
-    from distill.networks import resolve_block_unroll
+    from distill.nn.networks import resolve_block_unroll
 
     teacher = _teacher(env, depth, None, unroll, batch, overrides)
     config, spec = teacher.config, teacher.spec
@@ -169,9 +169,10 @@ def measure_training(env: str, depth: int, actor_depth: int | None, unroll, batc
     for one teacher or ``seeds`` stacked ones: compile, one step to warm up, then ``steps`` timed."""
     import jax
 
-    from distill.engine import make_run_steps
-    from distill.networks import resolve_block_unroll
-    from teachers.train import RUNS_AXIS, stacked_teacher_trainable, teacher_trainable
+    from distill.train.engine import make_run_steps
+    from distill.nn.networks import resolve_block_unroll
+    from teachers.train import stacked_teacher_trainable, teacher_trainable
+    from teachers.agent import RUNS_AXIS
 
     stacked = seeds > 1
     teacher = _teacher(env, depth, actor_depth, unroll, batch, overrides, runs_axis=RUNS_AXIS if stacked else None)

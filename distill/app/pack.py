@@ -24,42 +24,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from distill import runs
-from distill.checkpoints import newest_params_dir
+from distill.app.kinds import kind_of
+from distill.store import runs
+from distill.store.checkpoints import newest_params_dir
 from distill.errors import DistillError
 
 PACKED_FILES = ("metrics.jsonl",)
 PACKED_PATTERNS = ("*.png", "*.md", "*.json")
-
-
-def _load(run: Path, kind: str, which: str = "best"):
-    if kind == "teacher":
-        from teachers.train import load_teacher
-
-        return load_teacher(run, which)
-    if kind == "student":
-        from students.train import load_student
-
-        return load_student(run, which)
-    raise DistillError(f"{run} is neither a teacher nor a student run")
-
-
-def _config_class(kind: str):
-    if kind == "teacher":
-        from teachers.config import TeacherConfig
-
-        return TeacherConfig
-    from students.config import StudentConfig
-
-    return StudentConfig
-
-
-def _schedule(kind: str, config):
-    if kind == "teacher":
-        from teachers.train import schedule
-    else:
-        from students.train import schedule
-    return schedule(config)
 
 
 def best_checkpoint(run: Path, step: int | None = None) -> dict:
@@ -67,26 +38,14 @@ def best_checkpoint(run: Path, step: int | None = None) -> dict:
     (``runs.best_checkpoint_info``); ``step`` is the best checkpoint's, if already known."""
     run = Path(run)
     record = runs.read_config(run)
-    kind = record.get("kind")
+    kind = kind_of(run, record)
     if runs.packed_record(run) is not None:
         return runs.best_checkpoint_info(run, None, None)
     if step is None:
-        config, _, _, _, step = _load(run, kind)
+        config, _, _, _, step = kind.load(run, "best")
     else:
-        config = runs.config_from_record(record, _config_class(kind), run, kind)
-    return runs.best_checkpoint_info(run, step, _schedule(kind, config))
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"output path {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        raise DistillError(f"output directory {out} already exists and is not empty; choose another --out")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DistillError(f"cannot write to output directory {out}: permission denied")
+        config = kind.config(run, record)
+    return runs.best_checkpoint_info(run, step, kind.schedule(config))
 
 
 def pack_run(run: Path, out: Path) -> dict:
@@ -98,23 +57,20 @@ def pack_run(run: Path, out: Path) -> dict:
     """
     run, out = Path(run), Path(out)
     record = runs.read_config(run)
-    kind = record.get("kind")
-    if kind not in ("teacher", "student"):
-        raise DistillError(f"{run} is neither a teacher nor a student run")
+    kind = kind_of(run, record)
     if runs.packed_record(run) is not None:
         raise DistillError(f"{run} is already a packed run; copy it as it is")
     if out.absolute() == run.absolute() or run.absolute() in out.absolute().parents:
         raise DistillError(f"--out {out} lies inside the run {run}; choose a place outside it")
-    _check_out(out)
+    runs.check_new_out_dir(out, "choose another --out")
     best = run / "checkpoints" / "best"
     if not best.is_dir():
         raise DistillError(f"{run} has no best checkpoint to pack ({best} is missing); it has not finished an epoch yet")
-    _, _, _, params, step = _load(run, kind)
+    _, _, _, params, step = kind.load(run, "best")
     info = best_checkpoint(run, step=step)
     final = newest_params_dir(run, "last")
     if final is not None:
-        config = runs.config_from_record(record, _config_class(kind), run, kind)
-        info["final"] = runs.best_checkpoint_info(run, final[1], _schedule(kind, config))
+        info["final"] = runs.best_checkpoint_info(run, final[1], kind.schedule(kind.config(run, record)))
 
     tmp = out.parent / f".{out.name}.packing-{os.getpid()}"
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
@@ -138,8 +94,8 @@ def pack_run(run: Path, out: Path) -> dict:
             if which == "last":
                 if final is None:
                     break
-                original = _load(run, kind, which)[3]
-            copied = _load(tmp, kind, which)[3]
+                original = kind.load(run, which)[3]
+            copied = kind.load(tmp, which)[3]
             if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(original)),
                                                              jax.tree.leaves(jax.device_get(copied)))):
                 raise DistillError(f"the packed {which} parameters of {run} do not read back equal to the original")
@@ -154,7 +110,7 @@ def pack_run(run: Path, out: Path) -> dict:
         if isinstance(err, OSError):
             raise DistillError(f"cannot write the packed run to {out}: {err.strerror or err}") from None
         raise
-    return {"run": str(run), "out": str(out), "kind": kind, **info, "bytes": directory_bytes(out)}
+    return {"run": str(run), "out": str(out), "kind": kind.name, **info, "bytes": directory_bytes(out)}
 
 
 # How far a packed run's re-run evaluation may stray from the figure recorded when it was trained. On
@@ -176,15 +132,14 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     """Re-runs a packed run's recorded evaluation on its best parameters and refuses a run that fails it.
 
     The recorded evaluation is the one the training engine ran for the epoch whose parameters were
-    kept: ``eval_episodes`` deterministic episodes drawn from ``PRNGKey(seed + 1_000_003)``, folded
+    kept: ``eval_episodes`` deterministic episodes drawn from ``evaluation_key``, folded
     with the epoch for a teacher (a student evaluates on the same key every epoch). Its time_at_goal
     is the figure in the ``packed`` entry. Returns both figures and the tolerance; raises
     ``DistillError`` with both figures when they differ by more than ``tolerance`` (default
     ``verify_tolerance``).
     """
-    from distill.evaluation import make_evaluator, summarize
-    from distill.networks import deterministic_action
-    from distill.sensors import sensor_model
+    from distill.eval.evaluation import make_evaluator, summarize
+    from distill.data.sensors import sensor_model
 
     run = Path(run)
     packed = runs.packed_record(run)
@@ -193,21 +148,15 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     recorded, epoch = packed.get("time_at_goal"), packed.get("epoch")
     if recorded is None or epoch is None:
         raise DistillError(f"{run} records no evaluation for its best parameters (no epoch or time_at_goal in 'packed')")
-    kind = runs.read_config(run).get("kind")
-    config, spec, networks, params, _ = _load(run, kind)
-
-    def policy(actor_params, obs):
-        return deterministic_action(networks.policy(actor_params, obs)[0])
-
+    kind = kind_of(run)
+    config, spec, networks, params, _ = kind.load(run, "best")
     env = spec.make(backend=config.backend or spec.backend)
-    key = jax.random.PRNGKey(config.seed + 1_000_003)
-    if kind == "teacher":
-        key = jax.random.fold_in(key, int(epoch))
+    key = kind.evaluation_key(config.seed, int(epoch))
     episodes = config.eval_episodes
     sensors = sensor_model(config)
-    result = summarize(make_evaluator(env, spec, policy, episodes, sensors=sensors)(params["actor"], key).success)
+    result = summarize(make_evaluator(env, spec, networks.act, episodes, sensors=sensors)(params["actor"], key).success)
     allowed = verify_tolerance(recorded, spec.episode_length) if tolerance is None else float(tolerance)
-    figures = {"run": str(run), "kind": kind, "epoch": int(epoch), "episodes": episodes,
+    figures = {"run": str(run), "kind": kind.name, "epoch": int(epoch), "episodes": episodes,
                "recorded_time_at_goal": float(recorded), "time_at_goal": result["time_at_goal"],
                "success_any": result["success_any"], "tolerance": allowed}
     if not abs(result["time_at_goal"] - recorded) <= allowed:

@@ -8,13 +8,14 @@ from typing import Any
 
 import jax
 
-from distill import runs
-from distill.checkpoints import CHECKPOINT_KINDS
+from distill.app.kinds import kind_of
+from distill.store.checkpoints import CHECKPOINT_KINDS
 from distill.envs import EnvSpec
 from distill.errors import DistillError
-from distill.evaluation import check_obs_noise, make_evaluator, summarize
-from distill.networks import CRLNetworks, deterministic_action
-from distill.sensors import SensorModel, sensor_model
+from distill.eval.evaluation import check_obs_noise, make_evaluator, summarize
+from distill.nn.networks import CRLNetworks
+from distill.data.sensors import SensorModel, sensor_model
+from export.closed_loop import evaluate_onnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,28 +36,18 @@ class RunPolicy:
 
     def apply(self, actor_params, obs: jax.Array) -> jax.Array:
         """(actor params, obs) -> action in [-1, 1]."""
-        return deterministic_action(self.networks.policy(actor_params, obs)[0])
+        return self.networks.act(actor_params, obs)
 
 
 def load_run_policy(target: Path, which: str = "best", env: str | None = None) -> RunPolicy:
     if which not in CHECKPOINT_KINDS:
         raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
-    record = runs.read_config(target)
-    kind = record.get("kind")
-    if kind == "teacher":
-        from teachers.train import load_teacher
-
-        config, spec, networks, params, step = load_teacher(target, which)
-    elif kind == "student":
-        from students.train import load_student
-
-        config, spec, networks, params, step = load_student(target, which)
-    else:
-        raise DistillError(f"{target} is neither a teacher nor a student run")
+    kind = kind_of(target)
+    config, spec, networks, params, step = kind.load(target, which)
     if env is not None and env != spec.name:
         raise DistillError(f"{target} was trained on '{spec.name}', not on '{env}'")
     sensors = sensor_model(config)
-    return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind} ({which} checkpoint, step {step})",
+    return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind.name} ({which} checkpoint, step {step})",
                      sensors)
 
 
@@ -71,8 +62,6 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
     if target.suffix == ".onnx":
-        from export.closed_loop import evaluate_onnx
-
         return evaluate_onnx(target, env=env, episodes=episodes, seed=seed, obs_noise=obs_noise)
     policy = load_run_policy(target, which, env)
     evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes, obs_noise,

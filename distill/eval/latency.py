@@ -1,7 +1,7 @@
 """Batch-1 inference latency of jitted JAX policies, reported as p50/p99 microseconds.
 
 Timings of ONNX files live in ``export.latency``; the benchmark that loads teacher and student runs
-is ``python -m distill.commands.latency``.
+is ``python -m distill.app.latency``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill.networks import deterministic_action
 
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -27,10 +26,7 @@ def percentiles(times: np.ndarray) -> dict:
 def jax_policy_latency(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:
     """Latency of one jitted deterministic-policy call at batch 1, result fetched to the host."""
 
-    @jax.jit
-    def act(params, obs):
-        mean, _ = networks.policy(params, obs)
-        return deterministic_action(mean)
+    act = jax.jit(networks.act)
 
     obs = jnp.full((1, obs_dim), 0.1, jnp.float32)
     np.asarray(act(actor_params, obs))

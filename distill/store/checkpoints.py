@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from distill.errors import DistillError
-from distill.networks import stack_blocks, unstack_blocks
+from distill.store.legacy import stack_blocks, unstack_blocks
 
 # Orbax logs every save at INFO and damaged files at ERROR; we report both ourselves, in one line.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
@@ -233,7 +233,7 @@ def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[i
     where = root / which
     newest = newest_params_dir(run, which)
     if newest is None:
-        from distill.runs import packed_record
+        from distill.store.runs import packed_record
 
         packed = packed_record(run)
         if packed is not None:

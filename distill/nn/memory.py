@@ -13,7 +13,7 @@ import dataclasses
 import os
 
 from distill.errors import DistillError
-from distill.networks import LAYERS_PER_BLOCK
+from distill.nn.networks import LAYERS_PER_BLOCK
 
 FLOAT_BYTES = 4
 # Parameters, gradients, two Adam moments and the updated copies XLA holds while applying them.

@@ -23,15 +23,26 @@ import json
 import math
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from distill import runs
+import jax
+
+from distill.app.evaluate import load_run_policy
+from distill.app.sweep import int_list
 from distill.errors import DistillError
-from distill.evaluation import check_obs_noise
+from distill.eval.evaluation import check_obs_noise, make_evaluator, summarize
+from distill.eval.latency import percentiles
+from distill.nn.networks import count_params
+from distill.app import grid
+from distill.store import runs
+from export.closed_loop import evaluate_onnx
+from export.runtime import OnnxPolicy
+from export.student import export_student
+from students.config import student_config
+from students.train import compress, load_student, schedule, teacher_checkpoint_hash
 
 FRONTIER_CONFIG = "frontier_config.json"
 POINT_FILE = "frontier_point.json"
@@ -77,7 +88,6 @@ class FrontierPlan:
 
     def config(self, depth: int, width: int):
         """The checked student config of one point, as ``distill compress`` would make it."""
-        from students.config import student_config
 
         return student_config(Path(self.teacher_run), student_depth=depth, student_width=width, **dict(self.options))
 
@@ -86,7 +96,6 @@ class FrontierPlan:
 
     def record(self) -> dict:
         """The settings that make the points; a frontier in a directory keeps them."""
-        from students.train import teacher_checkpoint_hash
 
         shared = {k: v for k, v in dataclasses.asdict(self.config(self.depths[0], self.widths[0])).items()
                   if k not in ("student_depth", "student_width", "teacher_run")}
@@ -106,7 +115,6 @@ class FrontierPlan:
 def make_plan(teacher_run: Path, depths="0,4,8", widths="64,128,256", episodes: int = DEFAULT_EPISODES,
               eval_seed: int = 0, obs_noise: float = DEFAULT_OBS_NOISE, **options) -> FrontierPlan:
     """Checks a whole frontier before anything trains: the teacher, the grid and every point's config."""
-    from teachers.sweep import int_list
 
     depths, widths = int_list(depths, "depths"), int_list(widths, "widths")
     bad = [d for d in depths if d < 0 or d % 4]
@@ -167,13 +175,7 @@ def recommend(points: list[dict], tolerance: float = DEFAULT_TOLERANCE, cost: st
 # ---- running the points ------------------------------------------------------------------------
 
 def _student_finished(run: Path, config) -> bool:
-    """Its last epoch is recorded and its final checkpoint written (a run killed between the two resumes)."""
-    from students.train import schedule
-
-    plan = schedule(config)
-    metrics = runs.read_metrics(run)
-    return (bool(metrics) and metrics[-1].get("epoch") == plan.epochs
-            and (Path(run) / "checkpoints" / "last" / str(plan.steps)).is_dir())
+    return runs.finished(run, schedule(config))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -185,11 +187,7 @@ def _read_json(path: Path) -> dict | None:
 
 def evaluate_teacher(plan: FrontierPlan) -> dict:
     """The teacher on the frontier's episodes, without and (if asked) with observation noise."""
-    import jax
 
-    from distill.commands.evaluate import load_run_policy
-    from distill.evaluation import make_evaluator, summarize
-    from distill.networks import count_params
 
     policy = load_run_policy(Path(plan.teacher_run))
     env = policy.spec.make(backend=policy.backend)
@@ -207,10 +205,6 @@ def evaluate_teacher(plan: FrontierPlan) -> dict:
 def _run_point(plan: FrontierPlan, out: Path, depth: int, width: int, label: str, show_progress: bool,
                checkpoint_minutes: float, notice) -> dict:
     """Trains (or resumes), exports and evaluates one point; returns its record."""
-    from distill.networks import count_params
-    from export.closed_loop import evaluate_onnx
-    from export.student import export_student
-    from students.train import compress, load_student
 
     run, config = plan.run_dir(out, depth, width), plan.config(depth, width)
     record = _read_json(run / POINT_FILE)
@@ -250,8 +244,6 @@ def measure_latencies(paths: list[Path], calls: int = DEFAULT_LATENCY_CALLS, rou
     """
     import onnxruntime as ort
 
-    from distill.latency import percentiles
-    from export.runtime import OnnxPolicy
 
     if calls < rounds:
         raise DistillError(f"--latency-calls must be at least {rounds}, got {calls}")
@@ -299,14 +291,14 @@ def measure_latencies(paths: list[Path], calls: int = DEFAULT_LATENCY_CALLS, rou
 
 def run_frontier(plan: FrontierPlan, out: Path, tolerance: float = DEFAULT_TOLERANCE,
                  latency_calls: int = DEFAULT_LATENCY_CALLS, show_progress: bool = True, checkpoint_minutes: float = 10.0,
-                 notice=lambda text: print(text, file=sys.stderr, flush=True)) -> dict:
+                 notice=grid.notice) -> dict:
     """Every point of the frontier not done yet, then the latencies of all and the summary."""
     out = Path(out)
     if not 0.0 <= tolerance <= 1.0 or math.isnan(tolerance):
         raise DistillError(f"--tolerance must lie in [0, 1], got {tolerance}")
     if latency_calls < 20:
         raise DistillError(f"--latency-calls must be at least 20, got {latency_calls}")
-    runs.open_grid_dir(out, FRONTIER_CONFIG, plan.record(), "frontier", nested="student_settings")
+    grid.open_grid(out, FRONTIER_CONFIG, plan.record(), "frontier", nested="student_settings")
     teacher = _read_json(out / TEACHER_FILE)
     if teacher is None:
         notice(f"frontier: evaluating the teacher on {plan.episodes} episodes"
@@ -366,9 +358,7 @@ def write_summary(plan: FrontierPlan, out: Path, teacher: dict, records: list[di
             "rule": f"the fastest p50 (OnnxPolicy) among students with retention >= best - {tolerance:g}"},
         "shared": SHARED, "not_shared": NOT_SHARED,
     }
-    runs.atomic_write_text(out / "frontier.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    _write_markdown(out, summary)
-    _plot(out, summary)
+    grid.write_summary(out, "frontier", summary, _markdown(summary), lambda path: _plot(path, summary))
     return summary
 
 
@@ -389,7 +379,7 @@ def _fmt(value, spec: str = ".3f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
-def _write_markdown(out: Path, s: dict) -> None:
+def _markdown(s: dict) -> str:
     t = s["teacher"]
     noise = s["obs_noise"]
     lines = [
@@ -432,10 +422,10 @@ def _write_markdown(out: Path, s: dict) -> None:
     lines += ["", "Shared between the points (exact):", ""] + [f"- {x}" for x in s["shared"]]
     lines += ["", "Not shared:", ""] + [f"- {x}" for x in s["not_shared"]]
     lines += ["", "![frontier](frontier.png)", ""]
-    runs.atomic_write_text(out / "frontier.md", "\n".join(lines))
+    return "\n".join(lines)
 
 
-def _plot(out: Path, s: dict) -> None:
+def _plot(path: Path, s: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -477,7 +467,7 @@ def _plot(out: Path, s: dict) -> None:
         title += f" (hollow: with observation noise sigma {s['obs_noise']:g})"
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out / "frontier.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

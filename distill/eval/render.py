@@ -15,7 +15,7 @@ import numpy as np
 
 from distill.envs import EnvSpec, GoalEnv
 from distill.errors import DistillError
-from distill.networks import energy
+from distill.nn.networks import energy
 
 HostPolicy = Callable[[np.ndarray], np.ndarray]
 

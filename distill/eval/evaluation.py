@@ -9,7 +9,7 @@ stays in the means with what it had. Evaluation runs on the spec's evaluation en
 environment steps the true state and success is measured on it. The noise at step t is drawn from
 ``fold_in(fold_in(key, NOISE_STREAM), t)`` of the evaluation's key, so a seed gives the same noise to
 every policy (JAX or ONNX) and sigma 0 is plain evaluation, the same program. A student with a sensor
-model (``distill.sensors``) reads its sensors instead, their noise drawn from the same stream.
+model (``distill.data.sensors``) reads its sensors instead, their noise drawn from the same stream.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from distill.envs import EnvSpec, GoalEnv
 from distill.errors import DistillError
-from distill.sensors import SensorModel, empty_buffer, observe, step_noise
+from distill.data.sensors import SensorModel, empty_buffer, observe, step_noise
 
 
 # Episodes whose paths an evaluation keeps for pictures (a maze's top view).
@@ -91,7 +91,7 @@ def rollout_success(
     """Runs ``num_episodes`` episodes in parallel from the key's starts and goals.
 
     With ``obs_noise`` > 0 the policy sees each state with Gaussian noise of that sigma (goal untouched).
-    With ``sensors`` it sees concat[sensor vector, goal] instead (``distill.sensors``).
+    With ``sensors`` it sees concat[sensor vector, goal] instead (``distill.data.sensors``).
     """
     env_state = jax.vmap(env.reset)(jax.random.split(key, num_episodes))
     drawn = min(PATH_EPISODES, num_episodes)
@@ -129,7 +129,7 @@ def rollout_success(
 
 def evaluation_observer(sensors: SensorModel, key: jax.Array, state_dim: int, num_episodes: int):
     """``sensed(buffer, obs, t) -> (buffer, seen)`` of an evaluation on ``key``: the step-``t`` noise of
-    its noise stream, every episode starting at step 0 (see ``distill.sensors.observe``)."""
+    its noise stream, every episode starting at step 0 (see ``distill.data.sensors.observe``)."""
     keys = noise_key(key)
 
     def sensed(buffer, obs, t):
@@ -137,6 +137,17 @@ def evaluation_observer(sensors: SensorModel, key: jax.Array, state_dim: int, nu
         return observe(sensors, buffer, obs, state_dim, step_noise(keys, t, obs[:, :state_dim].shape), fresh)
 
     return sensed
+
+
+# Evaluations draw their episodes from the run's seed plus this, so they never replay training's.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def evaluation_key(seed: int, epoch: int | None = None) -> jax.Array:
+    """The key of a run's evaluation: a teacher's is folded with the epoch (fresh episodes each
+    epoch), a student's (``epoch`` None) is the same every epoch."""
+    key = jax.random.PRNGKey(seed + EVAL_SEED_OFFSET)
+    return key if epoch is None else jax.random.fold_in(key, epoch)
 
 
 def summarize(success) -> dict:
@@ -158,7 +169,7 @@ def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_epis
     It runs on the spec's evaluation environment, on ``env``'s backend (``env`` itself where the
     spec has no separate one). ``obs_noise`` > 0: the policy observes the state with Gaussian noise
     of that sigma (see the module). ``sensors``: the policy reads what that sensor model gives
-    (``distill.sensors``), with its own noise, so ``obs_noise`` must then be 0.
+    (``distill.data.sensors``), with its own noise, so ``obs_noise`` must then be 0.
     """
     if num_episodes <= 0:
         raise DistillError(f"evaluation episodes must be positive, got {num_episodes}")

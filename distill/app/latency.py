@@ -1,6 +1,6 @@
 """Batch-1, single-thread policy latency of teacher and student runs: JAX vs onnxruntime.
 
-    python -m distill.commands.latency [--teacher-run RUN] [--student-run RUN] [--onnx policy.onnx] --json results/latency.json
+    python -m distill.app.latency [--teacher-run RUN] [--student-run RUN] [--onnx policy.onnx] --json results/latency.json
 
 Run by ``distill demo`` (in a fresh process, JAX limited to one thread) and by benchmarks/latency.py.
 """
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import onnx
 
-from distill.latency import SINGLE_THREAD_XLA_FLAGS, jax_policy_latency, plot_latency
-from distill.networks import count_params, make_crl_networks
+from distill.eval.latency import SINGLE_THREAD_XLA_FLAGS, jax_policy_latency, plot_latency
+from distill.nn.networks import count_params, make_crl_networks
 from export.latency import gemm_chain_onnx, onnx_session_latency, policy_vs_bare_session_latency
 from export.onnx_graph import policy_graph, set_metadata
 
@@ -93,7 +93,7 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m distill.commands.latency`` (and benchmarks/latency.py)."""
+    """Entry point of ``python -m distill.app.latency`` (and benchmarks/latency.py)."""
     parser = argparse.ArgumentParser(description="Batch-1, single-thread policy latency: teacher vs student, JAX vs ONNX.")
     parser.add_argument("--teacher-run", type=Path)
     parser.add_argument("--student-run", type=Path)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     records = latency_report(args.teacher_run, args.student_run, args.onnx, args.deep_depth, args.calls)
     from rich.table import Table
 
-    from distill.console import print_table
+    from distill.app.console import print_table
 
     table = Table(title="policy latency at batch 1, one thread")
     for col in ("model", "depth", "width", "actor params", "p50 us", "p99 us", "p50 / bare session"):

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from distill.replay import TrajectoryBuffer
+from distill.data.replay import TrajectoryBuffer
 
 # shard_map specs of a replay buffer: columns (environment slots) split, the write counter replicated.
 BUFFER_SPEC = TrajectoryBuffer(P(None, "data"), P(None, "data"), P(None, "data"), P(None, "data"), P())

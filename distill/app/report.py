@@ -13,18 +13,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill import runs
+from distill.store import runs
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
-from distill.evaluation import evaluation_observer, make_evaluator, random_policy_baseline, summarize
-from distill.latency import jax_policy_latency
-from distill.networks import count_params, deterministic_action, pairwise_energy
-from distill.render import write_maze_panels
-from distill.sensors import SensorModel, empty_buffer
+from distill.eval.evaluation import evaluation_observer, make_evaluator, random_policy_baseline, summarize
+from distill.eval.latency import jax_policy_latency
+from distill.nn.networks import count_params, deterministic_action, pairwise_energy
+from distill.eval.render import write_maze_panels
+from distill.data.sensors import SensorModel, empty_buffer
 from students.config import sensor_model
-from students.train import compress, load_student
+from students.train import compress, load_student, schedule as student_schedule
 from teachers.config import sensor_model as teacher_sensor_model
-from teachers.train import load_teacher, train_teacher
+from teachers.train import load_teacher, schedule as teacher_schedule, train_teacher
 
 
 def _policy(networks):
@@ -79,7 +79,7 @@ def critic_agreement(spec, teacher, teacher_params, student, student_params, obs
     """Top-1 goal retrieval agreement and Spearman correlation of Q over a batch of goals."""
     obs = obs[:batch]
     state, goal = obs[:, : spec.state_dim], obs[:, spec.state_dim :]
-    action = deterministic_action(teacher.policy(teacher_params["actor"], obs)[0])
+    action = teacher.act(teacher_params["actor"], obs)
 
     def logits(nets, params):
         return np.asarray(pairwise_energy(nets.phi(params["sa_encoder"], state, action), nets.psi(params["goal_encoder"], goal)))
@@ -146,8 +146,8 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
     student_eval = _evaluate(spec, env, student, s_params, episodes, key, paths, student_label, sensors)
     obs, seen = visited_observations(spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7),
                                      sensors=sensors)
-    t_action = deterministic_action(teacher.policy(t_params["actor"], obs)[0])
-    s_action = deterministic_action(student.policy(s_params["actor"], seen)[0])
+    t_action = teacher.act(t_params["actor"], obs)
+    s_action = student.act(s_params["actor"], seen)
     action_error = np.abs(np.asarray(t_action - s_action))
 
     rows = {
@@ -246,8 +246,7 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
         t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width,
         seed=t_config.seed + 1, remat=None, sensors=s_config.sensors,
     )
-    done = runs.read_metrics(out)
-    if not (done and done[-1]["env_steps"] >= config.total_steps - config.num_envs * config.unroll_length):
+    if not runs.finished(out, teacher_schedule(config)):
         try:
             train_teacher(config, out, resume=(out / "config.json").exists(), show_progress=show_progress)
         except DistillError as err:
@@ -263,8 +262,7 @@ def _no_history_student(student_run, s_config, sensors, spec, env, episodes, key
     out = student_run / "no_history"
     single = dataclasses.replace(sensors, history=1)
     config = dataclasses.replace(s_config, sensors=single.describe())
-    done = runs.read_metrics(out)
-    if not (done and done[-1]["round"] >= config.iterations):
+    if not runs.finished(out, student_schedule(config)):
         try:
             compress(config, Path(s_config.teacher_run), out, resume=(out / "config.json").exists(), show_progress=show_progress)
         except DistillError as err:

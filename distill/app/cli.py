@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from distill.app import options as opt
 from distill.errors import DistillError
 
 app = typer.Typer(
@@ -32,6 +33,29 @@ def _quiet_libraries() -> None:
     logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
+def flag_names(fn) -> dict[str, str]:
+    """Each parameter of a typer command and the flag a user types for it (``which`` -> ``--checkpoint``)."""
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(fn, include_extras=True)
+    names = {}
+    for name, parameter in inspect.signature(fn).parameters.items():
+        infos = [parameter.default, *getattr(hints.get(name), "__metadata__", ())]
+        # Inside Annotated, typer.Option's first declaration arrives as its ``default``.
+        decls = [d for info in infos if hasattr(info, "param_decls")
+                 for d in (*(info.param_decls or ()), info.default) if isinstance(d, str) and d.startswith("--")]
+        names[name] = decls[0].split("/")[0] if decls else "--" + name.replace("_", "-")
+    return names
+
+
+def refuse_empty_choices(values: dict, names: dict[str, str]) -> None:
+    """An empty or blank text option (``--env ''``) is a mistake, never a request for the default."""
+    for name, value in values.items():
+        if isinstance(value, str) and not value.strip():
+            raise DistillError(f"{names.get(name, name)} must not be empty")
+
+
 def one_line_errors(fn):
     """User errors become one line on stderr and exit code 2; Ctrl-C exits 130 keeping all files."""
 
@@ -39,6 +63,7 @@ def one_line_errors(fn):
     def wrapper(*args, **kwargs):
         _quiet_libraries()
         try:
+            refuse_empty_choices(kwargs, flag_names(fn))
             return fn(*args, **kwargs)
         except DistillError as err:
             typer.echo(f"error: {err}", err=True)
@@ -58,60 +83,21 @@ def envs(
                                          help="Show the named slices of ENV's state (what --sensors keeps, drops and noises)."),
 ):
     """List the goal-conditioned environments and their dimensions, or one environment's state layout."""
-    from distill.envs import DEFAULT_ENV, REGISTRY, get_spec
+    from distill.app.envs import environment_rows, layout_rows, print_environments, print_layout
 
     if layout is not None:
-        spec = get_spec(layout)
-        slices = [{"name": n, "start": a, "stop": b, "size": b - a, "goal": any(a <= i < b for i in spec.goal_indices)}
-                  for n, a, b in spec.layout]
+        spec, slices = layout_rows(layout)
         if json_out:
             typer.echo(json.dumps({"env": spec.name, "state_dim": spec.state_dim, "goal_indices": list(spec.goal_indices),
                                    "slices": slices}, indent=2))
-            return
-        from rich.table import Table
-
-        from distill.console import print_table
-
-        table = Table(title=f"{spec.name}: the {spec.state_dim} state entries (the goal is state{list(spec.goal_indices)})")
-        for col in ("slice", "entries", "size", "holds the goal"):
-            table.add_column(col)
-        for s in slices:
-            table.add_row(s["name"], f"{s['start']}:{s['stop']}", str(s["size"]), "yes" if s["goal"] else "")
-        print_table(table)
+        else:
+            print_layout(spec, slices)
         return
-
-    rows = [
-        {
-            "name": s.name,
-            "state_dim": s.state_dim,
-            "goal_indices": list(s.goal_indices),
-            "action_dim": s.action_dim,
-            "success_radius": s.success_radius,
-            "episode_length": s.episode_length,
-            "backend": s.backend,
-            "cpu_preset": bool(set(s.preset) - {"total_steps"}),
-            "default": s.name == DEFAULT_ENV,
-            "description": s.description,
-        }
-        for s in REGISTRY.values()
-    ]
+    rows = environment_rows()
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
-
-    from distill.console import print_table
-
-    table = Table(title="goal-conditioned environments (observation = concat\\[state, goal])")
-    for col in ("name", "state", "goal indices", "action", "radius", "episode", "backend", "description"):
-        table.add_column(col)
-    for r in rows:
-        name = r["name"] + (" (default)" if r["default"] else "")
-        table.add_row(
-            name, str(r["state_dim"]), str(r["goal_indices"]), str(r["action_dim"]), str(r["success_radius"]),
-            str(r["episode_length"]), r["backend"], r["description"] + ("" if r["cpu_preset"] else " \\[paper defaults: GPU-sized]"),
-        )
-    print_table(table)
+    else:
+        print_environments(rows)
 
 
 @app.command("train-teacher")
@@ -121,19 +107,19 @@ def train_teacher_cmd(
     env: Optional[str] = typer.Option(None, "--env", help="Environment name (default reacher); see `distill envs`."),
     critic_depth: Optional[int] = typer.Option(None, help="Critic depth, a positive multiple of 4 (default 4)."),
     actor_depth: Optional[int] = typer.Option(None, help="Actor depth, a positive multiple of 4 (default 4)."),
-    width: Optional[int] = typer.Option(None, help="Hidden width (default 256)."),
-    repr_dim: Optional[int] = typer.Option(None, help="Dimension of phi and psi (default 64)."),
-    num_envs: Optional[int] = typer.Option(None, help="Parallel environments."),
-    batch_size: Optional[int] = typer.Option(None, help="InfoNCE batch size."),
-    total_steps: Optional[int] = typer.Option(None, help="Environment steps to train for."),
-    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per training step."),
-    updates_per_step: Optional[int] = typer.Option(None, help="SGD steps per training step (update-to-data ratio)."),
-    num_evals: Optional[int] = typer.Option(None, help="Epochs, each followed by an evaluation."),
-    eval_episodes: Optional[int] = typer.Option(None, help="Deterministic episodes per evaluation."),
-    replay_rows: Optional[int] = typer.Option(None, help="Replay buffer time rows."),
-    prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
-    remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation of residual blocks on or off (default: on from depth 256 or where memory needs it)."),
-    block_unroll: Optional[str] = typer.Option(None, "--block-unroll", help="Residual blocks per iteration of the loop over blocks: K, 'all' (no loop) or 'auto' (default: 1 on a CPU, the whole tower up to depth 64 on a GPU). Speed only; checkpoints do not depend on it."),
+    width: opt.Width = None,
+    repr_dim: opt.ReprDim = None,
+    num_envs: opt.TeacherNumEnvs = None,
+    batch_size: opt.TeacherBatchSize = None,
+    total_steps: opt.TotalSteps = None,
+    unroll_length: opt.TeacherUnrollLength = None,
+    updates_per_step: opt.UpdatesPerStep = None,
+    num_evals: opt.NumEvals = None,
+    eval_episodes: opt.TeacherEvalEpisodes = None,
+    replay_rows: opt.ReplayRows = None,
+    prefill_rows: opt.PrefillRows = None,
+    remat: opt.Remat = None,
+    block_unroll: opt.BlockUnroll = None,
     sensors: Optional[str] = typer.Option(
         None, "--sensors", metavar="SPEC",
         help="What the actor reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
@@ -144,8 +130,8 @@ def train_teacher_cmd(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this teacher run's best parameters (a packed run, say; same environment and network sizes), with a fresh replay buffer and optimiser."),
-    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    checkpoint_minutes: opt.CheckpointMinutes = 10.0,
+    progress: opt.Progress = True,
     coordinator: Optional[str] = typer.Option(None, envvar="JAX_COORDINATOR_ADDRESS", help="Multi-process run: HOST:PORT of process 0."),
     num_processes: Optional[int] = typer.Option(None, envvar="JAX_NUM_PROCESSES", help="Multi-process run: how many processes."),
     process_id: Optional[int] = typer.Option(None, envvar="JAX_PROCESS_ID", help="Multi-process run: this process's id, 0 to N-1."),
@@ -153,12 +139,12 @@ def train_teacher_cmd(
     coordinator_timeout: int = typer.Option(120, help="Seconds to wait for the other processes before giving up."),
 ):
     """Train a deep contrastive RL teacher."""
-    from distill.distributed import initialize
+    from distill.train.distributed import initialize
 
     # Before anything that touches a JAX device, including importing the environments.
     initialize(coordinator, num_processes, process_id, detect=distributed, timeout_s=coordinator_timeout)
     from teachers.config import run_teacher_config
-    from teachers.sweep import parse_int_list
+    from distill.app.sweep import parse_int_list
     from teachers.train import seed_runs, train_teacher, train_teachers
 
     settings = dict(
@@ -195,25 +181,25 @@ def sweep(
     env: str = typer.Option(..., "--env", help="Environment name; see `distill envs`."),
     depths: str = typer.Option("4,8,16", help="Comma-separated depths of actor and critic, multiples of 4."),
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
-    total_steps: Optional[int] = typer.Option(None, help="Environment steps per run (default: the environment's)."),
-    width: Optional[int] = typer.Option(None, help="Hidden width (default 256)."),
-    repr_dim: Optional[int] = typer.Option(None, help="Dimension of phi and psi (default 64)."),
-    num_envs: Optional[int] = typer.Option(None, help="Parallel environments."),
-    batch_size: Optional[int] = typer.Option(None, help="InfoNCE batch size."),
-    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per training step."),
-    updates_per_step: Optional[int] = typer.Option(None, help="SGD steps per training step (update-to-data ratio)."),
-    num_evals: Optional[int] = typer.Option(None, help="Epochs per run, each followed by an evaluation."),
-    eval_episodes: Optional[int] = typer.Option(None, help="Deterministic episodes per evaluation."),
-    replay_rows: Optional[int] = typer.Option(None, help="Replay buffer time rows."),
-    prefill_rows: Optional[int] = typer.Option(None, help="Rows collected before the first update."),
-    remat: Optional[bool] = typer.Option(None, "--remat/--no-remat", help="Force rematerialisation on or off."),
-    block_unroll: Optional[str] = typer.Option(None, "--block-unroll", help="Residual blocks per loop iteration: K, 'all' or 'auto' (default; see train-teacher)."),
+    total_steps: opt.TotalSteps = None,
+    width: opt.Width = None,
+    repr_dim: opt.ReprDim = None,
+    num_envs: opt.TeacherNumEnvs = None,
+    batch_size: opt.TeacherBatchSize = None,
+    unroll_length: opt.TeacherUnrollLength = None,
+    updates_per_step: opt.UpdatesPerStep = None,
+    num_evals: opt.NumEvals = None,
+    eval_episodes: opt.TeacherEvalEpisodes = None,
+    replay_rows: opt.ReplayRows = None,
+    prefill_rows: opt.PrefillRows = None,
+    remat: opt.Remat = None,
+    block_unroll: opt.BlockUnroll = None,
     parallel_seeds: bool = typer.Option(False, "--parallel-seeds", help="Train each depth's seeds in one program (one vmapped step): on a GPU, N seeds in little more than the time of one."),
-    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    checkpoint_minutes: opt.CheckpointMinutes = 10.0,
+    progress: opt.Progress = True,
 ):
     """Train one teacher per depth and seed, then plot score against depth and all learning curves."""
-    from teachers.sweep import make_plan, run_sweep
+    from distill.app.sweep import make_plan, run_sweep
 
     plan = make_plan(
         env, depths, seeds, total_steps=total_steps, width=width, repr_dim=repr_dim, num_envs=num_envs,
@@ -231,27 +217,27 @@ def sweep(
 @app.command()
 @one_line_errors
 def frontier(
-    teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
+    teacher_run: opt.TeacherRun,
     out: Path = typer.Option(..., "--out", help="Frontier directory: one student run per (depth, width) inside; rerun to continue."),
     depths: str = typer.Option("0,4,8", help="Comma-separated student depths: 0 (input projection and heads only) or multiples of 4."),
     widths: str = typer.Option("64,128,256", help="Comma-separated student widths."),
-    steps: Optional[int] = typer.Option(None, "--steps", "--budget", help="Distillation SGD steps per student, spread over the rounds (default 900)."),
-    iterations: Optional[int] = typer.Option(None, help="DAgger rounds per student (default 6)."),
-    num_envs: Optional[int] = typer.Option(None, help="Environments stepped while collecting (default 64)."),
-    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per round (default 50)."),
-    batch_size: Optional[int] = typer.Option(None, help="Distillation batch size (default 256)."),
-    eval_episodes: Optional[int] = typer.Option(None, help="Episodes of each student's own evaluations during training (default 128)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Students' random seed (default 0)."),
+    steps: opt.Steps = None,
+    iterations: opt.Iterations = None,
+    num_envs: opt.StudentNumEnvs = None,
+    unroll_length: opt.StudentUnrollLength = None,
+    batch_size: opt.StudentBatchSize = None,
+    eval_episodes: opt.StudentEvalEpisodes = None,
+    seed: opt.StudentSeed = None,
     episodes: int = typer.Option(128, "--episodes", help="Closed-loop episodes for the teacher and every ONNX student (the same ones)."),
     eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of those episodes and of the observation noise."),
     obs_noise: float = typer.Option(0.05, "--obs-noise", help="Also report retention with Gaussian noise of this sigma on the observed state (0 skips it)."),
     tolerance: float = typer.Option(0.02, "--tolerance", help="Recommend the fastest student within this much retention of the best (0.02 = 2 points)."),
     latency_calls: int = typer.Option(5000, help="Timed calls per policy, in 20 interleaved rounds."),
-    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
+    checkpoint_minutes: opt.CheckpointMinutes = 10.0,
+    progress: opt.Progress = True,
 ):
     """Students of several depths and widths: retention against ONNX latency, the Pareto front and a recommendation."""
-    from distill.commands.frontier import make_plan, recommend, run_frontier
+    from distill.app.frontier import make_plan, recommend, run_frontier
 
     recommend([], tolerance)  # refuses a tolerance outside [0, 1] before anything runs
     plan = make_plan(teacher_run, depths, widths, episodes=episodes, eval_seed=eval_seed, obs_noise=obs_noise,
@@ -274,16 +260,16 @@ def frontier(
 @app.command()
 @one_line_errors
 def compress(
-    teacher_run: Path = typer.Argument(..., help="The teacher's run directory."),
+    teacher_run: opt.TeacherRun,
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
     student_depth: Optional[int] = typer.Option(None, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only; default 4)."),
     student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total distillation SGD steps, spread over the rounds (default 900; 3,600 with --sensors)."),
-    iterations: Optional[int] = typer.Option(None, help="DAgger rounds (default 6; 12 with --sensors)."),
-    num_envs: Optional[int] = typer.Option(None, help="Environments stepped while collecting (default 64)."),
-    unroll_length: Optional[int] = typer.Option(None, help="Steps per environment per round (default 50)."),
-    batch_size: Optional[int] = typer.Option(None, help="Distillation batch size (default 256)."),
-    eval_episodes: Optional[int] = typer.Option(None, help="Evaluation episodes (default 128)."),
+    steps: opt.Steps = None,
+    iterations: opt.Iterations = None,
+    num_envs: opt.StudentNumEnvs = None,
+    unroll_length: opt.StudentUnrollLength = None,
+    batch_size: opt.StudentBatchSize = None,
+    eval_episodes: opt.StudentEvalEpisodes = None,
     env: Optional[str] = typer.Option(None, "--env", help="Expected environment; must match the teacher's."),
     policy_loss: Optional[str] = typer.Option(None, help="'mse' on deterministic actions (default), 'kl' between tanh-Gaussians, or 'both'."),
     policy_weight: Optional[float] = typer.Option(None, help="Weight of the policy term (default 1)."),
@@ -296,17 +282,17 @@ def compress(
         help="What the student reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
              "or a .toml file with those fields (slices: `distill envs --layout ENV`). The teacher labels from the true state."),
     dagger: Optional[bool] = typer.Option(None, "--dagger/--no-dagger", help="DAgger (student acts; default) or plain cloning on teacher rollouts."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    seed: opt.StudentSeed = None,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
     baseline_run: Optional[Path] = typer.Option(None, "--baseline-run", help="Use this existing teacher run (e.g. a sweep's depth-4 run) as the from-scratch baseline instead of training one."),
     report_episodes: int = typer.Option(128, help="Deterministic episodes per policy in the final report."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted compression in --out."),
-    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint at least this often inside long epochs."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    checkpoint_minutes: opt.CheckpointMinutes = 10.0,
+    progress: opt.Progress = True,
 ):
     """Distil a deep teacher into a shallow student (policy with DAgger, critic representations)."""
     from students.config import run_student_config
-    from students.report import compress_and_report
+    from distill.app.report import compress_and_report
 
     config = run_student_config(
         out, resume, teacher_run, env=env, steps=steps, dagger=dagger, student_depth=student_depth,
@@ -331,7 +317,7 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
     critic: bool = typer.Option(False, "--critic", help="Also write <out>.critic.onnx (phi, psi and Q)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17-20; 17 loads in onnxruntime >= 1.16)."),
-    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of the run."),
+    which: opt.Which = "best",
     int8: bool = typer.Option(False, "--int8", help="Write a static int8 quantisation instead, only if it keeps 98% of fp32's closed-loop time_at_goal and is faster at batch 1."),
     fp16: bool = typer.Option(False, "--fp16", help="Write float16 weights instead, under the same conditions as --int8."),
     gate_episodes: int = typer.Option(128, "--gate-episodes", help="Closed-loop episodes on which --int8/--fp16 must match fp32."),
@@ -358,7 +344,7 @@ def pack(
     out: Path = typer.Option(..., "--out", help="The packed run directory to create (must not exist, or be empty)."),
 ):
     """Pack a run to travel: config, metrics, pictures and the best parameters, without training state."""
-    from distill.commands.pack import pack_run
+    from distill.app.pack import pack_run
 
     try:
         summary = pack_run(run, out)
@@ -376,12 +362,12 @@ def evaluate(
     episodes: int = typer.Option(128, "--episodes", help="Deterministic evaluation episodes."),
     env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
-    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of a run."),
+    which: opt.Which = "best",
     obs_noise: float = typer.Option(0.0, "--obs-noise", help="Gaussian noise of this sigma on the state the policy observes (not on the goal); seeded by --seed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Evaluate a policy: time_at_goal and success_any over deterministic episodes."""
-    from distill.commands.evaluate import evaluate_target
+    from distill.app.evaluate import evaluate_target
 
     result = evaluate_target(run, episodes=episodes, env=env, seed=seed, which=which, obs_noise=obs_noise)
     if json_out:
@@ -405,10 +391,10 @@ def render(
     episodes: int = typer.Option(4, "--episodes", help="Deterministic episodes, shown one after the other."),
     seed: int = typer.Option(0, "--seed", help="Seed of the episodes' starts and goals."),
     png: bool = typer.Option(False, "--png", help="Also write the maze's top view (walls, start, goals, paths) as <out>.png."),
-    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of a run."),
+    which: opt.Which = "best",
 ):
     """Draw a policy's deterministic episodes: an HTML viewer, and a top view for mazes."""
-    from distill.commands.render import render_target
+    from distill.app.render import render_target
 
     written = render_target(target, out, env=env, episodes=episodes, seed=seed, png=png, which=which)
     for path in written.values():
@@ -421,10 +407,10 @@ def critic_map_cmd(
     run: Path = typer.Argument(..., help="A teacher or student run directory on a maze."),
     goal: str = typer.Option(..., "--goal", help="The goal's x,y on the maze floor, e.g. 8,4."),
     out: Path = typer.Option(..., "--out", help="The .png file to write."),
-    which: str = typer.Option("best", "--checkpoint", help="'best' or 'last' checkpoint of the run."),
+    which: opt.Which = "best",
 ):
     """Draw the critic's Q(s, pi(s, g), g) over a maze's free floor for one goal."""
-    from distill.commands.render import critic_map_target
+    from distill.app.render import critic_map_target
 
     typer.echo(f"wrote {critic_map_target(run, goal, out, which=which)}")
 
@@ -440,7 +426,7 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """The whole pipeline on the default environment: teacher -> student -> ONNX -> checks -> latency."""
-    from distill.commands.demo import print_summary, run_demo
+    from distill.app.demo import print_summary, run_demo
 
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
@@ -457,7 +443,7 @@ def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
 ):
     """Python, the key packages, JAX's devices and compile cache; exits 1 where a version differs from the lock."""
-    from distill.doctor import diagnose, report_lines
+    from distill.app.doctor import diagnose, report_lines
 
     report = diagnose(lock)
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))

@@ -12,16 +12,15 @@ A CPU wants 1 (compile time stays flat with depth); a GPU wants the loop gone, s
 costs launches and synchronisation that a 256-wide layer cannot hide (``block_unroll`` picks).
 
 Runs made before the stacked layout was the only one may hold unrolled parameters (``block_0``,
-``block_1``, ... instead of ``blocks/block``); ``stack_blocks`` converts them on load.
+``block_1``, ... instead of ``blocks/block``); ``distill.store.legacy`` converts them on load.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 from flax import struct
 
@@ -169,7 +168,7 @@ class CRLNetworks:
     action_dim: int = struct.field(pytree_node=False)
     goal_dim: int = struct.field(pytree_node=False)
     sensor_dim: int = struct.field(pytree_node=False, default=0)
-    """Size of the actor's input besides the goal when it reads a sensor vector (``distill.sensors``)
+    """Size of the actor's input besides the goal when it reads a sensor vector (``distill.data.sensors``)
     instead of the state; 0: it reads the state. The encoders always read the state."""
 
     @property
@@ -190,6 +189,10 @@ class CRLNetworks:
 
     def policy(self, actor_params: Params, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.actor.apply({"params": actor_params}, obs)
+
+    def act(self, actor_params: Params, obs: jax.Array) -> jax.Array:
+        """The deterministic policy: tanh of the Gaussian's mean (what evaluation and export run)."""
+        return deterministic_action(self.policy(actor_params, obs)[0])
 
     def phi(self, sa_params: Params, state: jax.Array, action: jax.Array) -> jax.Array:
         return self.sa_encoder.apply({"params": sa_params}, jnp.concatenate([state, action], axis=-1))
@@ -265,79 +268,3 @@ def make_crl_networks(
         goal_dim=spec.goal_dim,
         sensor_dim=sensor_dim,
     )
-
-
-# ---- runs made with unrolled blocks (block_0, block_1, ...) ---------------------------------------
-
-def _unrolled_names(tree: dict) -> list[str]:
-    return sorted((k for k in tree if k.startswith("block_") and k[6:].isdigit()), key=lambda k: int(k[6:]))
-
-
-def _map_dicts(tree, fn):
-    """Applies ``fn`` to every dict of a nested structure, innermost first; other containers
-    (flax structs, optax states, tuples, lists) are rebuilt around the converted dicts."""
-    import dataclasses
-
-    if isinstance(tree, dict):
-        return fn({k: _map_dicts(v, fn) for k, v in tree.items()})
-    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
-        return tree.replace(**{f.name: _map_dicts(getattr(tree, f.name), fn) for f in dataclasses.fields(tree)})
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(_map_dicts(v, fn) for v in tree))
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_map_dicts(v, fn) for v in tree)
-    return tree
-
-
-def stack_blocks(tree):
-    """Unrolled-layout parameters (``block_i`` per block) as the stacked layout (``blocks/block``
-    with a leading block axis); anything else is left as it is."""
-
-    def convert(d: dict) -> dict:
-        names = _unrolled_names(d)
-        if not names:
-            return d
-        rest = {k: v for k, v in d.items() if k not in names}
-        stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[d[n] for n in names])
-        return {**rest, "blocks": {"block": stacked}}
-
-    return _map_dicts(tree, convert)
-
-
-def unstack_blocks(tree):
-    """The inverse of ``stack_blocks`` on arrays or abstract shapes: the layout an unrolled run saved."""
-
-    def convert(d: dict) -> dict:
-        if set(d.get("blocks", {})) != {"block"}:
-            return d
-        stacked = d["blocks"]["block"]
-        count = jax.tree.leaves(stacked)[0].shape[0]
-
-        def take(x, i):
-            if isinstance(x, jax.ShapeDtypeStruct):
-                # Parameters are replicated, so the stacked array's sharding fits each block too.
-                return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=getattr(x, "sharding", None))
-            return x[i]
-
-        rest = {k: v for k, v in d.items() if k != "blocks"}
-        return {**rest, **{f"block_{i}": jax.tree.map(lambda x: take(x, i), stacked) for i in range(count)}}
-
-    return _map_dicts(tree, convert)
-
-
-def load_run_networks(run, kind: str, config_cls, which: str, network_shape: Callable[[Any], dict]):
-    """Rebuilds the networks of a teacher or student run and restores their parameters.
-
-    ``network_shape(config)`` gives the depths, width and representation size the run was built with.
-    Returns (config, spec, networks, params, checkpoint step).
-    """
-    from distill import runs
-    from distill.checkpoints import abstract_of, load_params
-    from distill.envs import get_spec
-
-    config = runs.config_from_record(runs.read_config(run, kind=kind), config_cls, run, kind)
-    spec = get_spec(config.env)
-    networks = make_crl_networks(spec, **network_shape(config))
-    abstract = abstract_of(jax.eval_shape(networks.init, jax.random.PRNGKey(0)))
-    step, params = load_params(run, abstract, which)
-    return config, spec, networks, params, step

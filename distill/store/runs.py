@@ -42,10 +42,17 @@ def check_out_dir(out: Path, resume: bool) -> None:
         if not (out / "config.json").is_file():
             raise DistillError(f"cannot resume: {out} holds no run (no config.json)")
         return
+    check_new_out_dir(out, "pass --resume to continue it or choose another --out")
+
+
+def check_new_out_dir(out: Path, hint: str) -> None:
+    """Refuses an output path that exists as a file, is a non-empty directory (``hint`` says what to do
+    instead) or cannot be written; writes nothing."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise DistillError(f"output path {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
-        raise DistillError(f"output directory {out} already exists and is not empty; pass --resume to continue it or choose another --out")
+        raise DistillError(f"output directory {out} already exists and is not empty; {hint}")
     parent = out
     while not parent.exists():
         parent = parent.parent
@@ -230,7 +237,7 @@ def truncate_metrics(out: Path, max_epoch: int) -> None:
     atomic_write_text(Path(out) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def plot_learning_curve(out: Path, records: list[dict], title: str, filename: str = "learning_curve.png") -> Path | None:
+def plot_learning_curve(out: Path, records: list[dict], title: str) -> Path | None:
     if not records:
         return None
     import matplotlib
@@ -250,10 +257,18 @@ def plot_learning_curve(out: Path, records: list[dict], title: str, filename: st
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(out) / filename
+    path = Path(out) / "learning_curve.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def finished(run: Path, plan: Any) -> bool:
+    """Whether a run has finished its schedule ``plan``: the last epoch is recorded and its final
+    checkpoint written (a run killed between the two is resumed, not taken as done)."""
+    metrics = read_metrics(run)
+    return (bool(metrics) and metrics[-1].get("epoch") == plan.epochs
+            and (Path(run) / "checkpoints" / "last" / str(plan.steps)).is_dir())
 
 
 def packed_record(run: Path) -> dict | None:

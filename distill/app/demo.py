@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from distill import runs
+from distill.store import runs
 from distill.envs import DEFAULT_ENV
 from distill.errors import DistillError
-from distill.commands.evaluate import evaluate_target
+from distill.app.evaluate import evaluate_target
+from distill.app.kinds import finished
 
 QUICK_TEACHER = dict(num_envs=16, unroll_length=20, batch_size=64, updates_per_step=4, total_steps=16 * 20 * 8,
                      num_evals=2, eval_episodes=8, replay_rows=200, prefill_rows=40, width=64, repr_dim=16)
@@ -38,7 +39,7 @@ def _stage(name: str, say) -> float:
 def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128, baseline: bool = False,
              show_progress: bool = True, say=print) -> dict:
     from students.config import StudentConfig
-    from students.report import build_report
+    from distill.app.report import build_report
     from students.train import compress
     from teachers.config import teacher_config
     from teachers.train import train_teacher
@@ -111,27 +112,16 @@ def _compression(report: dict) -> dict:
 
 
 def _finished(run: Path) -> bool:
-    """A run whose last epoch is recorded and whose report (students) or curve (teachers) exists."""
-    if not (run / "config.json").is_file():
-        return False
-    record = runs.read_config(run)
-    metrics = runs.read_metrics(run)
-    if not metrics:
-        return False
-    if record["kind"] == "teacher":
-        from teachers.config import TeacherConfig
-        from teachers.train import schedule
-
-        return metrics[-1]["epoch"] >= schedule(TeacherConfig(**record["config"])).epochs
-    return metrics[-1]["round"] >= record["config"]["iterations"]
+    """A run of the demo that has finished (a folder that holds none yet is not)."""
+    return (run / "config.json").is_file() and finished(run)
 
 
 def _latency(teacher_dir: Path, student_dir: Path, onnx_path: Path, json_path: Path, quick: bool) -> list[dict]:
     """Runs the latency benchmark in a fresh process so that JAX is limited to one thread."""
-    from distill.latency import SINGLE_THREAD_XLA_FLAGS
+    from distill.eval.latency import SINGLE_THREAD_XLA_FLAGS
 
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip())
-    cmd = [sys.executable, "-m", "distill.commands.latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
+    cmd = [sys.executable, "-m", "distill.app.latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
            "--onnx", str(onnx_path), "--json", str(json_path)]
     if quick:
         cmd += ["--calls", "100", "--deep-depth", "64"]
@@ -188,7 +178,7 @@ def _compression_text(c: dict) -> str:
 def print_summary(s: dict) -> None:
     from rich.table import Table
 
-    from distill.console import print_table
+    from distill.app.console import print_table
 
     lat = {r["model"]: r for r in s["latency"]}
     table = Table(title=f"distill demo on {s['env']} ({s['episodes']} episodes)")

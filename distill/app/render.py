@@ -7,12 +7,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from distill.commands.evaluate import load_run_policy
+from distill.app.evaluate import load_run_policy
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
-from distill.evaluation import evaluation_observer
-from distill.sensors import empty_buffer
-from distill.render import rollout_states, write_html, write_maze_png
+from distill.eval.evaluation import evaluation_observer
+from distill.data.sensors import empty_buffer
+from distill.eval.render import rollout_states, write_html, write_maze_png
 
 
 def render_target(target: Path, out: Path, env: str | None = None, episodes: int = 4, seed: int = 0,
@@ -70,7 +70,7 @@ def render_target(target: Path, out: Path, env: str | None = None, episodes: int
 
 def critic_map_target(target: Path, goal: str, out: Path, which: str = "best", points_per_cell: int = 8) -> Path:
     """Draws a run's critic over its maze's floor for one goal ``"X,Y"``."""
-    from distill.render import critic_map, write_critic_map
+    from distill.eval.render import critic_map, write_critic_map
 
     out = Path(out)
     if out.suffix != ".png":

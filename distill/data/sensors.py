@@ -135,8 +135,13 @@ def parse_sensors(text: str | None, spec: EnvSpec) -> SensorModel | None:
     text = str(text).strip()
     path = Path(text)
     if text.endswith(".toml") or ("=" not in text and path.exists()):
-        return _from_fields(_toml_fields(path), spec, f"sensor file {path}")
-    return _from_fields(_string_fields(text), spec, "--sensors")
+        fields, where = _toml_fields(path), f"sensor file {path}"
+    else:
+        fields, where = _string_fields(text), "--sensors"
+    if not fields:
+        # A model that sets nothing would train a full-state student while the run claims sensors.
+        raise DistillError(f"{where} sets nothing; give at least one of: {', '.join(FIELDS)} (or leave --sensors out)")
+    return _from_fields(fields, spec, where)
 
 
 def _toml_fields(path: Path) -> dict[str, Any]:

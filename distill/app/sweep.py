@@ -10,15 +10,13 @@ lost. ``DIR/sweep.json``, ``sweep.md`` and ``sweep.png`` are rewritten after eve
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from distill import runs
+from distill.app import grid
+from distill.store import runs
 from distill.errors import DistillError
 from teachers.config import TeacherConfig, teacher_config
 from teachers.train import check_seeds_fit, schedule, train_teacher, train_teachers
@@ -100,56 +98,52 @@ def _open_sweep_dir(out: Path, plan: SweepPlan) -> bool:
     """True if ``out`` already holds this sweep (to continue); starts a new one or refuses anything else."""
     defaults = {f.name: f.default for f in dataclasses.fields(TeacherConfig) if f.default is not dataclasses.MISSING}
     ignore = TeacherConfig.RETIRED_FIELDS + TeacherConfig.RUNTIME_FIELDS
-    return runs.open_grid_dir(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults, ignore=ignore)
+    return grid.open_grid(out, SWEEP_CONFIG, plan.record(), "sweep", defaults=defaults, ignore=ignore)
 
 
 def _finished(run: Path, config: TeacherConfig) -> bool:
-    metrics = runs.read_metrics(run)
-    return bool(metrics) and metrics[-1].get("epoch") == schedule(config).epochs
+    return runs.finished(run, schedule(config))
 
 
-def run_sweep(plan: SweepPlan, out: Path, show_progress: bool = True, checkpoint_minutes: float = 10.0,
-              notice=lambda text: print(text, file=sys.stderr, flush=True)) -> dict:
+def run_sweep(plan: SweepPlan, out: Path, show_progress: bool = True, checkpoint_minutes: float = 10.0) -> dict:
     """Trains every run of the sweep that is not finished yet, then writes the sweep's summary."""
     out = Path(out)
     _open_sweep_dir(out, plan)
     if plan.parallel_seeds:
-        return _run_sweep_parallel(plan, out, show_progress, checkpoint_minutes, notice)
+        return _run_sweep_parallel(plan, out, show_progress, checkpoint_minutes)
     cells = [(d, s) for d in plan.depths for s in plan.seeds]
-    for index, (depth, seed) in enumerate(cells, 1):
-        run, config = plan.run_dir(out, depth, seed), plan.config(depth, seed)
-        if _finished(run, config):
-            continue
-        resume = (run / "config.json").is_file()
-        notice(f"sweep {index}/{len(cells)}: depth {depth}, seed {seed}" + (" (resuming)" if resume else ""))
-        train_teacher(config, run, resume=resume, show_progress=show_progress, checkpoint_minutes=checkpoint_minutes,
-                      description=f"sweep {index}/{len(cells)} d{depth} s{seed}")
+    for index, count, (depth, seed), resume in grid.pending(
+            cells, lambda c: plan.run_dir(out, *c), lambda c: _finished(plan.run_dir(out, *c), plan.config(*c))):
+        grid.notice(f"sweep {index}/{count}: depth {depth}, seed {seed}" + (" (resuming)" if resume else ""))
+        train_teacher(plan.config(depth, seed), plan.run_dir(out, depth, seed), resume=resume, show_progress=show_progress,
+                      checkpoint_minutes=checkpoint_minutes, description=f"sweep {index}/{count} d{depth} s{seed}")
         write_summary(plan, out)
     return write_summary(plan, out)
 
 
-def _run_sweep_parallel(plan: SweepPlan, out: Path, show_progress: bool, checkpoint_minutes: float, notice) -> dict:
+def _run_sweep_parallel(plan: SweepPlan, out: Path, show_progress: bool, checkpoint_minutes: float) -> dict:
     """Each depth's seeds as one program; a depth whose runs all finished is skipped."""
-    for index, depth in enumerate(plan.depths, 1):
-        cells = [(plan.run_dir(out, depth, s), plan.config(depth, s)) for s in plan.seeds]
-        if all(_finished(run, config) for run, config in cells):
-            continue
-        started = [(run / "config.json").is_file() for run, _ in cells]
+    def cells(depth):
+        return [(plan.run_dir(out, depth, s), plan.config(depth, s)) for s in plan.seeds]
+
+    for index, count, depth, resume in grid.pending(plan.depths, lambda d: cells(d)[0][0],
+                                                    lambda d: all(_finished(r, c) for r, c in cells(d))):
+        started = [(run / "config.json").is_file() for run, _ in cells(depth)]
         if any(started) and not all(started):
             raise DistillError(f"the depth-{depth} runs in {out} were not all started together; "
                                "continue this sweep without --parallel-seeds")
-        resume = all(started)
-        notice(f"sweep depth {index}/{len(plan.depths)}: depth {depth}, seeds {list(plan.seeds)} in one program"
-               + (" (resuming)" if resume else ""))
-        train_teachers([c for _, c in cells], [r for r, _ in cells], resume=resume, show_progress=show_progress,
-                       checkpoint_minutes=checkpoint_minutes, description=f"sweep d{depth} seeds {len(plan.seeds)}")
+        grid.notice(f"sweep depth {index}/{count}: depth {depth}, seeds {list(plan.seeds)} in one program"
+                    + (" (resuming)" if resume else ""))
+        train_teachers([c for _, c in cells(depth)], [r for r, _ in cells(depth)], resume=resume,
+                       show_progress=show_progress, checkpoint_minutes=checkpoint_minutes,
+                       description=f"sweep d{depth} seeds {len(plan.seeds)}")
         write_summary(plan, out)
     return write_summary(plan, out)
 
 
 def _run_summary(plan: SweepPlan, out: Path, depth: int, seed: int) -> dict | None:
     from distill.envs import get_spec
-    from distill.networks import count_params, make_crl_networks
+    from distill.nn.networks import count_params, make_crl_networks
 
     run = plan.run_dir(out, depth, seed)
     metrics = runs.read_metrics(run)
@@ -190,10 +184,7 @@ def write_summary(plan: SweepPlan, out: Path) -> dict:
                          "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in done])),
                          "wall_seconds": float(np.mean([r["wall_seconds"] for r in done]))})
     summary = {**plan.record(), "episode_length": _episode_length(plan), "by_depth": by_depth, "runs": rows}
-    runs.atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    _write_markdown(out, summary)
-    _plot(out, summary)
-    return summary
+    return grid.write_summary(out, "sweep", summary, _markdown(summary), lambda path: _plot(path, summary))
 
 
 def _episode_length(plan: SweepPlan) -> int:
@@ -202,7 +193,7 @@ def _episode_length(plan: SweepPlan) -> int:
     return get_spec(plan.env).episode_length
 
 
-def _write_markdown(out: Path, s: dict) -> None:
+def _markdown(s: dict) -> str:
     settings = s["settings"]
     lines = [
         f"# Depth sweep: {s['env']}",
@@ -229,10 +220,10 @@ def _write_markdown(out: Path, s: dict) -> None:
                      f"{r['best_time_at_goal']:.1f} | {r['success_any']:.2f} | {sum(r['params'].values()):,} | "
                      f"{r['env_steps_per_s']:,.0f} | {r['wall_seconds'] / 60:.1f} min |")
     lines += ["", "![sweep](sweep.png)", ""]
-    runs.atomic_write_text(out / "sweep.md", "\n".join(lines))
+    return "\n".join(lines)
 
 
-def _plot(out: Path, s: dict) -> None:
+def _plot(path: Path, s: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,7 +258,7 @@ def _plot(out: Path, s: dict) -> None:
         ax.set_title(f"learning curves against {label}")
     fig.suptitle(f"{s['env']}: depth sweep")
     fig.tight_layout()
-    fig.savefig(out / "sweep.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

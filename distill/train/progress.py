@@ -41,10 +41,9 @@ def eval_text(latest: dict | None) -> str:
 class _PlainLines:
     """The log-file form of the progress: whole lines, written only now and then."""
 
-    def __init__(self, total: int, description: str, stream: TextIO, interval_s: float,
-                 updates_per_env_step: float | None):
+    def __init__(self, total: int, description: str, stream: TextIO, interval_s: float):
         self.total, self.description, self.stream = total, description, stream
-        self.interval_s, self.updates_per_env_step = interval_s, updates_per_env_step
+        self.interval_s = interval_s
         self.t_start = time.monotonic()
         self.steps = self.updates = None
         self.latest = None
@@ -58,8 +57,6 @@ class _PlainLines:
 
     def update(self, steps: int, latest: dict | None, updates: int | None) -> None:
         now = time.monotonic()
-        if updates is None and self.updates_per_env_step:
-            updates = int(steps * self.updates_per_env_step)
         first = self.steps is None
         self.steps, self.updates = steps, updates
         if first:
@@ -125,13 +122,12 @@ class TrainingProgress:
 
     ``stream`` defaults to stderr. ``plain`` picks plain lines (True) or the rich bar (False); by
     default plain lines are used exactly when ``stream`` is not a terminal. ``interval_s`` is the
-    most time between two plain lines while no evaluation arrives. SGD updates come from
-    ``advance_to``'s ``updates`` argument or, failing that, ``updates_per_env_step``; without
-    either the lines leave out the time per SGD update.
+    most time between two plain lines while no evaluation arrives. Without ``advance_to``'s
+    ``updates`` (SGD updates done) the lines leave out the time per SGD update.
     """
 
     def __init__(self, total: int, description: str, enabled: bool = True, *, stream: TextIO | None = None,
-                 plain: bool | None = None, interval_s: float = 30.0, updates_per_env_step: float | None = None):
+                 plain: bool | None = None, interval_s: float = 30.0):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.enabled = enabled
@@ -140,7 +136,6 @@ class TrainingProgress:
         self.stream = stream
         self.plain = plain
         self.interval_s = interval_s
-        self.updates_per_env_step = updates_per_env_step
         self._progress = None
         self._task = None
         self._lines = None
@@ -151,8 +146,7 @@ class TrainingProgress:
             console = Console(file=stream)
             plain = (not console.is_terminal) if self.plain is None else self.plain
             if plain:
-                self._lines = _PlainLines(self.total, self.description, stream, self.interval_s,
-                                          self.updates_per_env_step)
+                self._lines = _PlainLines(self.total, self.description, stream, self.interval_s)
                 return self
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),

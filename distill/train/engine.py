@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from distill import runs
-from distill.checkpoints import RunCheckpoints, abstract_of
+from distill.store import runs
+from distill.store.checkpoints import RunCheckpoints, abstract_of
 from distill.errors import DistillError
-from distill.sharding import with_shardings
+from distill.train.sharding import with_shardings
 
 # progress(env_steps, latest_record, updates=sgd_updates_or_None), e.g. TrainingProgress.advance_to.
 ProgressFn = Callable[..., None]

@@ -1,0 +1,1 @@
+"""What training reads: the replay buffer and the sensor model."""

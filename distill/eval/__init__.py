@@ -1,0 +1,1 @@
+"""Policies in closed loop: evaluation, pictures and JAX latency."""

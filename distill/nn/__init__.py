@@ -1,0 +1,1 @@
+"""Networks of the CRL family and what training them costs in memory."""

@@ -1,0 +1,1 @@
+"""Runs on disk: their records, checkpoints and the networks restored from them."""

@@ -1,0 +1,1 @@
+"""The training engine every run shares, its device layout and its progress."""
