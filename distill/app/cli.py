@@ -438,6 +438,29 @@ def demo(
 
 @app.command()
 @one_line_errors
+def latency(
+    teacher_run: Optional[Path] = typer.Option(None, "--teacher-run", help="A teacher run (default: a random reacher-sized teacher)."),
+    student_run: Optional[Path] = typer.Option(None, "--student-run", help="A student run (default: a random depth-4 student)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="The student's exported file (default: exported here)."),
+    deep_depth: int = typer.Option(1024, "--deep-depth", help="Also time a teacher actor this deep."),
+    calls: int = typer.Option(2000, "--calls", help="Timed calls per policy."),
+    json_path: Path = typer.Option(Path("results/latency.json"), "--json", help="Where the figures (and a PNG beside) go."),
+):
+    """Policy latency at batch 1 on one thread: teacher and student in JAX, the student in onnxruntime."""
+    from distill.app.latency import latency_report, print_latency, use_one_thread, write_latency
+
+    if calls <= 0 or deep_depth <= 0 or deep_depth % 4:
+        raise DistillError(f"--calls must be positive and --deep-depth a positive multiple of 4, got {calls} and {deep_depth}")
+    if not use_one_thread():
+        typer.echo("note: JAX had already started; its figures use every thread", err=True)
+    records = latency_report(teacher_run, student_run, onnx, deep_depth, calls)
+    print_latency(records, deep_depth)
+    path = write_latency(records, json_path)
+    typer.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+@app.command()
+@one_line_errors
 def doctor(
     lock: Optional[Path] = typer.Option(None, help="The lock to compare with (default: constraints.txt of this checkout)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),

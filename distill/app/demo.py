@@ -121,7 +121,7 @@ def _latency(teacher_dir: Path, student_dir: Path, onnx_path: Path, json_path: P
     from distill.eval.latency import SINGLE_THREAD_XLA_FLAGS
 
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip())
-    cmd = [sys.executable, "-m", "distill.app.latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
+    cmd = [sys.executable, "-m", "distill.app.cli", "latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
            "--onnx", str(onnx_path), "--json", str(json_path)]
     if quick:
         cmd += ["--calls", "100", "--deep-depth", "64"]

@@ -17,7 +17,7 @@ from distill.errors import DistillError
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "orbax-checkpoint", "onnx", "onnxruntime",
             "numpy", "typer")
-DEFAULT_LOCK = Path(__file__).resolve().parents[1] / "constraints.txt"
+DEFAULT_LOCK = Path(__file__).resolve().parents[2] / "constraints.txt"
 
 
 def _normal(name: str) -> str:

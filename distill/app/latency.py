@@ -1,13 +1,8 @@
-"""Batch-1, single-thread policy latency of teacher and student runs: JAX vs onnxruntime.
-
-    python -m distill.app.latency [--teacher-run RUN] [--student-run RUN] [--onnx policy.onnx] --json results/latency.json
-
-Run by ``distill demo`` (in a fresh process, JAX limited to one thread) and by benchmarks/latency.py.
-"""
+"""``distill latency``: batch-1, single-thread policy latency of teacher and student runs, JAX vs
+onnxruntime, in one table (``distill demo`` runs it in a fresh process, JAX limited to one thread)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -92,19 +87,21 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
     return records
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m distill.app.latency`` (and benchmarks/latency.py)."""
-    parser = argparse.ArgumentParser(description="Batch-1, single-thread policy latency: teacher vs student, JAX vs ONNX.")
-    parser.add_argument("--teacher-run", type=Path)
-    parser.add_argument("--student-run", type=Path)
-    parser.add_argument("--onnx", type=Path)
-    parser.add_argument("--deep-depth", type=int, default=1024)
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--json", type=Path, default=Path("results/latency.json"))
-    args = parser.parse_args(argv)
-    if SINGLE_THREAD_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-        print("note: set XLA_FLAGS='%s' before starting Python for single-threaded JAX numbers" % SINGLE_THREAD_XLA_FLAGS)
-    records = latency_report(args.teacher_run, args.student_run, args.onnx, args.deep_depth, args.calls)
+def use_one_thread() -> bool:
+    """Limits JAX to one thread, as a robot's control loop would be; effective only before JAX has
+    started its CPU backend (a fresh ``distill latency`` process). Returns whether it is in force."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if SINGLE_THREAD_XLA_FLAGS in flags:
+        return True
+    import jax._src.xla_bridge as bridge
+
+    if bridge._backends:  # the backend already runs with the flags it started with
+        return False
+    os.environ["XLA_FLAGS"] = (flags + " " + SINGLE_THREAD_XLA_FLAGS).strip()
+    return True
+
+
+def print_latency(records: list[dict], deep_depth: int) -> None:
     from rich.table import Table
 
     from distill.app.console import print_table
@@ -114,22 +111,19 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(col, justify="right")
     for r in records:
         ratio = f"{r['p50_ratio_to_bare_session']:.3f}" if "p50_ratio_to_bare_session" in r else ""
-        table.add_row(r["model"], str(r["depth"]), str(r["width"]), f"{r['params']:,}", f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", ratio)
+        table.add_row(r["model"], str(r["depth"]), str(r["width"]), f"{r['params']:,}", f"{r['p50_us']:.1f}",
+                      f"{r['p99_us']:.1f}", ratio)
     print_table(table)
-    deep = next(r for r in records if r["depth"] == args.deep_depth and "teacher" in r["model"])
+    deep = next(r for r in records if r["depth"] == deep_depth and "teacher" in r["model"])
     onnx_rec = next(r for r in records if r["model"] == ONNX_POLICY_ROW)
-    print(f"depth-{args.deep_depth} teacher (JAX) / student (onnxruntime) p50: {deep['p50_us'] / onnx_rec['p50_us']:.0f}x")
+    print(f"depth-{deep_depth} teacher (JAX) / student (onnxruntime) p50: {deep['p50_us'] / onnx_rec['p50_us']:.0f}x")
     print(f"OnnxPolicy / bare IO-bound session p50 (interleaved): {onnx_rec['p50_ratio_to_bare_session']:.3f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(records, indent=2) + "\n")
-    plot_latency(records, args.json.with_suffix(".png"))
-    print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
 
 
-if __name__ == "__main__":
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        import distill.envs  # noqa: F401  (quiet import of the physics backends)
-    main()
+def write_latency(records: list[dict], json_path: Path) -> Path:
+    """``json_path`` and the plot beside it (same name, .png)."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(records, indent=2) + "\n")
+    plot_latency(records, json_path.with_suffix(".png"))
+    return json_path

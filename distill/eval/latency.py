@@ -1,7 +1,7 @@
 """Batch-1 inference latency of jitted JAX policies, reported as p50/p99 microseconds.
 
 Timings of ONNX files live in ``export.latency``; the benchmark that loads teacher and student runs
-is ``python -m distill.app.latency``.
+is ``distill latency`` (``distill.app.latency``).
 """
 
 from __future__ import annotations
