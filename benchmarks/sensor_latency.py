@@ -28,7 +28,7 @@ def _inputs(policy, rng):
 
 
 def measure(plain_path: Path, sensed_path: Path, calls: int, seed: int = 0) -> dict:
-    from distill.eval.latency import percentiles
+    from export.latency import percentiles
     from export.runtime import OnnxPolicy
 
     rng = np.random.default_rng(seed)

@@ -1,4 +1,6 @@
-"""Batch-1 latency of exported ONNX files in onnxruntime (one intra-op thread), as p50/p99 microseconds."""
+"""Every latency timer, as p50/p99 microseconds of batch-1 calls: jitted JAX policies (one thread when
+``SINGLE_THREAD_XLA_FLAGS`` is set before JAX starts), ``OnnxPolicy`` and bare onnxruntime sessions
+(one intra-op thread, ``export.runtime.single_thread_session``)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,60 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from distill.eval.latency import percentiles
 from export.onnx_graph import dense_chain_graph
-from export.runtime import OnnxPolicy
+from export.runtime import OnnxPolicy, single_thread_session
+
+SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def percentiles(times: np.ndarray) -> dict:
+    """p50 and p99 in microseconds of per-call times in seconds."""
+    return {"p50_us": float(np.percentile(times, 50) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6),
+            "calls": int(times.size)}
+
+
+def jax_policy_latency(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:
+    """Latency of one jitted deterministic-policy call at batch 1, result fetched to the host."""
+
+    act = jax.jit(networks.act)
+
+    obs = jnp.full((1, obs_dim), 0.1, jnp.float32)
+    np.asarray(act(actor_params, obs))
+    for _ in range(min(200, calls)):
+        np.asarray(act(actor_params, obs))
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        np.asarray(act(actor_params, obs))
+        times[i] = time.perf_counter() - t0
+    return percentiles(times)
+
+
+def plot_latency(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    names = [r["model"] for r in records]
+    ax.barh(names, [r["p50_us"] for r in records], color="tab:blue", label="p50")
+    ax.barh(names, [r["p99_us"] - r["p50_us"] for r in records], left=[r["p50_us"] for r in records],
+            color="tab:orange", alpha=0.6, label="p99")
+    ax.set_xscale("log")
+    # Bars start at the axis' left edge, so put it well below the fastest p50 or that bar vanishes.
+    ax.set_xlim(left=min(r["p50_us"] for r in records) / 3)
+    ax.set_xlabel("microseconds per call, batch 1, one thread (log scale)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
 
 
 def onnx_policy_latency(path: Path, calls: int = 5000) -> dict:
@@ -32,17 +81,9 @@ def onnx_policy_latency(path: Path, calls: int = 5000) -> dict:
     return percentiles(times)
 
 
-def _single_thread_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_session_latency(path: Path, calls: int = 5000) -> dict:
     """Latency of the bare onnxruntime session with IO binding: the floor a C++ controller sees."""
-    session = _single_thread_session(path)
+    session = single_thread_session(path)
     binding = session.io_binding()
     for inp in session.get_inputs():
         binding.bind_cpu_input(inp.name, np.full((1, inp.shape[1]), 0.1, np.float32))
@@ -72,7 +113,7 @@ def policy_vs_bare_session_latency(path: Path, calls: int = 5000, seed: int = 0)
     """
     policy = OnnxPolicy(path)
     policy.reset()
-    session = _single_thread_session(path)
+    session = single_thread_session(path)
     first = "sensors" if policy.sensor_model else "obs"
     reading_dim = policy.reading_dim if policy.sensor_model else policy.state_dim
     obs_buffer = np.zeros((1, policy.sensor_dim or policy.state_dim), np.float32)
@@ -141,6 +182,54 @@ def interleaved_policy_latency(paths: Sequence[Path], calls: int = 5000) -> list
             policies[j](obs, goal)
             times[j, i] = clock() - t0
     return [percentiles(t[warmup:]) for t in times]
+
+
+def policy_and_session_latencies(paths: list[Path], calls: int = 5000, rounds: int = 20) -> list[dict]:
+    """Batch-1, one-thread latency of every file, in this process, interleaved.
+
+    Each file gets an ``OnnxPolicy`` (what a controller calls: input checks included) and a bare
+    onnxruntime session with IO binding (the floor). After a warm-up, ``rounds`` rounds each time
+    ``calls / rounds`` calls of every file in turn (the order rotating every round), so that a change
+    in the machine's load during the measurement touches every file alike.
+    """
+    if calls < rounds:
+        raise ValueError(f"need at least {rounds} calls (one per round), got {calls}")
+    per_round = calls // rounds
+    timers = []
+    for path in paths:
+        policy = OnnxPolicy(path)
+        obs = np.full((policy.state_dim,), 0.1, np.float32)
+        goal = np.full((policy.goal_dim,), 0.1, np.float32)
+        session = single_thread_session(path)
+        binding = session.io_binding()
+        bound = {"obs": obs[None].copy(), "goal": goal[None].copy()}  # kept alive while bound
+        for name, value in bound.items():
+            binding.bind_cpu_input(name, value)
+        for output in session.get_outputs():
+            binding.bind_output(output.name)
+        timers.append(((lambda p=policy, o=obs, g=goal: p(o, g)),
+                       (lambda s=session, b=binding, _keep=bound: s.run_with_iobinding(b))))
+    times = [[np.empty(per_round * rounds), np.empty(per_round * rounds)] for _ in paths]
+    for policy_call, session_call in timers:
+        for _ in range(500):
+            policy_call()
+            session_call()
+    clock = time.perf_counter
+    for r in range(rounds):
+        for j in range(len(paths)):
+            i = (j + r) % len(paths)
+            for k, call in enumerate(timers[i]):
+                out = times[i][k]
+                for c in range(r * per_round, (r + 1) * per_round):
+                    t0 = clock()
+                    call()
+                    out[c] = clock() - t0
+    results = []
+    for policy_times, session_times in times:
+        p, s = percentiles(policy_times), percentiles(session_times)
+        results.append({"p50_us": p["p50_us"], "p99_us": p["p99_us"], "session_p50_us": s["p50_us"],
+                        "session_p99_us": s["p99_us"], "calls": p["calls"]})
+    return results
 
 
 def gemm_chain_onnx(path: Path, width: int, layers: int = 4) -> Path:

@@ -27,6 +27,7 @@ from onnx.reference import ReferenceEvaluator
 
 from distill.errors import DistillError
 from export.onnx_graph import MAX_IR_VERSION, decode_metadata, read_metadata, set_metadata
+from export.runtime import PolicyFileError, single_thread_session
 
 DEFAULT_BATCH_SIZES = (1, 2, 7, 1024)
 # The reference evaluator is plain numpy, node by node; small batches already exercise every op.
@@ -67,13 +68,10 @@ def _one_line(err: BaseException) -> str:
 
 
 def _session(model_path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types
-        raise DistillError(f"onnxruntime cannot load {model_path}: {_one_line(err)}") from None
+        return single_thread_session(model_path)
+    except PolicyFileError as err:
+        raise DistillError(str(err)) from None
 
 
 def _random_inputs(rng: np.random.Generator, input_specs: InputSpecs, batch: int) -> dict[str, np.ndarray]:

@@ -88,7 +88,10 @@ def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
         raise PolicyFileError(f"the file's distill metadata is corrupt: {err}") from None
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def single_thread_session(path: Path) -> ort.InferenceSession:
+    """An onnxruntime CPU session on one intra-op and one inter-op thread, run sequentially: what a
+    control loop wants (more threads lower the median of these small networks but add millisecond
+    spikes). An unloadable file raises ``PolicyFileError``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -137,7 +140,7 @@ class _OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise PolicyFileError(f"no ONNX file at {self.path}")
-        self._session = _session(self.path)
+        self._session = single_thread_session(self.path)
         raw = dict(self._session.get_modelmeta().custom_metadata_map)
         if FORMAT_KEY not in raw:
             raise PolicyFileError(

@@ -118,7 +118,7 @@ def _finished(run: Path) -> bool:
 
 def _latency(teacher_dir: Path, student_dir: Path, onnx_path: Path, json_path: Path, quick: bool) -> list[dict]:
     """Runs the latency benchmark in a fresh process so that JAX is limited to one thread."""
-    from distill.eval.latency import SINGLE_THREAD_XLA_FLAGS
+    from export.latency import SINGLE_THREAD_XLA_FLAGS
 
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip())
     cmd = [sys.executable, "-m", "distill.app.cli", "latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),

@@ -26,7 +26,6 @@ import shlex
 import time
 from pathlib import Path
 
-import numpy as np
 
 import jax
 
@@ -34,12 +33,11 @@ from distill.app.evaluate import load_run_policy
 from distill.app.sweep import int_list
 from distill.errors import DistillError
 from distill.eval.evaluation import check_obs_noise, make_evaluator, summarize
-from distill.eval.latency import percentiles
+from export.latency import policy_and_session_latencies
 from distill.nn.networks import count_params
 from distill.app import grid
 from distill.store import runs
 from export.closed_loop import evaluate_onnx
-from export.runtime import OnnxPolicy
 from export.student import export_student
 from students.config import student_config
 from students.train import compress, load_student, schedule, teacher_checkpoint_hash
@@ -234,61 +232,6 @@ def _run_point(plan: FrontierPlan, out: Path, depth: int, width: int, label: str
     return record
 
 
-def measure_latencies(paths: list[Path], calls: int = DEFAULT_LATENCY_CALLS, rounds: int = 20) -> list[dict]:
-    """Batch-1, one-thread latency of every file, in this process, interleaved.
-
-    Each file gets an ``OnnxPolicy`` (what a controller calls: input checks included) and a bare
-    onnxruntime session with IO binding (the floor). After a warm-up, ``rounds`` rounds each time
-    ``calls / rounds`` calls of every file in turn (the order rotating every round), so that a change
-    in the machine's load during the measurement touches every file alike.
-    """
-    import onnxruntime as ort
-
-
-    if calls < rounds:
-        raise DistillError(f"--latency-calls must be at least {rounds}, got {calls}")
-    per_round = calls // rounds
-    timers = []
-    for path in paths:
-        policy = OnnxPolicy(path)
-        obs = np.full((policy.state_dim,), 0.1, np.float32)
-        goal = np.full((policy.goal_dim,), 0.1, np.float32)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        binding = session.io_binding()
-        bound = {"obs": obs[None].copy(), "goal": goal[None].copy()}  # kept alive while bound
-        for name, value in bound.items():
-            binding.bind_cpu_input(name, value)
-        for output in session.get_outputs():
-            binding.bind_output(output.name)
-        timers.append(((lambda p=policy, o=obs, g=goal: p(o, g)),
-                       (lambda s=session, b=binding, _keep=bound: s.run_with_iobinding(b))))
-    times = [[np.empty(per_round * rounds), np.empty(per_round * rounds)] for _ in paths]
-    for policy_call, session_call in timers:
-        for _ in range(500):
-            policy_call()
-            session_call()
-    clock = time.perf_counter
-    for r in range(rounds):
-        for j in range(len(paths)):
-            i = (j + r) % len(paths)
-            for k, call in enumerate(timers[i]):
-                out = times[i][k]
-                for c in range(r * per_round, (r + 1) * per_round):
-                    t0 = clock()
-                    call()
-                    out[c] = clock() - t0
-    results = []
-    for policy_times, session_times in times:
-        p, s = percentiles(policy_times), percentiles(session_times)
-        results.append({"p50_us": p["p50_us"], "p99_us": p["p99_us"], "session_p50_us": s["p50_us"],
-                        "session_p99_us": s["p99_us"], "calls": p["calls"]})
-    return results
-
-
 def run_frontier(plan: FrontierPlan, out: Path, tolerance: float = DEFAULT_TOLERANCE,
                  latency_calls: int = DEFAULT_LATENCY_CALLS, show_progress: bool = True, checkpoint_minutes: float = 10.0,
                  notice=grid.notice) -> dict:
@@ -311,7 +254,7 @@ def run_frontier(plan: FrontierPlan, out: Path, tolerance: float = DEFAULT_TOLER
         label = f"frontier {index}/{len(cells)} (depth {depth}, width {width})"
         records.append(_run_point(plan, out, depth, width, label, show_progress, checkpoint_minutes, notice))
     notice(f"frontier: timing {len(cells)} ONNX policies at batch 1 on one thread, interleaved")
-    latencies = measure_latencies([out / r["onnx"] for r in records], latency_calls)
+    latencies = policy_and_session_latencies([out / r["onnx"] for r in records], latency_calls)
     return write_summary(plan, out, teacher, records, latencies, tolerance, latency_calls)
 
 
@@ -471,4 +414,4 @@ def _plot(path: Path, s: dict) -> None:
     plt.close(fig)
 
 
-__all__ = ["FrontierPlan", "make_plan", "measure_latencies", "pareto_front", "recommend", "run_frontier", "write_summary"]
+__all__ = ["FrontierPlan", "make_plan", "pareto_front", "recommend", "run_frontier", "write_summary"]

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import onnx
 
-from distill.eval.latency import SINGLE_THREAD_XLA_FLAGS, jax_policy_latency, plot_latency
+from export.latency import SINGLE_THREAD_XLA_FLAGS, jax_policy_latency, plot_latency
 from distill.nn.networks import count_params, make_crl_networks
 from export.latency import gemm_chain_onnx, onnx_session_latency, policy_vs_bare_session_latency
 from export.onnx_graph import policy_graph, set_metadata

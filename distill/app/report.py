@@ -17,7 +17,7 @@ from distill.store import runs
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
 from distill.eval.evaluation import evaluation_observer, make_evaluator, random_policy_baseline, summarize
-from distill.eval.latency import jax_policy_latency
+from export.latency import jax_policy_latency
 from distill.nn.networks import count_params, deterministic_action, pairwise_energy
 from distill.eval.render import write_maze_panels
 from distill.data.sensors import SensorModel, empty_buffer

@@ -1,1 +1,1 @@
-"""Policies in closed loop: evaluation, pictures and JAX latency."""
+"""Policies in closed loop: evaluation and pictures."""
