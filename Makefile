@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: install demo teacher test test-slow benchmarks clean lock
+.PHONY: install demo teacher test test-slow lint format benchmarks clean lock
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ demo: install
 
 teacher: install
 	$(BIN)/distill train-teacher --env reacher --out $(OUT)/teacher
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -45,8 +45,8 @@ def main() -> None:
 
     with contextlib.redirect_stdout(io.StringIO()):
         import distill.envs  # noqa: F401
-    from students.config import StudentConfig
     from distill.app.report import build_report
+    from students.config import StudentConfig
     from students.train import compress
 
     records = []
@@ -56,17 +56,19 @@ def main() -> None:
         final = compress(config, args.teacher_run, run, resume=(run / "config.json").exists(), show_progress=False)
         report = build_report(run, episodes=args.episodes, seed=args.seed, baseline=False)
         s = report["student"]
-        records.append({
-            "variant": name,
-            "teacher_time_at_goal": report["teacher"]["time_at_goal"],
-            "student_time_at_goal": s["time_at_goal"],
-            "student_success_any": s["success_any"],
-            "retention": report["retention"],
-            "action_mean_abs_error": s["action_error"]["mean_abs"],
-            "top1_agreement": s["critic_agreement"]["top1_agreement"],
-            "q_rank_correlation": s["critic_agreement"]["q_rank_correlation"],
-            "compress_seconds": final.get("compress_seconds"),
-        })
+        records.append(
+            {
+                "variant": name,
+                "teacher_time_at_goal": report["teacher"]["time_at_goal"],
+                "student_time_at_goal": s["time_at_goal"],
+                "student_success_any": s["success_any"],
+                "retention": report["retention"],
+                "action_mean_abs_error": s["action_error"]["mean_abs"],
+                "top1_agreement": s["critic_agreement"]["top1_agreement"],
+                "q_rank_correlation": s["critic_agreement"]["q_rank_correlation"],
+                "compress_seconds": final.get("compress_seconds"),
+            }
+        )
         print(json.dumps(records[-1]), flush=True)
 
     from rich.table import Table
@@ -74,12 +76,28 @@ def main() -> None:
     from distill.app.console import print_table
 
     table = Table(title=f"distillation ablation (teacher time_at_goal {records[0]['teacher_time_at_goal']:.1f})")
-    for col in ("variant", "student time_at_goal", "success_any", "retention", "|da| mean", "top-1 agree", "Q rank corr", "seconds"):
+    for col in (
+        "variant",
+        "student time_at_goal",
+        "success_any",
+        "retention",
+        "|da| mean",
+        "top-1 agree",
+        "Q rank corr",
+        "seconds",
+    ):
         table.add_column(col, justify="right")
     for r in records:
-        table.add_row(r["variant"], f"{r['student_time_at_goal']:.1f}", f"{r['student_success_any']:.3f}", f"{r['retention']:.3f}",
-                      f"{r['action_mean_abs_error']:.4f}", f"{r['top1_agreement']:.3f}", f"{r['q_rank_correlation']:.3f}",
-                      f"{r['compress_seconds']:.0f}")
+        table.add_row(
+            r["variant"],
+            f"{r['student_time_at_goal']:.1f}",
+            f"{r['student_success_any']:.3f}",
+            f"{r['retention']:.3f}",
+            f"{r['action_mean_abs_error']:.4f}",
+            f"{r['top1_agreement']:.3f}",
+            f"{r['q_rank_correlation']:.3f}",
+            f"{r['compress_seconds']:.0f}",
+        )
     print_table(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(records, indent=2) + "\n")

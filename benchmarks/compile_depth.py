@@ -29,12 +29,21 @@ def measure(depth: int, mode: str, env: str, width: int, batch: int, repeats: in
     """Runs inside the worker process: builds the real teacher and times its jitted SGD update."""
     import jax
 
-    from teachers.config import teacher_config
     from teachers.agent import make_teacher
+    from teachers.config import teacher_config
 
     config = teacher_config(
-        env, critic_depth=depth, actor_depth=depth, width=width, batch_size=batch, num_envs=batch,
-        unroll_length=10, replay_rows=20, prefill_rows=20, updates_per_step=1, remat=remat,
+        env,
+        critic_depth=depth,
+        actor_depth=depth,
+        width=width,
+        batch_size=batch,
+        num_envs=batch,
+        unroll_length=10,
+        replay_rows=20,
+        prefill_rows=20,
+        updates_per_step=1,
+        remat=remat,
         block_unroll="all" if mode == "unrolled" else "auto",
     )
     teacher = make_teacher(config)
@@ -71,20 +80,45 @@ def measure(depth: int, mode: str, env: str, width: int, batch: int, repeats: in
 
 def run_worker(args, depth: int, mode: str, cap: float) -> dict:
     cmd = [
-        sys.executable, __file__, "--worker", "--depths", str(depth), "--mode", mode, "--env", args.env,
-        "--width", str(args.width), "--batch", str(args.batch), "--repeats", str(args.repeats),
+        sys.executable,
+        __file__,
+        "--worker",
+        "--depths",
+        str(depth),
+        "--mode",
+        mode,
+        "--env",
+        args.env,
+        "--width",
+        str(args.width),
+        "--batch",
+        str(args.batch),
+        "--repeats",
+        str(args.repeats),
     ] + ({True: ["--remat"], False: ["--no-remat"], None: []}[args.remat])
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, env=env, check=True)
     except subprocess.TimeoutExpired:
-        return {"depth": depth, "mode": mode, "compile_s": None, "step_s": None, "peak_rss_gb": None,
-                "status": f"timed out after {cap:.0f} s"}
+        return {
+            "depth": depth,
+            "mode": mode,
+            "compile_s": None,
+            "step_s": None,
+            "peak_rss_gb": None,
+            "status": f"timed out after {cap:.0f} s",
+        }
     except subprocess.CalledProcessError as err:
         tail = (err.stderr or "").strip().splitlines()[-1:] or ["failed"]
-        return {"depth": depth, "mode": mode, "compile_s": None, "step_s": None, "peak_rss_gb": None,
-                "status": f"failed: {tail[0][:200]}"}
+        return {
+            "depth": depth,
+            "mode": mode,
+            "compile_s": None,
+            "step_s": None,
+            "peak_rss_gb": None,
+            "status": f"failed: {tail[0][:200]}",
+        }
     record = json.loads(out.stdout.strip().splitlines()[-1])
     record["status"] = "ok"
     record["wall_s"] = time.perf_counter() - t0
@@ -101,8 +135,14 @@ def print_table(records: list[dict]) -> None:
         table.add_column(col, justify="right")
     fmt = lambda v, f: "-" if v is None else format(v, f)
     for r in records:
-        table.add_row(str(r["depth"]), r["mode"], fmt(r["compile_s"], ".1f"), fmt(r["step_s"], ".3f"),
-                      fmt(r["peak_rss_gb"], ".2f"), r["status"])
+        table.add_row(
+            str(r["depth"]),
+            r["mode"],
+            fmt(r["compile_s"], ".1f"),
+            fmt(r["step_s"], ".3f"),
+            fmt(r["peak_rss_gb"], ".2f"),
+            r["status"],
+        )
     show_table(table)
     scan = {r["depth"]: r for r in records if r["mode"] == "scan" and r["status"] == "ok"}
     if len(scan) >= 2:
@@ -136,14 +176,24 @@ def plot(records: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", default="4,64,256,1024")
-    parser.add_argument("--unrolled-depths", default=None, help="Depths for the unrolled reference (default: --depths; 'none' skips it).")
-    parser.add_argument("--unrolled-cap", type=float, default=240.0, help="Seconds before an unrolled compile is abandoned.")
+    parser.add_argument(
+        "--unrolled-depths",
+        default=None,
+        help="Depths for the unrolled reference (default: --depths; 'none' skips it).",
+    )
+    parser.add_argument(
+        "--unrolled-cap", type=float, default=240.0, help="Seconds before an unrolled compile is abandoned."
+    )
     parser.add_argument("--env", default="reacher")
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
-                        help="Force rematerialisation on or off (default: the teacher's automatic choice).")
+    parser.add_argument(
+        "--remat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Force rematerialisation on or off (default: the teacher's automatic choice).",
+    )
     parser.add_argument("--json", default="results/compile_depth.json")
     parser.add_argument("--mode", default="scan", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

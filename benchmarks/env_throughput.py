@@ -46,9 +46,16 @@ def measure(name: str, num_envs: int, steps: int, random_episodes: int) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(rollout(vec, jax.random.PRNGKey(2)))
     seconds = time.perf_counter() - t0
-    record = {"env": name, "backend": spec.backend, "num_envs": num_envs, "steps": steps,
-              "env_steps_per_s": num_envs * steps / seconds, "compile_and_first_s": compile_s,
-              "episode_length": spec.episode_length, "platform": jax.devices()[0].platform}
+    record = {
+        "env": name,
+        "backend": spec.backend,
+        "num_envs": num_envs,
+        "steps": steps,
+        "env_steps_per_s": num_envs * steps / seconds,
+        "compile_and_first_s": compile_s,
+        "episode_length": spec.episode_length,
+        "platform": jax.devices()[0].platform,
+    }
     if random_episodes:
         random = random_policy_baseline(env, spec, random_episodes, seed=0)
         record["random_policy"] = {k: random[k] for k in ("time_at_goal", "success_any", "episodes")}
@@ -60,8 +67,12 @@ def main() -> None:
     parser.add_argument("--envs", default=None, help="Comma-separated names (default: every registered environment).")
     parser.add_argument("--num-envs", type=int, default=256)
     parser.add_argument("--steps", type=int, default=100, help="Timed steps per environment slot.")
-    parser.add_argument("--random-episodes", type=int, default=64,
-                        help="Episodes of random actions for the random-policy baseline (0 skips it).")
+    parser.add_argument(
+        "--random-episodes",
+        type=int,
+        default=64,
+        help="Episodes of random actions for the random-policy baseline (0 skips it).",
+    )
     parser.add_argument("--json", default="results/env_throughput.json")
     args = parser.parse_args()
 
@@ -80,11 +91,30 @@ def main() -> None:
     table_and_json(
         f"environment steps/s, random actions, {args.num_envs} envs ({records[0]['platform']}); "
         f"random policy over {args.random_episodes} episodes",
-        ["env", "backend", "env steps/s", "us / env step", "compile s", "episode", "random time_at_goal",
-         "random success_any"],
-        [[r["env"], r["backend"], f"{r['env_steps_per_s']:,.0f}", f"{1e6 / r['env_steps_per_s']:.1f}",
-          f"{r['compile_and_first_s']:.1f}", str(r["episode_length"]), *random_cells(r)] for r in records],
-        records, args.json,
+        [
+            "env",
+            "backend",
+            "env steps/s",
+            "us / env step",
+            "compile s",
+            "episode",
+            "random time_at_goal",
+            "random success_any",
+        ],
+        [
+            [
+                r["env"],
+                r["backend"],
+                f"{r['env_steps_per_s']:,.0f}",
+                f"{1e6 / r['env_steps_per_s']:.1f}",
+                f"{r['compile_and_first_s']:.1f}",
+                str(r["episode_length"]),
+                *random_cells(r),
+            ]
+            for r in records
+        ],
+        records,
+        args.json,
     )
 
 

@@ -23,8 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_output import env_names, table_and_json  # noqa: E402
 
 SHORT_RUN = dict(
-    num_envs=64, unroll_length=50, batch_size=256, updates_per_step=0, num_evals=4, eval_episodes=16,
-    replay_rows=2_000, prefill_rows=100,
+    num_envs=64,
+    unroll_length=50,
+    batch_size=256,
+    updates_per_step=0,
+    num_evals=4,
+    eval_episodes=16,
+    replay_rows=2_000,
+    prefill_rows=100,
 )
 
 
@@ -41,11 +47,19 @@ def check(name: str, out: Path, total_steps: int) -> dict:
     first, last = metrics[0], metrics[-1]
     finite = all(math.isfinite(v) for m in metrics for v in m.values() if isinstance(v, float))
     return {
-        "env": name, "run": str(run), "env_steps": last["env_steps"], "sgd_updates": last["sgd_updates"],
-        "critic_loss_first_epoch": first["critic_loss"], "critic_loss_last_epoch": last["critic_loss"],
-        "critic_accuracy_first_epoch": first["critic/accuracy"], "critic_accuracy_last_epoch": last["critic/accuracy"],
-        "time_at_goal": [m["time_at_goal"] for m in metrics], "success_any": [m["success_any"] for m in metrics],
-        "all_finite": finite, "steps_per_s": last["steps_per_s"], "wall_seconds": seconds,
+        "env": name,
+        "run": str(run),
+        "env_steps": last["env_steps"],
+        "sgd_updates": last["sgd_updates"],
+        "critic_loss_first_epoch": first["critic_loss"],
+        "critic_loss_last_epoch": last["critic_loss"],
+        "critic_accuracy_first_epoch": first["critic/accuracy"],
+        "critic_accuracy_last_epoch": last["critic/accuracy"],
+        "time_at_goal": [m["time_at_goal"] for m in metrics],
+        "success_any": [m["success_any"] for m in metrics],
+        "all_finite": finite,
+        "steps_per_s": last["steps_per_s"],
+        "wall_seconds": seconds,
     }
 
 
@@ -75,13 +89,33 @@ def main() -> None:
 
     table_and_json(
         "short teacher runs (depth 4, width 256, UTD 1:40)",
-        ["env", "env steps", "critic loss first -> last epoch", "critic accuracy", "finite", "env steps/s", "wall s",
-         "time_at_goal by epoch", "success_any last"],
-        [[r["env"], f"{r['env_steps']:,}", f"{r['critic_loss_first_epoch']:.3f} -> {r['critic_loss_last_epoch']:.3f}",
-          f"{r['critic_accuracy_first_epoch']:.3f} -> {r['critic_accuracy_last_epoch']:.3f}",
-          "yes" if r["all_finite"] else "NO", f"{r['steps_per_s']:,.0f}", f"{r['wall_seconds']:.0f}",
-          " ".join(f"{v:.0f}" for v in r["time_at_goal"]), f"{r['success_any'][-1]:.2f}"] for r in records],
-        records, args.json,
+        [
+            "env",
+            "env steps",
+            "critic loss first -> last epoch",
+            "critic accuracy",
+            "finite",
+            "env steps/s",
+            "wall s",
+            "time_at_goal by epoch",
+            "success_any last",
+        ],
+        [
+            [
+                r["env"],
+                f"{r['env_steps']:,}",
+                f"{r['critic_loss_first_epoch']:.3f} -> {r['critic_loss_last_epoch']:.3f}",
+                f"{r['critic_accuracy_first_epoch']:.3f} -> {r['critic_accuracy_last_epoch']:.3f}",
+                "yes" if r["all_finite"] else "NO",
+                f"{r['steps_per_s']:,.0f}",
+                f"{r['wall_seconds']:.0f}",
+                " ".join(f"{v:.0f}" for v in r["time_at_goal"]),
+                f"{r['success_any'][-1]:.2f}",
+            ]
+            for r in records
+        ],
+        records,
+        args.json,
     )
 
 

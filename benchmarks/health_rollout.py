@@ -55,10 +55,16 @@ def measure(name: str, episodes: int, steps: int, healthy: tuple[float, float] |
     z = np.asarray(jax.device_get(unterminated(jax.random.PRNGKey(0))))
     unhealthy = (z < low) | (z > high)
     first = np.where(unhealthy.any(0), unhealthy.argmax(0) + 1, steps)
-    record = {"env": name, "episodes": episodes, "steps": steps, "healthy_z": [low, high],
-              "unterminated_unhealthy_steps": float(unhealthy.mean()),
-              "unterminated_episodes_leaving": float(unhealthy.any(0).mean()),
-              "unterminated_median_first_exit": float(np.median(first)), "min_torso_z": float(z.min())}
+    record = {
+        "env": name,
+        "episodes": episodes,
+        "steps": steps,
+        "healthy_z": [low, high],
+        "unterminated_unhealthy_steps": float(unhealthy.mean()),
+        "unterminated_episodes_leaving": float(unhealthy.any(0).mean()),
+        "unterminated_median_first_exit": float(np.median(first)),
+        "min_torso_z": float(z.min()),
+    }
     if healthy is None:
         from distill.envs.vector import episode_ends, vec_reset, vec_step
 
@@ -76,9 +82,12 @@ def measure(name: str, episodes: int, steps: int, healthy: tuple[float, float] |
 
         stored, ended, early = (np.asarray(x) for x in jax.device_get(wrapped(jax.random.PRNGKey(0))))
         first_end = np.where(ended.any(0), ended.argmax(0) + 1, steps)
-        record.update(wrapper_unhealthy_states=float(((stored < low) | (stored > high)).mean()),
-                      wrapper_episodes_ended=int(ended.sum()), wrapper_ended_early=int(early.sum()),
-                      wrapper_first_episode_mean_length=float(first_end.mean()))
+        record.update(
+            wrapper_unhealthy_states=float(((stored < low) | (stored > high)).mean()),
+            wrapper_episodes_ended=int(ended.sum()),
+            wrapper_ended_early=int(early.sum()),
+            wrapper_first_episode_mean_length=float(first_end.mean()),
+        )
     record["seconds"] = time.perf_counter() - t0
     return record
 
@@ -88,7 +97,9 @@ def main() -> None:
     parser.add_argument("--envs", default="ant_hardest_maze,humanoid")
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--healthy", default=None, help="LOW,HIGH torso heights, for a checkout whose robots declare none.")
+    parser.add_argument(
+        "--healthy", default=None, help="LOW,HIGH torso heights, for a checkout whose robots declare none."
+    )
     parser.add_argument("--json", default="results/faithfulness/health_rollout.json")
     args = parser.parse_args()
     healthy = tuple(float(x) for x in args.healthy.split(",")) if args.healthy else None
@@ -97,13 +108,33 @@ def main() -> None:
     def cell(r, key, fmt):
         return format(r[key], fmt) if key in r else "-"
 
-    rows = [[r["env"], cell(r, "unterminated_unhealthy_steps", ".3f"), cell(r, "unterminated_episodes_leaving", ".2f"),
-             cell(r, "unterminated_median_first_exit", ".0f"), cell(r, "wrapper_unhealthy_states", ".4f"),
-             f"{r['wrapper_ended_early']}/{r['wrapper_episodes_ended']}" if "wrapper_ended_early" in r else "-",
-             cell(r, "wrapper_first_episode_mean_length", ".0f")] for r in records]
-    table_and_json(f"random actions, {args.episodes} episodes x {args.steps} steps",
-                   ["env", "steps unhealthy (no termination)", "episodes leaving", "median first exit",
-                    "replay states unhealthy", "ended early / ended", "first episode length"], rows, records, args.json)
+    rows = [
+        [
+            r["env"],
+            cell(r, "unterminated_unhealthy_steps", ".3f"),
+            cell(r, "unterminated_episodes_leaving", ".2f"),
+            cell(r, "unterminated_median_first_exit", ".0f"),
+            cell(r, "wrapper_unhealthy_states", ".4f"),
+            f"{r['wrapper_ended_early']}/{r['wrapper_episodes_ended']}" if "wrapper_ended_early" in r else "-",
+            cell(r, "wrapper_first_episode_mean_length", ".0f"),
+        ]
+        for r in records
+    ]
+    table_and_json(
+        f"random actions, {args.episodes} episodes x {args.steps} steps",
+        [
+            "env",
+            "steps unhealthy (no termination)",
+            "episodes leaving",
+            "median first exit",
+            "replay states unhealthy",
+            "ended early / ended",
+            "first episode length",
+        ],
+        rows,
+        records,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,13 @@ def measure(plain_path: Path, sensed_path: Path, calls: int, seed: int = 0) -> d
     sensed = policies["sensed"]
     return {
         "plain": {**rows["plain"], "file": str(plain_path), "input": policies["plain"].state_dim},
-        "sensed": {**rows["sensed"], "file": str(sensed_path), "reading": sensed.reading_dim, "history": sensed.history,
-                   "input": sensed.sensor_dim},
+        "sensed": {
+            **rows["sensed"],
+            "file": str(sensed_path),
+            "reading": sensed.reading_dim,
+            "history": sensed.history,
+            "input": sensed.sensor_dim,
+        },
         "history_cost_p50_us": rows["sensed"]["p50_us"] - rows["plain"]["p50_us"],
         "history_cost_p99_us": rows["sensed"]["p99_us"] - rows["plain"]["p99_us"],
         "calls": calls,
@@ -74,7 +79,9 @@ def main() -> None:
     for name in ("plain", "sensed"):
         row = result[name]
         print(f"| {name} | {row['input']} | {row['p50_us']:.2f} | {row['p99_us']:.2f} |")
-    print(f"history cost: {result['history_cost_p50_us']:+.2f} us at p50, {result['history_cost_p99_us']:+.2f} us at p99")
+    print(
+        f"history cost: {result['history_cost_p50_us']:+.2f} us at p50, {result['history_cost_p99_us']:+.2f} us at p99"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,17 +21,35 @@ def collect(runs: list[tuple[str, Path]]) -> dict:
         report = json.loads((run / "report.json").read_text())
         config = json.loads((run / "config.json").read_text())["config"]
         if teacher is None:
-            teacher = {"run": report["teacher_run"], **{k: report["teacher"][k] for k in ("time_at_goal", "success_any", "depth", "width")}}
+            teacher = {
+                "run": report["teacher_run"],
+                **{k: report["teacher"][k] for k in ("time_at_goal", "success_any", "depth", "width")},
+            }
         elif report["teacher_run"] != teacher["run"]:
             raise SystemExit(f"error: {run} distils {report['teacher_run']}, not {teacher['run']}")
         student = report["student"]
-        rows.append({
-            "label": label, "run": str(run), "sensors": config.get("sensors", ""),
-            "time_at_goal": student["time_at_goal"], "success_any": student["success_any"], "retention": report["retention"],
-            "depth": student["depth"], "width": student["width"], "input": student.get("sensors", {}).get("sensor_dim"),
-            "sgd_updates": report["budgets"]["student"]["sgd_updates"], "env_steps": report["budgets"]["student"]["env_steps"],
-        })
-    return {"env": report["env"], "episodes": report["episodes"], "seed": report["seed"], "teacher": teacher, "students": rows}
+        rows.append(
+            {
+                "label": label,
+                "run": str(run),
+                "sensors": config.get("sensors", ""),
+                "time_at_goal": student["time_at_goal"],
+                "success_any": student["success_any"],
+                "retention": report["retention"],
+                "depth": student["depth"],
+                "width": student["width"],
+                "input": student.get("sensors", {}).get("sensor_dim"),
+                "sgd_updates": report["budgets"]["student"]["sgd_updates"],
+                "env_steps": report["budgets"]["student"]["env_steps"],
+            }
+        )
+    return {
+        "env": report["env"],
+        "episodes": report["episodes"],
+        "seed": report["seed"],
+        "teacher": teacher,
+        "students": rows,
+    }
 
 
 def main() -> None:
@@ -47,12 +65,16 @@ def main() -> None:
         pairs.append((label, Path(run)))
     result = collect(pairs)
     t = result["teacher"]
-    print(f"{result['env']}: teacher (depth {t['depth']}, width {t['width']}, full state) time_at_goal {t['time_at_goal']:.1f}, "
-          f"success_any {t['success_any']:.3f}; {result['episodes']} episodes, seed {result['seed']}")
+    print(
+        f"{result['env']}: teacher (depth {t['depth']}, width {t['width']}, full state) time_at_goal {t['time_at_goal']:.1f}, "
+        f"success_any {t['success_any']:.3f}; {result['episodes']} episodes, seed {result['seed']}"
+    )
     print("| student reads | time_at_goal | success_any | retention | SGD updates |")
     print("|---|---|---|---|---|")
     for r in result["students"]:
-        print(f"| {r['label']} | {r['time_at_goal']:.1f} | {r['success_any']:.3f} | {r['retention']:.3f} | {r['sgd_updates']:,} |")
+        print(
+            f"| {r['label']} | {r['time_at_goal']:.1f} | {r['success_any']:.3f} | {r['retention']:.3f} | {r['sgd_updates']:,} |"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

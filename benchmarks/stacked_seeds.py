@@ -26,9 +26,9 @@ def compiled_variant(env: str, depth: int, seeds: int | None):
     import jax
 
     from distill.train.engine import make_run_steps
+    from teachers.agent import RUNS_AXIS, make_teacher
     from teachers.config import teacher_config
     from teachers.train import stacked_teacher_trainable, teacher_trainable
-    from teachers.agent import RUNS_AXIS, make_teacher
 
     config = teacher_config(env, critic_depth=depth, actor_depth=depth)
     if seeds is None:
@@ -73,14 +73,35 @@ def main() -> None:
         count = 1 if name == "solo" else int(name.split()[1])
         per_seed = args.steps * per_step / statistics.median(seconds[name])
         solo_rate = solo_rate or per_seed
-        records.append({"variant": name, "seeds": count, "env": args.env, "depth": args.depth,
-                        "env_steps_per_s_per_seed": per_seed, "env_steps_per_s_total": per_seed * count,
-                        "total_over_solo": per_seed * count / solo_rate, "tick_seconds": seconds[name]})
-    rows = [[r["variant"], f"{r['env_steps_per_s_per_seed']:,.0f}", f"{r['env_steps_per_s_total']:,.0f}",
-             f"{r['total_over_solo']:.2f}"] for r in records]
-    table_and_json(f"teacher training steps on {args.env}, depth {args.depth}: solo and stacked seeds (median of "
-                   f"{args.rounds} interleaved rounds)", ["variant", "env steps/s per seed", "total", "total / solo"],
-                   rows, records, args.json)
+        records.append(
+            {
+                "variant": name,
+                "seeds": count,
+                "env": args.env,
+                "depth": args.depth,
+                "env_steps_per_s_per_seed": per_seed,
+                "env_steps_per_s_total": per_seed * count,
+                "total_over_solo": per_seed * count / solo_rate,
+                "tick_seconds": seconds[name],
+            }
+        )
+    rows = [
+        [
+            r["variant"],
+            f"{r['env_steps_per_s_per_seed']:,.0f}",
+            f"{r['env_steps_per_s_total']:,.0f}",
+            f"{r['total_over_solo']:.2f}",
+        ]
+        for r in records
+    ]
+    table_and_json(
+        f"teacher training steps on {args.env}, depth {args.depth}: solo and stacked seeds (median of "
+        f"{args.rounds} interleaved rounds)",
+        ["variant", "env steps/s per seed", "total", "total / solo"],
+        rows,
+        records,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

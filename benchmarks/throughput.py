@@ -32,8 +32,9 @@ from bench_output import table_and_json  # noqa: E402
 
 PRESETS = {
     "reacher": dict(env="reacher"),
-    "public-cpu": dict(env="ant", num_envs=32, batch_size=64, unroll_length=62, updates_per_step=499,
-                       replay_rows=1000, prefill_rows=62),
+    "public-cpu": dict(
+        env="ant", num_envs=32, batch_size=64, unroll_length=62, updates_per_step=499, replay_rows=1000, prefill_rows=62
+    ),
 }
 
 
@@ -61,8 +62,8 @@ def time_teacher_steps(teacher, steps: int) -> tuple[float, float]:
 def measure_step(depth: int, preset: str, steps: int) -> dict:
     import jax
 
-    from teachers.config import teacher_config
     from teachers.agent import make_teacher
+    from teachers.config import teacher_config
 
     overrides = dict(PRESETS[preset])
     env = overrides.pop("env")
@@ -106,10 +107,18 @@ def measure_run(depth: int, epochs: int, steps_per_epoch: int, rounds_per_epoch:
     tmp = Path(tempfile.mkdtemp(prefix="distill-throughput-"))
     base = teacher_config("reacher", critic_depth=depth, actor_depth=depth)
     per_step = base.num_envs * base.unroll_length
-    config = teacher_config("reacher", critic_depth=depth, actor_depth=depth, num_evals=epochs, eval_episodes=8,
-                            total_steps=base.prefill_rows * base.num_envs + epochs * steps_per_epoch * per_step)
+    config = teacher_config(
+        "reacher",
+        critic_depth=depth,
+        actor_depth=depth,
+        num_evals=epochs,
+        eval_episodes=8,
+        total_steps=base.prefill_rows * base.num_envs + epochs * steps_per_epoch * per_step,
+    )
     train_teacher(config, tmp / "teacher", show_progress=False)
-    student = StudentConfig(student_depth=depth, iterations=epochs * rounds_per_epoch, num_evals=epochs, eval_episodes=8)
+    student = StudentConfig(
+        student_depth=depth, iterations=epochs * rounds_per_epoch, num_evals=epochs, eval_episodes=8
+    )
     compress(student, tmp / "teacher", tmp / "student", show_progress=False)
     return {
         "mode": "run",
@@ -147,7 +156,8 @@ def main() -> None:
         print(json.dumps(records[-1]), flush=True)
 
     columns = ["depth", "teacher env steps/s"] + (
-        ["student env steps/s"] if args.mode == "run" else ["ms / SGD step", "compile + first step s"])
+        ["student env steps/s"] if args.mode == "run" else ["ms / SGD step", "compile + first step s"]
+    )
     rows = []
     for r in records:
         cells = [str(r["depth"]), f"{r['teacher_env_steps_per_s']:,.0f}"]
@@ -156,8 +166,13 @@ def main() -> None:
         else:
             cells += [f"{r['sgd_step_ms']:.1f}", f"{r['compile_and_first_step_s']:.1f}"]
         rows.append(cells + [f"{r['peak_rss_gb']:.2f}"])
-    table_and_json(f"training throughput ({args.mode}, {records[0]['platform']} x{records[0]['devices']})",
-                   columns + ["peak RSS GB"], rows, records, args.json)
+    table_and_json(
+        f"training throughput ({args.mode}, {records[0]['platform']} x{records[0]['devices']})",
+        columns + ["peak RSS GB"],
+        rows,
+        records,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from distill.data.sensors import SensorModel, model_from_json, read, step_noise
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.eval.evaluation import check_obs_noise, evaluation_env, noise_key, noisy_state, summarize, until_termination
-from distill.data.sensors import SensorModel, model_from_json, read, step_noise
+from distill.eval.evaluation import (
+    check_obs_noise,
+    evaluation_env,
+    noise_key,
+    noisy_state,
+    summarize,
+    until_termination,
+)
 from export.runtime import OnnxPolicy, PolicyFileError
 
 

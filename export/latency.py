@@ -21,8 +21,11 @@ SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_paralleli
 
 def percentiles(times: np.ndarray) -> dict:
     """p50 and p99 in microseconds of per-call times in seconds."""
-    return {"p50_us": float(np.percentile(times, 50) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6),
-            "calls": int(times.size)}
+    return {
+        "p50_us": float(np.percentile(times, 50) * 1e6),
+        "p99_us": float(np.percentile(times, 99) * 1e6),
+        "calls": int(times.size),
+    }
 
 
 def jax_policy_latency(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:
@@ -51,8 +54,14 @@ def plot_latency(records: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.6))
     names = [r["model"] for r in records]
     ax.barh(names, [r["p50_us"] for r in records], color="tab:blue", label="p50")
-    ax.barh(names, [r["p99_us"] - r["p50_us"] for r in records], left=[r["p50_us"] for r in records],
-            color="tab:orange", alpha=0.6, label="p99")
+    ax.barh(
+        names,
+        [r["p99_us"] - r["p50_us"] for r in records],
+        left=[r["p50_us"] for r in records],
+        color="tab:orange",
+        alpha=0.6,
+        label="p99",
+    )
     ax.set_xscale("log")
     # Bars start at the axis' left edge, so put it well below the fastest p50 or that bar vanishes.
     ax.set_xlim(left=min(r["p50_us"] for r in records) / 3)
@@ -61,7 +70,6 @@ def plot_latency(records: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
 
 
 def onnx_policy_latency(path: Path, calls: int = 5000) -> dict:
@@ -127,8 +135,10 @@ def policy_vs_bare_session_latency(path: Path, calls: int = 5000, seed: int = 0)
     run = session.run_with_iobinding
 
     rng = np.random.default_rng(seed)
-    pool = [(rng.standard_normal(reading_dim).astype(np.float32), rng.standard_normal(policy.goal_dim).astype(np.float32))
-            for _ in range(64)]
+    pool = [
+        (rng.standard_normal(reading_dim).astype(np.float32), rng.standard_normal(policy.goal_dim).astype(np.float32))
+        for _ in range(64)
+    ]
     # What the bare session is handed: for a sensor policy, the history a first reading fills.
     bare_inputs = [np.resize(reading, obs_buffer.shape[1]) for reading, _ in pool]
     warmup = 500
@@ -169,8 +179,13 @@ def interleaved_policy_latency(paths: Sequence[Path], calls: int = 5000) -> list
     if len({(p.state_dim, p.goal_dim) for p in policies}) != 1:
         raise ValueError("files to compare must read the same observation and goal sizes")
     rng = np.random.default_rng(0)
-    pool = [(rng.standard_normal(policies[0].state_dim).astype(np.float32),
-             rng.standard_normal(policies[0].goal_dim).astype(np.float32)) for _ in range(64)]
+    pool = [
+        (
+            rng.standard_normal(policies[0].state_dim).astype(np.float32),
+            rng.standard_normal(policies[0].goal_dim).astype(np.float32),
+        )
+        for _ in range(64)
+    ]
     warmup, n = 500, len(policies)
     times = np.empty((n, calls + warmup))
     clock = time.perf_counter
@@ -207,8 +222,12 @@ def policy_and_session_latencies(paths: list[Path], calls: int = 5000, rounds: i
             binding.bind_cpu_input(name, value)
         for output in session.get_outputs():
             binding.bind_output(output.name)
-        timers.append(((lambda p=policy, o=obs, g=goal: p(o, g)),
-                       (lambda s=session, b=binding, _keep=bound: s.run_with_iobinding(b))))
+        timers.append(
+            (
+                (lambda p=policy, o=obs, g=goal: p(o, g)),
+                (lambda s=session, b=binding, _keep=bound: s.run_with_iobinding(b)),
+            )
+        )
     times = [[np.empty(per_round * rounds), np.empty(per_round * rounds)] for _ in paths]
     for policy_call, session_call in timers:
         for _ in range(500):
@@ -227,8 +246,15 @@ def policy_and_session_latencies(paths: list[Path], calls: int = 5000, rounds: i
     results = []
     for policy_times, session_times in times:
         p, s = percentiles(policy_times), percentiles(session_times)
-        results.append({"p50_us": p["p50_us"], "p99_us": p["p99_us"], "session_p50_us": s["p50_us"],
-                        "session_p99_us": s["p99_us"], "calls": p["calls"]})
+        results.append(
+            {
+                "p50_us": p["p50_us"],
+                "p99_us": p["p99_us"],
+                "session_p50_us": s["p50_us"],
+                "session_p99_us": s["p99_us"],
+                "calls": p["calls"],
+            }
+        )
     return results
 
 
@@ -239,6 +265,8 @@ def gemm_chain_onnx(path: Path, width: int, layers: int = 4) -> Path:
     residual block's four Dense layers alone, without the input layer, LayerNorms, swishes or head.
     """
     rng = np.random.default_rng(0)
-    dense = [{"kernel": rng.standard_normal((width, width)) / np.sqrt(width), "bias": np.zeros(width)} for _ in range(layers)]
+    dense = [
+        {"kernel": rng.standard_normal((width, width)) / np.sqrt(width), "bias": np.zeros(width)} for _ in range(layers)
+    ]
     onnx.save(dense_chain_graph(dense), str(path))
     return path

@@ -111,8 +111,10 @@ def _tower_blocks(tower: Mapping) -> list[Mapping]:
         for layer, leaves in _subtree(tower["blocks"], "block", "tower").items()
     }
     num_blocks = stacked["dense_0"]["kernel"].shape[0]
-    return [{layer: {name: arr[i] for name, arr in leaves.items()} for layer, leaves in stacked.items()}
-            for i in range(num_blocks)]
+    return [
+        {layer: {name: arr[i] for name, arr in leaves.items()} for layer, leaves in stacked.items()}
+        for i in range(num_blocks)
+    ]
 
 
 def count_blocks(tower: Mapping) -> int:
@@ -212,30 +214,36 @@ def policy_graph(
         g.op("Add", [scaled, g.const("actor/action_offset", offset)], "action")
 
     model = _model(
-        g, "distill_policy", [_input(first, first_dim), _input("goal", goal_dim)],
-        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [BATCH, action_dim])], opset,
+        g,
+        "distill_policy",
+        [_input(first, first_dim), _input("goal", goal_dim)],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [BATCH, action_dim])],
+        opset,
         f"Deterministic goal-conditioned policy: action = offset + scale * tanh(mean(concat[{first}, goal])).",
     )
     if sensor_dim:
         set_metadata(model, {"sensor_dim": sensor_dim})
-    return set_metadata(model, {
-        "distill_format": FORMAT_VERSION,
-        "kind": "policy",
-        "toolkit_version": __version__,
-        "state_dim": state_dim,
-        "goal_dim": goal_dim,
-        "action_dim": action_dim,
-        "depth": LAYERS_PER_BLOCK * count_blocks(tower),
-        "width": int(_array(tower, "input", "kernel").shape[1]),
-        "inputs": [first, "goal"],
-        "outputs": ["action"],
-        "action_scale": scale.tolist(),
-        "action_offset": offset.tolist(),
-        # The question deployers ask most: what is already inside the graph.
-        "action_transform": "in graph: action = action_offset + action_scale * tanh(mean); use as is",
-        "observation_normalization": "none: the network reads raw observations and goals",
-        "deterministic": True,
-    })
+    return set_metadata(
+        model,
+        {
+            "distill_format": FORMAT_VERSION,
+            "kind": "policy",
+            "toolkit_version": __version__,
+            "state_dim": state_dim,
+            "goal_dim": goal_dim,
+            "action_dim": action_dim,
+            "depth": LAYERS_PER_BLOCK * count_blocks(tower),
+            "width": int(_array(tower, "input", "kernel").shape[1]),
+            "inputs": [first, "goal"],
+            "outputs": ["action"],
+            "action_scale": scale.tolist(),
+            "action_offset": offset.tolist(),
+            # The question deployers ask most: what is already inside the graph.
+            "action_transform": "in graph: action = action_offset + action_scale * tanh(mean); use as is",
+            "observation_normalization": "none: the network reads raw observations and goals",
+            "deterministic": True,
+        },
+    )
 
 
 def critic_graph(
@@ -277,22 +285,28 @@ def critic_graph(
         helper.make_tensor_value_info("q", TensorProto.FLOAT, [BATCH]),
     ]
     model = _model(
-        g, "distill_critic", [_input("obs", state_dim), _input("action", action_dim), _input("goal", goal_dim)],
-        outputs, opset, "Contrastive critic: phi = sa_encoder(concat[obs, action]), psi = goal_encoder(goal), "
-        "q = -||phi - psi||_2.",
+        g,
+        "distill_critic",
+        [_input("obs", state_dim), _input("action", action_dim), _input("goal", goal_dim)],
+        outputs,
+        opset,
+        "Contrastive critic: phi = sa_encoder(concat[obs, action]), psi = goal_encoder(goal), q = -||phi - psi||_2.",
     )
-    return set_metadata(model, {
-        "distill_format": FORMAT_VERSION,
-        "kind": "critic",
-        "toolkit_version": __version__,
-        "state_dim": state_dim,
-        "action_dim": action_dim,
-        "goal_dim": goal_dim,
-        "repr_dim": int(repr_dim),
-        "inputs": ["obs", "action", "goal"],
-        "outputs": ["phi", "psi", "q"],
-        "observation_normalization": "none: the network reads raw observations and goals",
-    })
+    return set_metadata(
+        model,
+        {
+            "distill_format": FORMAT_VERSION,
+            "kind": "critic",
+            "toolkit_version": __version__,
+            "state_dim": state_dim,
+            "action_dim": action_dim,
+            "goal_dim": goal_dim,
+            "repr_dim": int(repr_dim),
+            "inputs": ["obs", "action", "goal"],
+            "outputs": ["phi", "psi", "q"],
+            "observation_normalization": "none: the network reads raw observations and goals",
+        },
+    )
 
 
 def dense_chain_graph(layers: Sequence[Mapping], opset: int = 17) -> onnx.ModelProto:
@@ -307,9 +321,14 @@ def dense_chain_graph(layers: Sequence[Mapping], opset: int = 17) -> onnx.ModelP
     for i, layer in enumerate(layers):
         x = _dense(g, x, layer, f"dense_{i}", out="action" if i == len(layers) - 1 else None)
     in_dim, out_dim = _array(layers[0], "kernel").shape[0], _array(layers[-1], "kernel").shape[1]
-    return _model(g, "dense_chain", [_input("obs", in_dim)],
-                  [helper.make_tensor_value_info("action", TensorProto.FLOAT, [BATCH, out_dim])], opset,
-                  "Chained Dense layers only, for timing.")
+    return _model(
+        g,
+        "dense_chain",
+        [_input("obs", in_dim)],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [BATCH, out_dim])],
+        opset,
+        "Chained Dense layers only, for timing.",
+    )
 
 
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, Any]) -> onnx.ModelProto:

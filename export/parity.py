@@ -35,10 +35,25 @@ REFERENCE_MAX_BATCH = 64
 # Inputs of unit-ish scale that also reach past the linear region of tanh and sigmoid.
 INPUT_SCALE = 2.0
 # Metadata the graph builders derive from the parameters; callers may not contradict them.
-STRUCTURAL_KEYS = frozenset({
-    "distill_format", "kind", "state_dim", "sensor_dim", "goal_dim", "action_dim", "repr_dim", "depth", "width",
-    "inputs", "outputs", "action_scale", "action_offset", "action_transform", "deterministic",
-})
+STRUCTURAL_KEYS = frozenset(
+    {
+        "distill_format",
+        "kind",
+        "state_dim",
+        "sensor_dim",
+        "goal_dim",
+        "action_dim",
+        "repr_dim",
+        "depth",
+        "width",
+        "inputs",
+        "outputs",
+        "action_scale",
+        "action_offset",
+        "action_transform",
+        "deterministic",
+    }
+)
 
 InputSpecs = Mapping[str, int | Sequence[int]]
 
@@ -186,8 +201,13 @@ def parity_gate(
         )
     all_errors = [e for runtime in ("onnxruntime", "reference") for e in report[runtime].values()]
     report.update(
-        max_abs_error=max(all_errors, default=0.0), tolerance_used=tolerance_used, atol=atol, rtol=rtol,
-        batch_sizes=list(batch_sizes), seed=seed, onnxruntime_version=ort.__version__,
+        max_abs_error=max(all_errors, default=0.0),
+        tolerance_used=tolerance_used,
+        atol=atol,
+        rtol=rtol,
+        batch_sizes=list(batch_sizes),
+        seed=seed,
+        onnxruntime_version=ort.__version__,
     )
     return report
 
@@ -205,7 +225,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())  # the rename below must never expose a half-written file
-
 
 
 @contextlib.contextmanager

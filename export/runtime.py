@@ -232,8 +232,13 @@ class OnnxPolicy(_OnnxModel):
         buffer, binding = self._bind_batch_one("obs", state_dim)
         # Everything the fast path touches, fetched with one attribute lookup.
         self._fast = (
-            threading.Lock(), buffer, buffer[:state_dim], buffer[state_dim : state_dim + goal_dim],
-            buffer[state_dim + goal_dim :], self._session.run_with_iobinding, binding,
+            threading.Lock(),
+            buffer,
+            buffer[:state_dim],
+            buffer[state_dim : state_dim + goal_dim],
+            buffer[state_dim + goal_dim :],
+            self._session.run_with_iobinding,
+            binding,
             len(buffer) <= SUM_CHECK_MAX,
         )
 
@@ -255,9 +260,12 @@ class OnnxPolicy(_OnnxModel):
         if self.sensor_model is not None:
             return self._sensed_call(obs, goal)
         if (
-            type(obs) is _ndarray and type(goal) is _ndarray
-            and obs.dtype is FLOAT32 and goal.dtype is FLOAT32
-            and obs.shape == self._obs_shape and goal.shape == self._goal_shape
+            type(obs) is _ndarray
+            and type(goal) is _ndarray
+            and obs.dtype is FLOAT32
+            and goal.dtype is FLOAT32
+            and obs.shape == self._obs_shape
+            and goal.shape == self._goal_shape
         ):
             # The fast path, inlined: at kilohertz rates every Python call and attribute lookup shows.
             lock, buffer, obs_view, goal_view, action_view, run, binding, sum_check = self._fast
@@ -295,9 +303,17 @@ class OnnxPolicy(_OnnxModel):
         # Everything the fast path touches, views included, made once: a call then shifts the history
         # by one reading in place (the older part onto itself, the new reading last).
         self._sensed_fast = (
-            self._lock, self._sensors.reshape(self.history, width), self._sensors[:-width], self._sensors[width:],
-            self._sensors[-width:], buffer[sensor_dim : sensor_dim + goal_dim], buffer[sensor_dim + goal_dim :],
-            self._session.run_with_iobinding, binding, self.history > 1, width + goal_dim <= SUM_CHECK_MAX,
+            self._lock,
+            self._sensors.reshape(self.history, width),
+            self._sensors[:-width],
+            self._sensors[width:],
+            self._sensors[-width:],
+            buffer[sensor_dim : sensor_dim + goal_dim],
+            buffer[sensor_dim + goal_dim :],
+            self._session.run_with_iobinding,
+            binding,
+            self.history > 1,
+            width + goal_dim <= SUM_CHECK_MAX,
         )
         self.reset()
 
@@ -314,9 +330,12 @@ class OnnxPolicy(_OnnxModel):
 
     def _sensed_call(self, reading: Any, goal: Any) -> np.ndarray:
         if not (
-            type(reading) is _ndarray and type(goal) is _ndarray
-            and reading.dtype is FLOAT32 and goal.dtype is FLOAT32
-            and reading.shape == self._reading_shape and goal.shape == self._goal_shape
+            type(reading) is _ndarray
+            and type(goal) is _ndarray
+            and reading.dtype is FLOAT32
+            and goal.dtype is FLOAT32
+            and reading.shape == self._reading_shape
+            and goal.shape == self._goal_shape
         ):
             return self._checked_call(reading, goal)
         # Control-loop path: the inputs are checked before they enter the history, so a refused call
@@ -330,7 +349,9 @@ class OnnxPolicy(_OnnxModel):
             return self._checked_call(reading, goal)  # raises, naming the bad input
         with lock:
             if self._batch_history is not None:
-                raise PolicyInputError("this policy holds the history of a batch of episodes; call reset() before a single one")
+                raise PolicyInputError(
+                    "this policy holds the history of a batch of episodes; call reset() before a single one"
+                )
             if self._started:
                 if shifts:
                     older[...] = newer
@@ -342,7 +363,9 @@ class OnnxPolicy(_OnnxModel):
             run(binding)
             action = action_view.copy()
         if not _isfinite(sum(action.tolist())):
-            raise PolicyInputError("the network's action is not finite for finite inputs; they are too large for float32 arithmetic")
+            raise PolicyInputError(
+                "the network's action is not finite for finite inputs; they are too large for float32 arithmetic"
+            )
         return action
 
     def _checked_call(self, reading: Any, goal: Any) -> np.ndarray:
@@ -361,13 +384,17 @@ class OnnxPolicy(_OnnxModel):
             if history is None:
                 history = np.tile(reading, self.history)
             elif history.shape[0] != reading.shape[0]:
-                raise PolicyInputError(f"a batch of {reading.shape[0]} readings, but the history holds {history.shape[0]} "
-                                       "episodes; call reset() to start new ones")
+                raise PolicyInputError(
+                    f"a batch of {reading.shape[0]} readings, but the history holds {history.shape[0]} "
+                    "episodes; call reset() to start new ones"
+                )
             else:
                 history = np.concatenate([history[:, self.reading_dim :], reading], axis=1)
             (action,) = self._session.run(["action"], {"sensors": history, "goal": goal})
             if not np.isfinite(action).all():
-                raise PolicyInputError("the network's action is not finite for finite inputs; they are too large for float32 arithmetic")
+                raise PolicyInputError(
+                    "the network's action is not finite for finite inputs; they are too large for float32 arithmetic"
+                )
             self._batch_history = history
         return action
 

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from distill import __version__
-from distill.store import runs
 from distill.errors import DistillError
 from distill.nn.networks import energy
+from distill.store import runs
 from export.onnx_graph import critic_graph, policy_graph
 from export.parity import write_verified
 from export.variants import PRECISIONS, export_variant
@@ -20,7 +20,11 @@ from students.train import load_student
 
 
 def _versions() -> dict:
-    return {k: v for k, v in runs.package_versions().items() if k in ("python", "jax", "flax", "onnx", "onnxruntime", "numpy")}
+    return {
+        k: v
+        for k, v in runs.package_versions().items()
+        if k in ("python", "jax", "flax", "onnx", "onnxruntime", "numpy")
+    }
 
 
 def file_metadata(record: dict, config, spec, step: int, sensors) -> dict:
@@ -55,12 +59,21 @@ def file_metadata(record: dict, config, spec, step: int, sensors) -> dict:
         metadata["observation_layout"] = (
             "sensors = the last `history` readings of sensor_model, oldest first (OnnxPolicy stacks them itself: "
             "call it with one reading per control tick); goal = state[goal_indices] of the goal state; the policy "
-            "reads concat[sensors, goal]")
+            "reads concat[sensors, goal]"
+        )
     return metadata
 
 
-def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, which: str = "best",
-                   precision: str = "fp32", gate_episodes: int = 128, say=lambda _: None) -> dict:
+def export_student(
+    run: Path,
+    out: Path,
+    critic: bool = False,
+    opset: int = 17,
+    which: str = "best",
+    precision: str = "fp32",
+    gate_episodes: int = 128,
+    say=lambda _: None,
+) -> dict:
     """Writes the student's deterministic policy to ``out`` (and ``<out>.critic.onnx``); returns a summary.
 
     ``precision`` "int8" or "fp16" writes that variant instead of the fp32 file, only if it passes the
@@ -76,7 +89,9 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
     config, spec, networks, params, step = load_student(run, which)
     sensors = sensor_model(config)
     if sensors is not None and precision != "fp32":
-        raise DistillError(f"{precision} variants of a student with a sensor model are not supported; export it in fp32")
+        raise DistillError(
+            f"{precision} variants of a student with a sensor model are not supported; export it in fp32"
+        )
     if not out.name.endswith(".onnx"):
         raise DistillError(f"--out must name an .onnx file, got {out}")
     metadata = file_metadata(record, config, spec, step, sensors)
@@ -86,12 +101,19 @@ def export_student(run: Path, out: Path, critic: bool = False, opset: int = 17, 
     return summary
 
 
-def _export_policy(networks, params, spec, sensors, out: Path, opset: int, precision: str, gate_episodes: int,
-                   metadata: dict, say) -> dict:
+def _export_policy(
+    networks, params, spec, sensors, out: Path, opset: int, precision: str, gate_episodes: int, metadata: dict, say
+) -> dict:
     actor = jax.device_get(params["actor"])
     sensor_dim = sensors.sensor_dim if sensors else 0
-    model = policy_graph(actor, state_dim=spec.state_dim, goal_dim=spec.goal_dim, action_dim=spec.action_dim, opset=opset,
-                         sensor_dim=sensor_dim)
+    model = policy_graph(
+        actor,
+        state_dim=spec.state_dim,
+        goal_dim=spec.goal_dim,
+        action_dim=spec.action_dim,
+        opset=opset,
+        sensor_dim=sensor_dim,
+    )
 
     @jax.jit
     def policy_fn(goal, **seen):
@@ -110,8 +132,12 @@ def _export_policy(networks, params, spec, sensors, out: Path, opset: int, preci
         fp32_path = Path(tmp) / "fp32.onnx"
         report = write_verified(model, fp32_path, policy_fn, policy_inputs, metadata=metadata)
         gate = export_variant(fp32_path, precision, out, episodes=gate_episodes, seed=0, say=say)
-    return {"policy": str(out), "precision": precision, "policy_parity_max_abs_error": report["max_abs_error"],
-            "variant_gate": gate}
+    return {
+        "policy": str(out),
+        "precision": precision,
+        "policy_parity_max_abs_error": report["max_abs_error"],
+        "variant_gate": gate,
+    }
 
 
 def _export_critic(networks, params, spec, out: Path, opset: int, metadata: dict) -> dict:
@@ -119,8 +145,9 @@ def _export_critic(networks, params, spec, out: Path, opset: int, metadata: dict
     scale, so the critic also gets a relative tolerance)."""
     critic_out = out.with_name(out.name[: -len(".onnx")] + ".critic.onnx")
     sa, goal_enc = jax.device_get(params["sa_encoder"]), jax.device_get(params["goal_encoder"])
-    critic_model = critic_graph(sa, goal_enc, state_dim=spec.state_dim, action_dim=spec.action_dim, goal_dim=spec.goal_dim,
-                                opset=opset)
+    critic_model = critic_graph(
+        sa, goal_enc, state_dim=spec.state_dim, action_dim=spec.action_dim, goal_dim=spec.goal_dim, opset=opset
+    )
 
     @jax.jit
     def critic_fn(obs, action, goal):
@@ -128,9 +155,14 @@ def _export_critic(networks, params, spec, out: Path, opset: int, metadata: dict
         psi = networks.psi(goal_enc, goal)
         return {"phi": phi, "psi": psi, "q": energy(phi, psi)}
 
-    report = write_verified(critic_model, critic_out, critic_fn,
-                            {"obs": spec.state_dim, "action": spec.action_dim, "goal": spec.goal_dim},
-                            metadata=metadata, rtol=1e-6)
+    report = write_verified(
+        critic_model,
+        critic_out,
+        critic_fn,
+        {"obs": spec.state_dim, "action": spec.action_dim, "goal": spec.goal_dim},
+        metadata=metadata,
+        rtol=1e-6,
+    )
     return {"critic": str(critic_out), "critic_parity_max_abs_error": report["max_abs_error"]}
 
 

@@ -67,7 +67,9 @@ class VariantRefused(DistillError):
     """A variant that did not prove itself; the message has the figures."""
 
 
-def visited_states(fp32_path: Path, episodes: int, seed: int, limit: int = MAX_CALIBRATION_STATES) -> dict[str, np.ndarray]:
+def visited_states(
+    fp32_path: Path, episodes: int, seed: int, limit: int = MAX_CALIBRATION_STATES
+) -> dict[str, np.ndarray]:
     """Observations and goals the fp32 policy meets in closed loop: ``{"obs": [n, state_dim], "goal": [n, goal_dim]}``.
 
     ``episodes`` episodes of the seed's starts and goals, every step's input kept, then at most
@@ -86,34 +88,56 @@ def visited_states(fp32_path: Path, episodes: int, seed: int, limit: int = MAX_C
     states = np.concatenate(seen)
     if len(states) > limit:
         states = states[np.sort(np.random.default_rng(seed).choice(len(states), limit, replace=False))]
-    return {"obs": np.ascontiguousarray(states[:, : spec.state_dim]), "goal": np.ascontiguousarray(states[:, spec.state_dim :])}
+    return {
+        "obs": np.ascontiguousarray(states[:, : spec.state_dim]),
+        "goal": np.ascontiguousarray(states[:, spec.state_dim :]),
+    }
 
 
 def int8_model(fp32_path: Path, calibration: dict[str, np.ndarray]) -> onnx.ModelProto:
     """Static int8 quantisation of the hidden Gemms, calibrated on ``calibration`` (see the module)."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             n = len(next(iter(calibration.values())))
-            self._batches = iter([{k: v[i : i + CALIBRATION_BATCH] for k, v in calibration.items()}
-                                  for i in range(0, n, CALIBRATION_BATCH)])
+            self._batches = iter(
+                [
+                    {k: v[i : i + CALIBRATION_BATCH] for k, v in calibration.items()}
+                    for i in range(0, n, CALIBRATION_BATCH)
+                ]
+            )
 
         def get_next(self):
             return next(self._batches, None)
 
     gemms = [n.name for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Gemm"]
     if len(gemms) < 3:
-        raise DistillError("nothing to quantise to int8: the network has no hidden layers between its input layer and its head")
+        raise DistillError(
+            "nothing to quantise to int8: the network has no hidden layers between its input layer and its head"
+        )
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser advises pre-processing, which MLPs do not need
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "int8.onnx"
             quantize_static(
-                str(fp32_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Gemm"],
-                nodes_to_exclude=[gemms[0], gemms[-1]], calibrate_method=CalibrationMethod.MinMax,
+                str(fp32_path),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=False,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["Gemm"],
+                nodes_to_exclude=[gemms[0], gemms[-1]],
+                calibrate_method=CalibrationMethod.MinMax,
             )
             return onnx.load(str(out))
     except Exception as err:  # the quantiser raises whatever its steps raise
@@ -133,10 +157,14 @@ def fp16_model(fp32_path: Path) -> onnx.ModelProto:
     for node in graph.node:
         node.input[:] = [renamed.get(n, n) for n in node.input]
         node.output[:] = [renamed.get(n, n) for n in node.output]
-    casts_in = [helper.make_node("Cast", [i.name], [renamed[i.name]], name=f"{i.name}/to_fp16", to=TensorProto.FLOAT16)
-                for i in graph.input]
-    casts_out = [helper.make_node("Cast", [renamed[o.name]], [o.name], name=f"{o.name}/to_fp32", to=TensorProto.FLOAT)
-                 for o in graph.output]
+    casts_in = [
+        helper.make_node("Cast", [i.name], [renamed[i.name]], name=f"{i.name}/to_fp16", to=TensorProto.FLOAT16)
+        for i in graph.input
+    ]
+    casts_out = [
+        helper.make_node("Cast", [renamed[o.name]], [o.name], name=f"{o.name}/to_fp32", to=TensorProto.FLOAT)
+        for o in graph.output
+    ]
     nodes = casts_in + list(graph.node) + casts_out
     del graph.node[:]
     graph.node.extend(nodes)
@@ -160,7 +188,9 @@ def _check_file(path: Path, calibration: dict[str, np.ndarray], reference: np.nd
     actions = policy(calibration["obs"], calibration["goal"])  # raises if not finite
     low, high = float(policy.metadata.get("action_low", -1.0)), float(policy.metadata.get("action_high", 1.0))
     if actions.min() < low - 1e-6 or actions.max() > high + 1e-6:
-        raise VariantRefused(f"its actions leave [{low:g}, {high:g}] on visited states ({actions.min():.3g} to {actions.max():.3g})")
+        raise VariantRefused(
+            f"its actions leave [{low:g}, {high:g}] on visited states ({actions.min():.3g} to {actions.max():.3g})"
+        )
     return float(np.abs(actions.astype(np.float64) - reference).max())
 
 
@@ -221,19 +251,26 @@ def gate_variant(
         "retention": retention,
         "speedup": speedup,
     }
-    closed_loop = (f"time_at_goal {variant_tag:.2f} vs fp32 {fp32_tag:.2f} over {episodes} episodes"
-                   + (f" (retention {retention:.3f})" if retention is not None else ""))
+    closed_loop = f"time_at_goal {variant_tag:.2f} vs fp32 {fp32_tag:.2f} over {episodes} episodes" + (
+        f" (retention {retention:.3f})" if retention is not None else ""
+    )
     timing = f"p50 {variant_latency['p50_us']:.1f} us vs fp32 {fp32_latency['p50_us']:.1f} us (speedup {speedup:.2f}x)"
     reasons = []
     if retention is None:
-        reasons.append(f"the fp32 policy never reaches the goal in these {episodes} episodes, so retention cannot be measured")
+        reasons.append(
+            f"the fp32 policy never reaches the goal in these {episodes} episodes, so retention cannot be measured"
+        )
     elif retention < 1.0 - max_loss:
         reasons.append(f"it loses more than {max_loss:.0%} closed loop")
     if not speedup > min_speedup:
-        reasons.append("it is not faster at batch 1" if min_speedup == 1.0 else f"it is not {min_speedup:g}x faster at batch 1")
+        reasons.append(
+            "it is not faster at batch 1" if min_speedup == 1.0 else f"it is not {min_speedup:g}x faster at batch 1"
+        )
     if reasons:
-        raise VariantRefused(f"{name} refused: {' and '.join(reasons)}: {closed_loop}; {timing}; nothing written at {out}, "
-                             f"export without --{precision} for the fp32 file")
+        raise VariantRefused(
+            f"{name} refused: {' and '.join(reasons)}: {closed_loop}; {timing}; nothing written at {out}, "
+            f"export without --{precision} for the fp32 file"
+        )
     record["shipped"] = True
     _write_variant(variant, out, precision, record)
     return record
@@ -254,19 +291,46 @@ def _write_variant(variant: onnx.ModelProto, out: Path, precision: str, record: 
         _write_bytes(tmp, final.SerializeToString())
 
 
-def export_variant(fp32_path: Path, precision: str, out: Path, *, episodes: int = 128, seed: int = 0,
-                   say: Callable[[str], None] = lambda _: None, **gate_options: Any) -> dict[str, Any]:
+def export_variant(
+    fp32_path: Path,
+    precision: str,
+    out: Path,
+    *,
+    episodes: int = 128,
+    seed: int = 0,
+    say: Callable[[str], None] = lambda _: None,
+    **gate_options: Any,
+) -> dict[str, Any]:
     """Builds the ``precision`` variant of a gated fp32 file and gates it (``gate_variant``); returns the record."""
     if precision not in PRECISIONS[1:]:
         raise DistillError(f"precision must be one of {', '.join(PRECISIONS[1:])}, got {precision!r}")
-    say(f"calibration: states the fp32 policy visits on {CALIBRATION_EPISODES} episodes (seed {seed + CALIBRATION_SEED_OFFSET})")
+    say(
+        f"calibration: states the fp32 policy visits on {CALIBRATION_EPISODES} episodes (seed {seed + CALIBRATION_SEED_OFFSET})"
+    )
     calibration = visited_states(Path(fp32_path), CALIBRATION_EPISODES, seed + CALIBRATION_SEED_OFFSET)
     variant = int8_model(fp32_path, calibration) if precision == "int8" else fp16_model(fp32_path)
-    return gate_variant(fp32_path, variant, precision, out, episodes=episodes, seed=seed, calibration=calibration,
-                        say=say, **gate_options)
+    return gate_variant(
+        fp32_path,
+        variant,
+        precision,
+        out,
+        episodes=episodes,
+        seed=seed,
+        calibration=calibration,
+        say=say,
+        **gate_options,
+    )
 
 
-__all__ = ["PRECISIONS", "VariantRefused", "export_variant", "fp16_model", "gate_variant", "int8_model", "visited_states"]
+__all__ = [
+    "PRECISIONS",
+    "VariantRefused",
+    "export_variant",
+    "fp16_model",
+    "gate_variant",
+    "int8_model",
+    "visited_states",
+]
 
 
 def precision_from_flags(int8: bool, fp16: bool) -> str:
@@ -279,7 +343,9 @@ def precision_from_flags(int8: bool, fp16: bool) -> str:
 def describe_gate(record: dict) -> str:
     """One line: the variant's closed-loop score and latency beside fp32's."""
     p, fp32, variant = record["precision"], record["fp32"], record[record["precision"]]
-    return (f"{p}: time_at_goal {variant['time_at_goal']:.2f} vs fp32 {fp32['time_at_goal']:.2f} "
-            f"(retention {record['retention']:.3f}, {record['episodes']} episodes), p50 {variant['p50_us']:.1f} us vs "
-            f"fp32 {fp32['p50_us']:.1f} us (speedup {record['speedup']:.2f}x), p99 {variant['p99_us']:.1f} vs "
-            f"{fp32['p99_us']:.1f} us, max |{p} - fp32| action {variant['max_abs_action_error_vs_fp32']:.3f}")
+    return (
+        f"{p}: time_at_goal {variant['time_at_goal']:.2f} vs fp32 {fp32['time_at_goal']:.2f} "
+        f"(retention {record['retention']:.3f}, {record['episodes']} episodes), p50 {variant['p50_us']:.1f} us vs "
+        f"fp32 {fp32['p50_us']:.1f} us (speedup {record['speedup']:.2f}x), p99 {variant['p99_us']:.1f} vs "
+        f"{fp32['p99_us']:.1f} us, max |{p} - fp32| action {variant['max_abs_action_error_vs_fp32']:.3f}"
+    )

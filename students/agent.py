@@ -114,7 +114,8 @@ class Distiller:
             return (vec, readings), (row, use_teacher[:, 0])
 
         (vec, readings), (rows, teacher_acted) = jax.lax.scan(
-            one_step, (vec, readings), jax.random.split(key, self.config.unroll_length))
+            one_step, (vec, readings), jax.random.split(key, self.config.unroll_length)
+        )
         return vec, readings, rows, teacher_acted
 
     # ---- batches and labels -----------------------------------------------------------------
@@ -127,10 +128,14 @@ class Distiller:
         def local(dataset, key):
             key = jax.random.fold_in(key, jax.lax.axis_index("data"))
             k_batch, k_goal = jax.random.split(key)
-            batch: Batch = sample_batch(dataset, k_batch, local_batch, cfg.gamma, spec.episode_length, spec.goal_indices)
+            batch: Batch = sample_batch(
+                dataset, k_batch, local_batch, cfg.gamma, spec.episode_length, spec.goal_indices
+            )
             state, episode_goal = batch.state[:, : spec.state_dim], batch.state[:, spec.state_dim : spec.obs_dim]
             seen = state if self.sensors is None else batch.state[:, spec.obs_dim :]
-            use_episode_goal = (jax.random.uniform(k_goal, (local_batch, 1)) < cfg.env_goal_fraction) | (batch.weight[:, None] == 0)
+            use_episode_goal = (jax.random.uniform(k_goal, (local_batch, 1)) < cfg.env_goal_fraction) | (
+                batch.weight[:, None] == 0
+            )
             goal = jnp.where(use_episode_goal, episode_goal, batch.goal)
             return state, batch.action, goal, seen
 
@@ -166,7 +171,9 @@ class Distiller:
         labels = jax.lax.stop_gradient(self.label(s, a, g))
         grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, s, a, g, seen, labels)
         updates, opt = self.optimizer.update(grads, state.opt, state.params)
-        return state.replace(params=optax.apply_updates(state.params, updates), opt=opt, updates=state.updates + 1), metrics
+        return state.replace(
+            params=optax.apply_updates(state.params, updates), opt=opt, updates=state.updates + 1
+        ), metrics
 
     def dagger_round(self, state: StudentState) -> tuple[StudentState, dict]:
         key, k_collect, k_update = jax.random.split(state.key, 3)
@@ -175,7 +182,9 @@ class Distiller:
         dataset = buffer_insert(state.dataset, *rows)
         steps = self.config.num_envs * self.config.unroll_length
         state = state.replace(env=vec, readings=readings, dataset=dataset, env_steps=state.env_steps + steps)
-        state, metrics = jax.lax.scan(self.sgd_step, state, jax.random.split(k_update, self.config.updates_per_iteration))
+        state, metrics = jax.lax.scan(
+            self.sgd_step, state, jax.random.split(k_update, self.config.updates_per_iteration)
+        )
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["beta"] = beta
         metrics["teacher_acted"] = jnp.mean(teacher_acted.astype(jnp.float32))
@@ -184,8 +193,9 @@ class Distiller:
 
 def state_shardings(shape: StudentState, mesh: Mesh) -> StudentState:
     readings = None if shape.readings is None else NamedSharding(mesh, P("data"))
-    return replicated(mesh, shape).replace(env=env_shardings(mesh, shape.env), dataset=buffer_shardings(mesh, shape.dataset),
-                                           readings=readings)
+    return replicated(mesh, shape).replace(
+        env=env_shardings(mesh, shape.env), dataset=buffer_shardings(mesh, shape.dataset), readings=readings
+    )
 
 
 def make_distiller(config: StudentConfig, teacher_run: Path, mesh: Mesh | None = None):
@@ -193,12 +203,15 @@ def make_distiller(config: StudentConfig, teacher_run: Path, mesh: Mesh | None =
     teacher_config, spec, teacher_networks, teacher_params, teacher_step = load_teacher(teacher_run)
     check_teacher_reads_state(teacher_run, teacher_config.sensors)
     if not config.env or mesh.size > 1:  # student_config resolves and checks a config for one device
-        config = config.resolved(teacher_config.width, teacher_config.repr_dim, teacher_config.env, teacher_config.backend)
+        config = config.resolved(
+            teacher_config.width, teacher_config.repr_dim, teacher_config.env, teacher_config.backend
+        )
         config = config.validate(mesh.size)
     config = dataclasses.replace(config, teacher_run=str(teacher_run))
     sensors = sensor_model(config)
     student = make_crl_networks(spec, **config.network_kwargs())
     env = spec.make(backend=config.backend)
-    distiller = Distiller(config, spec, env, teacher_networks, teacher_params, student, optax.adam(config.learning_rate), mesh,
-                          sensors)
+    distiller = Distiller(
+        config, spec, env, teacher_networks, teacher_params, student, optax.adam(config.learning_rate), mesh, sensors
+    )
     return distiller, teacher_config

@@ -100,8 +100,13 @@ class StudentConfig:
     def network_kwargs(self) -> dict:
         """What ``make_crl_networks`` builds the student's networks from (training and loading alike)."""
         model = sensor_model(self)
-        return dict(actor_depth=self.student_depth, critic_depth=self.student_depth, width=self.student_width,
-                    repr_dim=self.repr_dim, sensor_dim=model.sensor_dim if model else 0)
+        return dict(
+            actor_depth=self.student_depth,
+            critic_depth=self.student_depth,
+            width=self.student_width,
+            repr_dim=self.repr_dim,
+            sensor_dim=model.sensor_dim if model else 0,
+        )
 
     def validate(self, num_devices: int = 1) -> "StudentConfig":
         if self.student_depth < 0 or self.student_depth % 4:
@@ -125,8 +130,11 @@ class StudentConfig:
             raise DistillError(f"--num-envs and --batch-size must be divisible by the {num_devices} devices")
         if self.env:
             sensor_model(self)
-            check_fits(self.training_bytes(), available_bytes(),
-                       f"a student of depth {self.student_depth} at width {self.student_width}")
+            check_fits(
+                self.training_bytes(),
+                available_bytes(),
+                f"a student of depth {self.student_depth} at width {self.student_width}",
+            )
         return self
 
     def training_bytes(self) -> int:
@@ -141,7 +149,11 @@ class StudentConfig:
             Network(spec.state_dim + spec.action_dim, self.repr_dim, self.student_depth),
             Network(spec.goal_dim, self.repr_dim, self.student_depth),
         ]
-        dataset = (self.dataset_rows or self.iterations * self.unroll_length) * self.num_envs * (spec.obs_dim + sensor_dim + spec.action_dim + 2)
+        dataset = (
+            (self.dataset_rows or self.iterations * self.unroll_length)
+            * self.num_envs
+            * (spec.obs_dim + sensor_dim + spec.action_dim + 2)
+        )
         return training_bytes(networks, width, self.batch_size, False, dataset * FLOAT_BYTES)
 
 
@@ -149,8 +161,10 @@ def check_teacher_reads_state(teacher_run: Path, sensors: str) -> None:
     """A teacher labels every state the student visits with its action from that state alone; one
     trained behind sensors acts from a history of readings, which a label at one state cannot hold."""
     if sensors:
-        raise DistillError(f"the teacher in {teacher_run} was trained behind sensors; a teacher labels from the true "
-                           "state: distil a teacher trained without --sensors")
+        raise DistillError(
+            f"the teacher in {teacher_run} was trained behind sensors; a teacher labels from the true "
+            "state: distil a teacher trained without --sensors"
+        )
 
 
 def student_config(
@@ -172,7 +186,9 @@ def student_config(
     check_teacher_reads_state(teacher_run, record["config"].get("sensors", ""))
     teacher_env = record["config"]["env"]
     if env is not None and env != teacher_env:
-        raise DistillError(f"environment mismatch: the teacher in {teacher_run} was trained on '{teacher_env}', not '{env}'")
+        raise DistillError(
+            f"environment mismatch: the teacher in {teacher_run} was trained on '{teacher_env}', not '{env}'"
+        )
     if steps is not None and steps <= 0:
         raise DistillError(f"--steps must be positive, got {steps}")
     if fields.get("student_width") is not None and fields["student_width"] <= 0:
@@ -193,10 +209,14 @@ def student_config(
         rounds = min(config.iterations, steps)
         config = dataclasses.replace(config, iterations=rounds, updates_per_iteration=math.ceil(steps / rounds))
     if config.student_width > DEPLOYABLE_WIDTH:
-        warnings.warn(f"student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})",
-                      stacklevel=2)
+        warnings.warn(
+            f"student width {config.student_width} is wider than is sensible for deployment (> {DEPLOYABLE_WIDTH})",
+            stacklevel=2,
+        )
     teacher = record["config"]
-    return config.resolved(teacher["width"], teacher["repr_dim"], teacher_env, teacher.get("backend") or get_spec(teacher_env).backend).validate()
+    return config.resolved(
+        teacher["width"], teacher["repr_dim"], teacher_env, teacher.get("backend") or get_spec(teacher_env).backend
+    ).validate()
 
 
 def run_student_config(out: Path, resume: bool, teacher_run: Path, **options) -> StudentConfig:

@@ -70,6 +70,7 @@ def critic_guidance(teacher_q: jax.Array) -> jax.Array:
 
 # ---- the terms ---------------------------------------------------------------------------------
 
+
 def policy_term(student: Outputs, teacher: Outputs, config) -> tuple[jax.Array, dict]:
     return policy_loss(config.policy_loss, teacher.mean, teacher.log_std, student.mean, student.log_std)
 

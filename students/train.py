@@ -48,8 +48,9 @@ def student_trainable(distiller: Distiller, title: str) -> Trainable:
     shape = jax.eval_shape(distiller.init, jax.random.PRNGKey(0))
     shardings = state_shardings(shape, distiller.mesh)
     init = jax.jit(distiller.init, out_shardings=shardings)
-    evaluate = make_evaluator(distiller.env, distiller.spec, distiller.student.act, config.eval_episodes,
-                              sensors=distiller.sensors)
+    evaluate = make_evaluator(
+        distiller.env, distiller.spec, distiller.student.act, config.eval_episodes, sensors=distiller.sensors
+    )
     eval_key = evaluation_key(config.seed)
     return Trainable(
         name="distillation",
@@ -64,8 +65,15 @@ def student_trainable(distiller: Distiller, title: str) -> Trainable:
     )
 
 
-def compress(config: StudentConfig | None, teacher_run: Path | None, out: Path, resume: bool = False,
-             show_progress: bool = True, checkpoint_minutes: float = 10.0, description: str | None = None) -> dict:
+def compress(
+    config: StudentConfig | None,
+    teacher_run: Path | None,
+    out: Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    checkpoint_minutes: float = 10.0,
+    description: str | None = None,
+) -> dict:
     """Distils the teacher in ``teacher_run`` into a student written to ``out``.
 
     With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
@@ -83,23 +91,42 @@ def compress(config: StudentConfig | None, teacher_run: Path | None, out: Path, 
     config = distiller.config
     if recorded is not None:
         runs.check_unchanged(out, recorded, config)
-    runs.start_run(out, resume, "student", config, {
-        "teacher": {"run": str(teacher_run), "config": dataclasses.asdict(teacher_config),
-                    "checkpoint_sha256": teacher_checkpoint_hash(teacher_run)},
-        "num_devices": distiller.mesh.size,
-        "num_processes": jax.process_count(),
-    })
+    runs.start_run(
+        out,
+        resume,
+        "student",
+        config,
+        {
+            "teacher": {
+                "run": str(teacher_run),
+                "config": dataclasses.asdict(teacher_config),
+                "checkpoint_sha256": teacher_checkpoint_hash(teacher_run),
+            },
+            "num_devices": distiller.mesh.size,
+            "num_processes": jax.process_count(),
+        },
+    )
     title = f"student (depth {config.student_depth}{', sensors' if config.sensors else ''}) of a depth-{teacher_config.critic_depth} teacher on {config.env}"
     trainable = student_trainable(distiller, title)
     plan = schedule(config)
     checkpoints = RunCheckpoints(out, keep=config.keep_checkpoints)
-    progress = TrainingProgress(plan.total_env_steps, description or f"student {config.env} d{config.student_depth}",
-                                enabled=show_progress and is_writer())
+    progress = TrainingProgress(
+        plan.total_env_steps,
+        description or f"student {config.env} d{config.student_depth}",
+        enabled=show_progress and is_writer(),
+    )
     t_start = time.perf_counter()
     try:
         with progress:
-            latest = engine.train(trainable, plan, out, checkpoints, resume=resume,
-                                  checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
+            latest = engine.train(
+                trainable,
+                plan,
+                out,
+                checkpoints,
+                resume=resume,
+                checkpoint_minutes=checkpoint_minutes,
+                progress_fn=progress.advance_to,
+            )
     finally:
         checkpoints.close()
     return {**latest, "compress_seconds": time.perf_counter() - t_start}

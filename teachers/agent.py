@@ -109,8 +109,12 @@ class Teacher:
             critic_opt=self.optimizer.init(critic_params(params)),
             alpha_opt=self.optimizer.init(log_alpha),
             env=vec_reset(self.env, self.config.num_envs, k_env),
-            buffer=buffer_init(self.config.replay_rows, self.config.num_envs, self.spec.state_dim + self.sensor_dim,
-                               self.spec.action_dim),
+            buffer=buffer_init(
+                self.config.replay_rows,
+                self.config.num_envs,
+                self.spec.state_dim + self.sensor_dim,
+                self.spec.action_dim,
+            ),
             readings=empty_buffer(self.sensors, self.config.num_envs),
             key=k_state,
             env_steps=jnp.zeros((), jnp.int32),
@@ -140,7 +144,9 @@ class Teacher:
             ended, terminated = episode_ends(vec, new, self.spec.episode_length)
             return (new, readings), (row, ended.sum(), terminated.sum())
 
-        (vec, readings), (rows, ended, terminated) = jax.lax.scan(one_step, (vec, readings), jax.random.split(key, length))
+        (vec, readings), (rows, ended, terminated) = jax.lax.scan(
+            one_step, (vec, readings), jax.random.split(key, length)
+        )
         return vec, readings, rows, {"episode_ends": ended.sum(), "early_terminations": terminated.sum()}
 
     # ---- one SGD step ---------------------------------------------------------------------
@@ -175,7 +181,9 @@ class Teacher:
         actor = optax.apply_updates(params["actor"], updates)
 
         log_prob = a_metrics.pop("log_prob")
-        al_loss, al_grad = jax.value_and_grad(losses.alpha_loss)(state.log_alpha, log_prob, batch.weight, self.target_entropy)
+        al_loss, al_grad = jax.value_and_grad(losses.alpha_loss)(
+            state.log_alpha, log_prob, batch.weight, self.target_entropy
+        )
         updates, alpha_opt = self.optimizer.update(al_grad, state.alpha_opt, state.log_alpha)
         log_alpha = optax.apply_updates(state.log_alpha, updates)
 
@@ -200,8 +208,9 @@ class Teacher:
 
     # ---- training step and prefill --------------------------------------------------------
     def collect_and_insert(self, state: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
-        vec, readings, rows, episodes = self.collect(state.params["actor"], state.env, state.readings, key,
-                                                     self.config.unroll_length)
+        vec, readings, rows, episodes = self.collect(
+            state.params["actor"], state.env, state.readings, key, self.config.unroll_length
+        )
         buffer = buffer_insert(state.buffer, *rows)
         steps = self.config.num_envs * self.config.unroll_length
         return state.replace(env=vec, readings=readings, buffer=buffer, env_steps=state.env_steps + steps), episodes
@@ -248,7 +257,9 @@ def compile_teacher(teacher: Teacher) -> CompiledTeacher:
     return CompiledTeacher(
         teacher=teacher,
         init=jax.jit(teacher.init, out_shardings=shardings),
-        prefill_step=jax.jit(teacher.prefill_step, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0),
+        prefill_step=jax.jit(
+            teacher.prefill_step, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0
+        ),
         shardings=shardings,
     )
 

@@ -99,18 +99,31 @@ class TeacherConfig:
     def network_kwargs(self) -> dict:
         """What ``make_crl_networks`` builds this run's networks from (training and loading alike)."""
         model = sensor_model(self)
-        return dict(actor_depth=self.actor_depth, critic_depth=self.critic_depth, width=self.width,
-                    repr_dim=self.repr_dim, remat=bool(self.remat), block_unroll=self.block_unroll,
-                    sensor_dim=model.sensor_dim if model else 0)
+        return dict(
+            actor_depth=self.actor_depth,
+            critic_depth=self.critic_depth,
+            width=self.width,
+            repr_dim=self.repr_dim,
+            remat=bool(self.remat),
+            block_unroll=self.block_unroll,
+            sensor_dim=model.sensor_dim if model else 0,
+        )
 
     def resolved(self) -> "TeacherConfig":
         """Fills derived defaults so that the written config is fully explicit."""
         updates = self.updates_per_step or max(1, round(self.num_envs * self.unroll_length / 40))
         remat = self.remat
         if remat is None:
-            remat = auto_remat(self.training_bytes(remat=False), max(self.critic_depth, self.actor_depth), available_bytes())
-        return dataclasses.replace(self, updates_per_step=updates, remat=remat, backend=self.backend or get_spec(self.env).backend,
-                                   sensors=canonical_sensors(self.sensors, self.env))
+            remat = auto_remat(
+                self.training_bytes(remat=False), max(self.critic_depth, self.actor_depth), available_bytes()
+            )
+        return dataclasses.replace(
+            self,
+            updates_per_step=updates,
+            remat=remat,
+            backend=self.backend or get_spec(self.env).backend,
+            sensors=canonical_sensors(self.sensors, self.env),
+        )
 
     def training_bytes(self, remat: bool | None = None) -> int:
         """Estimated peak memory of one update (see distill.nn.memory)."""
@@ -124,7 +137,9 @@ class TeacherConfig:
             Network(spec.goal_dim, self.repr_dim, self.critic_depth),
         ]
         replay = self.replay_rows * self.num_envs * (spec.state_dim + sensor_dim + spec.action_dim + 2) * FLOAT_BYTES
-        return training_bytes(networks, self.width, self.batch_size, bool(self.remat if remat is None else remat), replay)
+        return training_bytes(
+            networks, self.width, self.batch_size, bool(self.remat if remat is None else remat), replay
+        )
 
     def validate(self, num_devices: int = 1) -> "TeacherConfig":
         for name in ("critic_depth", "actor_depth"):
@@ -132,8 +147,16 @@ class TeacherConfig:
             if depth <= 0 or depth % 4:
                 raise DistillError(f"--{name.replace('_', '-')} must be a positive multiple of 4, got {depth}")
         for name in (
-            "width", "repr_dim", "num_envs", "unroll_length", "batch_size", "total_steps",
-            "num_evals", "eval_episodes", "replay_rows", "prefill_rows",
+            "width",
+            "repr_dim",
+            "num_envs",
+            "unroll_length",
+            "batch_size",
+            "total_steps",
+            "num_evals",
+            "eval_episodes",
+            "replay_rows",
+            "prefill_rows",
         ):
             if getattr(self, name) <= 0:
                 raise DistillError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -152,18 +175,21 @@ class TeacherConfig:
                 f"the {num_devices} devices the data is sharded over"
             )
         if self.prefill_rows > self.replay_rows:
-            raise DistillError(
-                f"prefill rows ({self.prefill_rows}) exceed the replay buffer's {self.replay_rows} rows"
-            )
+            raise DistillError(f"prefill rows ({self.prefill_rows}) exceed the replay buffer's {self.replay_rows} rows")
         if self.unroll_length > self.replay_rows:
             raise DistillError(f"--unroll-length ({self.unroll_length}) exceeds the replay buffer's rows")
         prefill_rows = self.prefill_steps * self.unroll_length
         fillable = min(prefill_rows, self.replay_rows) * self.num_envs
         if self.batch_size > fillable:
-            raise DistillError(f"--batch-size {self.batch_size} cannot be filled: the prefilled replay holds only "
-                               f"{fillable} transitions ({self.num_envs} envs x {prefill_rows} rows)")
-        check_fits(self.training_bytes(), available_bytes(),
-                   f"a critic of depth {self.critic_depth} and actor of depth {self.actor_depth} at width {self.width}")
+            raise DistillError(
+                f"--batch-size {self.batch_size} cannot be filled: the prefilled replay holds only "
+                f"{fillable} transitions ({self.num_envs} envs x {prefill_rows} rows)"
+            )
+        check_fits(
+            self.training_bytes(),
+            available_bytes(),
+            f"a critic of depth {self.critic_depth} and actor of depth {self.actor_depth} at width {self.width}",
+        )
         return self
 
 

@@ -57,7 +57,11 @@ def actor_loss(
     psi = networks.psi(critic_params["goal_encoder"], batch.goal)
     q = energy(phi, psi)
     loss = weighted_mean(alpha * log_prob - q, batch.weight)
-    return loss, {"actor/q": weighted_mean(q, batch.weight), "actor/entropy": -weighted_mean(log_prob, batch.weight), "log_prob": log_prob}
+    return loss, {
+        "actor/q": weighted_mean(q, batch.weight),
+        "actor/entropy": -weighted_mean(log_prob, batch.weight),
+        "log_prob": log_prob,
+    }
 
 
 def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, weight: jax.Array, target_entropy: float) -> jax.Array:

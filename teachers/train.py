@@ -62,8 +62,9 @@ def teacher_trainable(teacher: Teacher, initial_params: dict | None = None) -> T
     of a random initialisation (``--init-from``)."""
     config = teacher.config
     compiled = compile_teacher(teacher)
-    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.networks.act, config.eval_episodes,
-                              sensors=teacher.sensors)
+    evaluate = make_evaluator(
+        teacher.env, teacher.spec, teacher.networks.act, config.eval_episodes, sensors=teacher.sensors
+    )
     eval_key = evaluation_key(config.seed)
 
     def init():
@@ -78,7 +79,9 @@ def teacher_trainable(teacher: Teacher, initial_params: dict | None = None) -> T
         init=init,
         shardings=compiled.shardings,
         mesh=teacher.mesh,
-        evaluate=lambda state, epoch: summarize(evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch)).success),
+        evaluate=lambda state, epoch: summarize(
+            evaluate(state.params["actor"], jax.random.fold_in(eval_key, epoch)).success
+        ),
         params=lambda state: state.params,
         title=_title(config),
         pictures=lambda state: _maze_top_view(teacher, evaluate, state, eval_key),
@@ -96,8 +99,10 @@ def _maze_top_view(teacher: Teacher, evaluate, state: TrainState, key: jax.Array
     if not isinstance(env, MazeEnv):
         return None
     episodes = jax.device_get(evaluate(state.params["actor"], key))
-    title = (f"CRL teacher (critic depth {config.critic_depth}) on {config.env}, final policy after "
-             f"{int(state.env_steps):,} env steps")
+    title = (
+        f"CRL teacher (critic depth {config.critic_depth}) on {config.env}, final policy after "
+        f"{int(state.env_steps):,} env steps"
+    )
     return lambda out: write_maze_png(env.layout, env.scale, episodes.path, episodes.goal, out / "maze.png", title)
 
 
@@ -125,15 +130,21 @@ def load_init_params(source: Path, teacher: Teacher) -> tuple[dict, dict]:
     def shown(value):
         return "none" if value == "" else value
 
-    differ = [f"{name.replace('_', '-')} {shown(getattr(config, name))} here, {shown(recorded.get(name))} there"
-              for name in INIT_FROM_FIELDS if recorded.get(name) != getattr(config, name)]
+    differ = [
+        f"{name.replace('_', '-')} {shown(getattr(config, name))} here, {shown(recorded.get(name))} there"
+        for name in INIT_FROM_FIELDS
+        if recorded.get(name) != getattr(config, name)
+    ]
     if differ:
         raise DistillError(f"cannot start from {source}: its networks differ from this run's ({'; '.join(differ)})")
     shape = jax.eval_shape(teacher.networks.init, jax.random.PRNGKey(0))
     abstract = with_shardings(abstract_of(shape), replicated(teacher.mesh, shape))
     step, params = load_params(source, abstract, "best")
-    source_plan = None if runs.packed_record(source) else schedule(
-        runs.config_from_record(record, TeacherConfig, source, "teacher"))
+    source_plan = (
+        None
+        if runs.packed_record(source)
+        else schedule(runs.config_from_record(record, TeacherConfig, source, "teacher"))
+    )
     origin = {"run": str(source), **runs.best_checkpoint_info(source, step, source_plan)}
     packed = record.get("packed")
     if isinstance(packed, dict) and packed.get("from"):
@@ -146,9 +157,15 @@ def _has_checkpoint(out: Path) -> bool:
     return root.is_dir() and any(p.name.isdigit() for p in root.iterdir())
 
 
-def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False, show_progress: bool = True,
-                  checkpoint_minutes: float = 10.0, description: str | None = None,
-                  init_from: Path | None = None) -> dict:
+def train_teacher(
+    config: TeacherConfig | None,
+    out: Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    checkpoint_minutes: float = 10.0,
+    description: str | None = None,
+    init_from: Path | None = None,
+) -> dict:
     """Trains a teacher into ``out`` and returns the final evaluation.
 
     With ``resume`` the run in ``out`` continues from its latest checkpoint (from the beginning if it
@@ -171,8 +188,10 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
     initial_params, extra = None, {}
     if init_from is not None:
         if resume:
-            raise DistillError("--init-from starts a new run and cannot go with --resume; a run started from "
-                               "another resumes from its own checkpoints")
+            raise DistillError(
+                "--init-from starts a new run and cannot go with --resume; a run started from "
+                "another resumes from its own checkpoints"
+            )
         runs.check_out_dir(out, resume=False)
         # Loaded (and so checked) before anything is written.
         initial_params, origin = load_init_params(init_from, teacher)
@@ -181,22 +200,48 @@ def train_teacher(config: TeacherConfig | None, out: Path, resume: bool = False,
         origin = runs.read_config(out).get("init_from")
         if isinstance(origin, dict) and not _has_checkpoint(out):
             initial_params, _ = load_init_params(Path(origin["run"]), teacher)
-    runs.start_run(out, resume, "teacher", config, {"num_devices": teacher.mesh.size,
-                                                    "num_processes": jax.process_count(), **extra})
-    return _train_program(teacher_trainable(teacher, initial_params), config, [out], resume, show_progress,
-                          checkpoint_minutes, description or f"teacher {config.env} d{config.critic_depth}")[0]
+    runs.start_run(
+        out,
+        resume,
+        "teacher",
+        config,
+        {"num_devices": teacher.mesh.size, "num_processes": jax.process_count(), **extra},
+    )
+    return _train_program(
+        teacher_trainable(teacher, initial_params),
+        config,
+        [out],
+        resume,
+        show_progress,
+        checkpoint_minutes,
+        description or f"teacher {config.env} d{config.critic_depth}",
+    )[0]
 
 
-def _train_program(trainable: Trainable, config: TeacherConfig, outs: list[Path], resume: bool, show_progress: bool,
-                   checkpoint_minutes: float, description: str) -> list[dict]:
+def _train_program(
+    trainable: Trainable,
+    config: TeacherConfig,
+    outs: list[Path],
+    resume: bool,
+    show_progress: bool,
+    checkpoint_minutes: float,
+    description: str,
+) -> list[dict]:
     """Runs one training program (one teacher, or seeds stacked) with its checkpoints and progress."""
     plan = schedule(config)
     checkpoints = [RunCheckpoints(out, keep=config.keep_checkpoints) for out in outs]
     progress = TrainingProgress(plan.total_env_steps, description, enabled=show_progress and is_writer())
     try:
         with progress:
-            return engine.train_members(trainable, plan, outs, checkpoints, resume=resume,
-                                        checkpoint_minutes=checkpoint_minutes, progress_fn=progress.advance_to)
+            return engine.train_members(
+                trainable,
+                plan,
+                outs,
+                checkpoints,
+                resume=resume,
+                checkpoint_minutes=checkpoint_minutes,
+                progress_fn=progress.advance_to,
+            )
     finally:
         for c in checkpoints:
             c.close()
@@ -219,6 +264,7 @@ def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Train
     shardings = stacked_shardings(solo.shardings)
     keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
     if len(seeds) == 1:
+
         def add_axis(tree):
             return jax.tree.map(lambda x: x[None], tree)
 
@@ -239,8 +285,9 @@ def stacked_teacher_trainable(teacher: Teacher, seeds: tuple[int, ...]) -> Train
         step = jax.vmap(teacher.training_step, axis_name=RUNS_AXIS)
     init = jax.jit(init_one, out_shardings=shardings)
     prefill = jax.jit(prefill_one, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
-    evaluate = make_evaluator(teacher.env, teacher.spec, teacher.networks.act, config.eval_episodes,
-                              sensors=teacher.sensors)
+    evaluate = make_evaluator(
+        teacher.env, teacher.spec, teacher.networks.act, config.eval_episodes, sensors=teacher.sensors
+    )
     evaluate_all = jax.jit(jax.vmap(evaluate))
     eval_keys = jnp.stack([evaluation_key(seed) for seed in seeds])
 
@@ -285,11 +332,18 @@ def check_seeds_fit(config: TeacherConfig, count: int) -> None:
         raise DistillError(
             f"{count} seeds in one program at depth {config.critic_depth} (actor {config.actor_depth}, width "
             f"{config.width}) need an estimated {gigabytes(needed)} but {gigabytes(available)} is available; "
-            "train fewer seeds at once, or one after another (without --parallel-seeds)")
+            "train fewer seeds at once, or one after another (without --parallel-seeds)"
+        )
 
 
-def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool = False, show_progress: bool = True,
-                   checkpoint_minutes: float = 10.0, description: str | None = None) -> list[dict]:
+def train_teachers(
+    configs: list[TeacherConfig],
+    outs: list[Path],
+    resume: bool = False,
+    show_progress: bool = True,
+    checkpoint_minutes: float = 10.0,
+    description: str | None = None,
+) -> list[dict]:
     """Trains teachers that differ only in their seed as one program, each into its own run directory
     (an ordinary teacher run: evaluate, compress, export, render, pack and resume read it as any other).
 
@@ -318,11 +372,22 @@ def train_teachers(configs: list[TeacherConfig], outs: list[Path], resume: bool 
     for out in outs:  # every directory is checked before any is written
         runs.check_out_dir(out, resume)
     for out, c in zip(outs, resolved):
-        runs.start_run(out, resume, "teacher", c, {"num_devices": teacher.mesh.size, "num_processes": jax.process_count(),
-                                                   "parallel_seeds": list(seeds)})
-    return _train_program(stacked_teacher_trainable(teacher, seeds), config, outs, resume, show_progress,
-                          checkpoint_minutes,
-                          description or f"teacher {config.env} d{config.critic_depth} seeds {','.join(map(str, seeds))}")
+        runs.start_run(
+            out,
+            resume,
+            "teacher",
+            c,
+            {"num_devices": teacher.mesh.size, "num_processes": jax.process_count(), "parallel_seeds": list(seeds)},
+        )
+    return _train_program(
+        stacked_teacher_trainable(teacher, seeds),
+        config,
+        outs,
+        resume,
+        show_progress,
+        checkpoint_minutes,
+        description or f"teacher {config.env} d{config.critic_depth} seeds {','.join(map(str, seeds))}",
+    )
 
 
 def load_teacher(run: Path, which: str = "best"):
@@ -331,5 +396,15 @@ def load_teacher(run: Path, which: str = "best"):
     return load_run_networks(run, "teacher", TeacherConfig, which)
 
 
-__all__ = ["Teacher", "TrainState", "compile_teacher", "load_init_params", "load_teacher", "make_teacher", "seed_runs",
-           "stacked_teacher_trainable", "train_teacher", "train_teachers"]
+__all__ = [
+    "Teacher",
+    "TrainState",
+    "compile_teacher",
+    "load_init_params",
+    "load_teacher",
+    "make_teacher",
+    "seed_runs",
+    "stacked_teacher_trainable",
+    "train_teacher",
+    "train_teachers",
+]

@@ -25,7 +25,11 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
         full_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "distill.app.cli", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -72,8 +76,14 @@ def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.Comple
 def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
     """Starts ``distill`` in the background, as a user would."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "distill.app.cli", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "distill.app.cli", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def checkpoint_steps(run: Path) -> list[int]:
@@ -110,8 +120,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 # A teacher small enough to train in seconds on 2 CPU cores.
 TINY_TEACHER = dict(
-    num_envs=8, unroll_length=10, batch_size=32, updates_per_step=2, total_steps=8 * 10 * 6,
-    num_evals=2, eval_episodes=4, replay_rows=100, prefill_rows=20, width=32, repr_dim=16,
+    num_envs=8,
+    unroll_length=10,
+    batch_size=32,
+    updates_per_step=2,
+    total_steps=8 * 10 * 6,
+    num_evals=2,
+    eval_episodes=4,
+    replay_rows=100,
+    prefill_rows=20,
+    width=32,
+    repr_dim=16,
 )
 
 
@@ -128,8 +147,17 @@ def tiny_teacher_run(tmp_path_factory):
 
 # A teacher for the 1000-step environments, small enough to train in well under a minute.
 TINY_ENV_TEACHER = dict(
-    num_envs=4, unroll_length=10, batch_size=16, updates_per_step=2, total_steps=4 * 10 * 4, num_evals=1,
-    eval_episodes=2, replay_rows=60, prefill_rows=20, width=32, repr_dim=8,
+    num_envs=4,
+    unroll_length=10,
+    batch_size=16,
+    updates_per_step=2,
+    total_steps=4 * 10 * 4,
+    num_evals=1,
+    eval_episodes=2,
+    replay_rows=60,
+    prefill_rows=20,
+    width=32,
+    repr_dim=8,
 )
 
 
@@ -145,8 +173,23 @@ def tiny_maze_teacher_run(tmp_path_factory):
 
 
 TINY_STUDENT_FLAGS = [
-    "--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4", "--iterations", "2",
-    "--steps", "6", "--student-width", "16", "--report-episodes", "4", "--no-progress",
+    "--num-envs",
+    "8",
+    "--unroll-length",
+    "10",
+    "--batch-size",
+    "32",
+    "--eval-episodes",
+    "4",
+    "--iterations",
+    "2",
+    "--steps",
+    "6",
+    "--student-width",
+    "16",
+    "--report-episodes",
+    "4",
+    "--no-progress",
 ]
 
 

@@ -89,9 +89,13 @@ def push_actions(cube: np.ndarray) -> np.ndarray:
     behind = cube * [1, 1, 0] - 0.13 * direction + height
     beyond = cube * [1, 1, 0] + 0.1 * direction + height
     above = behind + [0.0, 0.0, 0.12]
-    return waypoints_to_actions([
-        (40, above, above, False), (20, above, behind, False), (60, behind, beyond, False),
-    ])
+    return waypoints_to_actions(
+        [
+            (40, above, above, False),
+            (20, above, behind, False),
+            (60, behind, beyond, False),
+        ]
+    )
 
 
 def pick_and_place_actions(cube: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -100,11 +104,17 @@ def pick_and_place_actions(cube: np.ndarray, goal: np.ndarray) -> np.ndarray:
     above_cube = grasp + [0.0, 0.0, 0.16]
     above_goal = goal + [0.0, 0.0, 0.2]
     release = goal + [0.0, 0.0, 0.05]
-    return waypoints_to_actions([
-        (40, above_cube, above_cube, True), (20, above_cube, grasp, True), (15, grasp, grasp, False),
-        (25, grasp, above_cube, False), (30, above_cube, above_goal, False),
-        (15, above_goal, release, False), (10, release, release, True),
-    ])
+    return waypoints_to_actions(
+        [
+            (40, above_cube, above_cube, True),
+            (20, above_cube, grasp, True),
+            (15, grasp, grasp, False),
+            (25, grasp, above_cube, False),
+            (30, above_cube, above_goal, False),
+            (15, above_goal, release, False),
+            (10, release, release, True),
+        ]
+    )
 
 
 def shove(pipeline_state, slots: slice):
@@ -197,8 +207,10 @@ def test_goals_keep_their_distance_over_many_draws(cls):
 def test_rollout_is_finite_and_keeps_its_goal(run):
     _, env, resets, obs, _ = run
     assert np.isfinite(obs).all()
-    np.testing.assert_array_equal(obs[:, :, env.state_dim :], np.broadcast_to(
-        np.asarray(resets.obs)[None, :NUM_SLOTS, env.state_dim :], obs[:, :, env.state_dim :].shape))
+    np.testing.assert_array_equal(
+        obs[:, :, env.state_dim :],
+        np.broadcast_to(np.asarray(resets.obs)[None, :NUM_SLOTS, env.state_dim :], obs[:, :, env.state_dim :].shape),
+    )
 
 
 def test_cube_rests_on_the_table(run):

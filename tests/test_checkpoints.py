@@ -1,13 +1,12 @@
-
 import jax
 import numpy as np
 import pytest
 
-from distill.store.checkpoints import RunCheckpoints, abstract_of, load_params
 from distill.errors import DistillError
+from distill.store.checkpoints import RunCheckpoints, abstract_of, load_params
+from teachers.agent import compile_teacher, make_teacher
 from teachers.config import teacher_config
 from teachers.train import load_teacher
-from teachers.agent import compile_teacher, make_teacher
 from tests.conftest import TINY_TEACHER
 
 

@@ -32,7 +32,9 @@ def test_bad_training_input(tmp_path, flags, fragments):
 
 
 def test_resume_without_a_run_or_checkpoint(tmp_path):
-    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume")
+    assert_one_line_error(
+        run_cli_in_process("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume"
+    )
     # A run killed before its first checkpoint: --resume starts it from the beginning, with a notice.
     run = tmp_path / "unstarted"
     run.mkdir()
@@ -89,7 +91,9 @@ def test_resume_from_corrupt_checkpoint(tiny_teacher_run, tmp_path):
     for path in (run / "checkpoints" / "last").rglob("*"):
         if path.is_file():
             path.write_bytes(b"not a checkpoint")
-    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(run), "--resume", "--no-progress"), "checkpoint")
+    assert_one_line_error(
+        run_cli_in_process("train-teacher", "--out", str(run), "--resume", "--no-progress"), "checkpoint"
+    )
 
 
 def test_evaluate_bad_inputs(tiny_teacher_run, tmp_path):
@@ -102,9 +106,12 @@ def test_evaluate_bad_inputs(tiny_teacher_run, tmp_path):
 def test_bad_input_in_a_fresh_process_is_one_line_too(tiny_teacher_run, tmp_path):
     # The other refusals run in the test process, whose libraries are long imported; a user's fresh
     # process imports them for the first time, and whatever that prints would show here.
-    assert_one_line_error(run_cli("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "s")),
-                          "mismatch")
-    assert_one_line_error(run_cli("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run")
+    assert_one_line_error(
+        run_cli("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "s")), "mismatch"
+    )
+    assert_one_line_error(
+        run_cli("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run"
+    )
     assert not list(tmp_path.iterdir())
 
 
@@ -114,8 +121,12 @@ def test_evaluate_a_teacher_run(tiny_teacher_run):
     record = json.loads(result.stdout)
     # The same evaluation in this process: the best checkpoint's deterministic policy, 4 episodes, seed 0.
     config, spec, networks, params, step = load_teacher(tiny_teacher_run)
-    evaluate = make_evaluator(spec.make(backend=config.backend), spec,
-                              lambda actor, obs: deterministic_action(networks.policy(actor, obs)[0]), 4)
+    evaluate = make_evaluator(
+        spec.make(backend=config.backend),
+        spec,
+        lambda actor, obs: deterministic_action(networks.policy(actor, obs)[0]),
+        4,
+    )
     expected = summarize(evaluate(params["actor"], jax.random.PRNGKey(0)).success)
     assert expected["episodes"] == 4 and spec.name == "reacher"
     assert {k: record[k] for k in expected} == pytest.approx(expected, abs=1e-6)

@@ -24,8 +24,22 @@ def free_port() -> int:
 def start_processes(out, *extra: str, count: int = 2):
     coordinator = f"127.0.0.1:{free_port()}"
     return [
-        cli_process("train-teacher", "--out", str(out), *TINY_FLAGS, *extra, "--coordinator", coordinator,
-                    "--num-processes", str(count), "--process-id", str(i), "--coordinator-timeout", "60", env=ONE_DEVICE)
+        cli_process(
+            "train-teacher",
+            "--out",
+            str(out),
+            *TINY_FLAGS,
+            *extra,
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            str(count),
+            "--process-id",
+            str(i),
+            "--coordinator-timeout",
+            "60",
+            env=ONE_DEVICE,
+        )
         for i in range(count)
     ]
 
@@ -59,8 +73,14 @@ def test_two_processes_resume_into_one_coherent_run(two_process_run):
     assert two_process_run["killed_at"] == 2  # the first epoch's checkpoint: 2 training steps
     assert [m["epoch"] for m in metrics] == [1, 2]
     per_step = TINY_TEACHER["num_envs"] * TINY_TEACHER["unroll_length"]
-    assert [m["env_steps"] for m in metrics] == [TINY_TEACHER["total_steps"] - 2 * per_step, TINY_TEACHER["total_steps"]]
-    assert [m["sgd_updates"] for m in metrics] == [2 * TINY_TEACHER["updates_per_step"], 4 * TINY_TEACHER["updates_per_step"]]
+    assert [m["env_steps"] for m in metrics] == [
+        TINY_TEACHER["total_steps"] - 2 * per_step,
+        TINY_TEACHER["total_steps"],
+    ]
+    assert [m["sgd_updates"] for m in metrics] == [
+        2 * TINY_TEACHER["updates_per_step"],
+        4 * TINY_TEACHER["updates_per_step"],
+    ]
     # One directory, written once: one config, one metrics line per epoch, checkpoints of both epochs.
     import json
 
@@ -73,8 +93,13 @@ def test_two_processes_resume_into_one_coherent_run(two_process_run):
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_two_devices(two_process_run, tmp_path):
     single = tmp_path / "single"
-    result = run_cli("train-teacher", "--out", str(single), *TINY_FLAGS,
-                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    result = run_cli(
+        "train-teacher",
+        "--out",
+        str(single),
+        *TINY_FLAGS,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert result.returncode == 0, result.stderr
     a, b = read_metrics(single), read_metrics(two_process_run["out"])
     assert [m["env_steps"] for m in a] == [m["env_steps"] for m in b]
@@ -86,9 +111,18 @@ def test_two_processes_match_one_process_with_two_devices(two_process_run, tmp_p
 @pytest.mark.parametrize(
     "flags, fragments",
     [
-        (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], ["--process-id must lie in [0, 1]"]),
-        (["--coordinator", "127.0.0.1:1234", "--num-processes", "0", "--process-id", "0"], ["--num-processes must be at least 1"]),
-        (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"], ["--coordinator must be HOST:PORT"]),
+        (
+            ["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"],
+            ["--process-id must lie in [0, 1]"],
+        ),
+        (
+            ["--coordinator", "127.0.0.1:1234", "--num-processes", "0", "--process-id", "0"],
+            ["--num-processes must be at least 1"],
+        ),
+        (
+            ["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"],
+            ["--coordinator must be HOST:PORT"],
+        ),
         (["--num-processes", "2"], ["needs --coordinator, --num-processes and --process-id together"]),
     ],
 )
@@ -99,8 +133,20 @@ def test_bad_process_settings(tmp_path, flags, fragments):
 
 def test_unreachable_coordinator_times_out_with_one_line(tmp_path):
     t0 = time.perf_counter()
-    result = run_cli("train-teacher", "--out", str(tmp_path / "run"), "--coordinator", f"127.0.0.1:{free_port()}",
-                     "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "5", timeout=120)
+    result = run_cli(
+        "train-teacher",
+        "--out",
+        str(tmp_path / "run"),
+        "--coordinator",
+        f"127.0.0.1:{free_port()}",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--coordinator-timeout",
+        "5",
+        timeout=120,
+    )
     assert_one_line_error(result, "could not join the run", "within 5 s")
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "run").exists()
@@ -108,8 +154,16 @@ def test_unreachable_coordinator_times_out_with_one_line(tmp_path):
 
 def test_mismatched_process_counts_stop_both_processes(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
-    common = ["train-teacher", "--out", str(tmp_path / "run"), *TINY_FLAGS, "--coordinator", coordinator,
-              "--coordinator-timeout", "10"]
+    common = [
+        "train-teacher",
+        "--out",
+        str(tmp_path / "run"),
+        *TINY_FLAGS,
+        "--coordinator",
+        coordinator,
+        "--coordinator-timeout",
+        "10",
+    ]
     first = cli_process(*common, "--num-processes", "2", "--process-id", "0", env=ONE_DEVICE)
     second = run_cli(*common, "--num-processes", "3", "--process-id", "1", env=ONE_DEVICE, timeout=120)
     assert_one_line_error(second, "the run has 2 processes, not the 3 given by --num-processes")
@@ -119,8 +173,20 @@ def test_mismatched_process_counts_stop_both_processes(tmp_path):
 
 def test_duplicate_process_ids_fail_with_one_line_each(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
-    args = ["train-teacher", "--out", str(tmp_path / "run"), *TINY_FLAGS, "--coordinator", coordinator,
-            "--num-processes", "2", "--process-id", "0", "--coordinator-timeout", "5"]
+    args = [
+        "train-teacher",
+        "--out",
+        str(tmp_path / "run"),
+        *TINY_FLAGS,
+        "--coordinator",
+        coordinator,
+        "--num-processes",
+        "2",
+        "--process-id",
+        "0",
+        "--coordinator-timeout",
+        "5",
+    ]
     first = cli_process(*args, env=ONE_DEVICE)
     second = run_cli(*args, env=ONE_DEVICE, timeout=120)
     _, first_err = first.communicate(timeout=120)
@@ -128,5 +194,6 @@ def test_duplicate_process_ids_fail_with_one_line_each(tmp_path):
         assert returncode == 2
         assert [line for line in stderr.splitlines() if line.strip()] == [
             f"error: could not join the run through coordinator {coordinator} within 5 s: "
-            "not every process connected (this is process 0 of 2)"]
+            "not every process connected (this is process 0 of 2)"
+        ]
     assert not (tmp_path / "run").exists()

@@ -27,8 +27,10 @@ def test_doctor_names_a_version_that_differs_from_the_lock(tmp_path):
     result = run_cli_in_process("doctor", "--lock", str(lock))
     assert result.returncode == 1
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
-    assert warnings == [f"warning: jax {importlib.metadata.version('jax')} is installed, the lock has 0.0.1 "
-                        "(make install brings the locked versions)"]
+    assert warnings == [
+        f"warning: jax {importlib.metadata.version('jax')} is installed, the lock has 0.0.1 "
+        "(make install brings the locked versions)"
+    ]
 
 
 def test_doctor_refuses_an_unreadable_lock_in_one_line(tmp_path):

@@ -8,13 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from distill.store.checkpoints import load_params
-from distill.train.engine import make_run_steps, make_schedule
 from distill.errors import DistillError
+from distill.store.checkpoints import load_params
 from distill.store.runs import read_metrics
+from distill.train.engine import make_run_steps, make_schedule
+from teachers.agent import make_teacher
 from teachers.config import teacher_config
 from teachers.train import teacher_trainable, train_teacher
-from teachers.agent import make_teacher
 from tests.conftest import TINY_TEACHER
 
 
@@ -64,7 +64,10 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
     shutil.rmtree(out / "checkpoints" / "best")
     final = train_teacher(None, out, resume=True, show_progress=False)
     assert first < 4
-    assert final["env_steps"] == TINY_TEACHER["total_steps"] and final["sgd_updates"] == 4 * TINY_TEACHER["updates_per_step"]
+    assert (
+        final["env_steps"] == TINY_TEACHER["total_steps"]
+        and final["sgd_updates"] == 4 * TINY_TEACHER["updates_per_step"]
+    )
     assert [m["epoch"] for m in read_metrics(out)] == [1]
     _, resumed = load_params(out, abstract, "last")
     for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):

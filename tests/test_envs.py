@@ -20,9 +20,9 @@ from distill.envs.maze import (
     BIG_MAZE,
     BIG_MAZE_EVAL,
     HARDEST_MAZE,
-    U_MAZE,
     U4_MAZE,
     U5_MAZE,
+    U_MAZE,
     MazeEnv,
     cell_centers,
     maze_env,
@@ -68,8 +68,10 @@ def rollout(env, action_dim: int, key: jax.Array):
 DEFAULT_ENVS = {"reacher", "ant", "humanoid", "ant_u4_maze", "simple_u_maze", "arm_push_easy"}
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param(name, marks=() if name in DEFAULT_ENVS else pytest.mark.slow) for name in sorted(REGISTRY)])
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=() if name in DEFAULT_ENVS else pytest.mark.slow) for name in sorted(REGISTRY)],
+)
 def run(request):
     spec = REGISTRY[request.param]
     env = spec.make()
@@ -142,7 +144,9 @@ def test_environments_without_health_never_end_early(run):
     if env.healthy_z is None:
         assert (done == 0).all()
         # Every slot then restarts exactly every EPISODE_LENGTH steps, as before early termination.
-        np.testing.assert_array_equal(np.asarray(trajectory.steps)[:, 0], (np.arange(1, ROLLOUT_STEPS + 1) % EPISODE_LENGTH))
+        np.testing.assert_array_equal(
+            np.asarray(trajectory.steps)[:, 0], (np.arange(1, ROLLOUT_STEPS + 1) % EPISODE_LENGTH)
+        )
     # A reset slot starts healthy, so no slot is left done after the wrapper's step.
     assert (done[np.asarray(trajectory.steps) == 0] == 0).all()
 
@@ -350,8 +354,7 @@ def test_wall_stops_a_driven_point_mass():
     env = REGISTRY["simple_u_maze"].make()
     # Same places as for the ant: a wall spans x in [10, 14] beyond the start cell (8, 4); the
     # corridor along column 3 is free up to x = 22.
-    walled, free = pushed_along_x(env, [[8.0, 4.0], [4.0, 12.0]], speed=0.0, steps=100,
-                                  action=jnp.array([1.0, 0.0]))
+    walled, free = pushed_along_x(env, [[8.0, 4.0], [4.0, 12.0]], speed=0.0, steps=100, action=jnp.array([1.0, 0.0]))
     assert free.max() > 14.0
     assert walled.max() < 10.0 - BALL_RADIUS + 0.05
     # It rests against the wall rather than bouncing back out.
@@ -456,11 +459,14 @@ def step_with_one_slot_moved(env, z: float, quat):
     return run_once(run, jax.random.PRNGKey(4))
 
 
-@pytest.mark.parametrize("robot, z, quat", [
-    pytest.param(GoalAnt, 0.1, FLIPPED, id="flipped_ant"),
-    # The humanoid's reset and step compile for about a minute.
-    pytest.param(GoalHumanoid, 0.3, LYING, id="fallen_humanoid", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "robot, z, quat",
+    [
+        pytest.param(GoalAnt, 0.1, FLIPPED, id="flipped_ant"),
+        # The humanoid's reset and step compile for about a minute.
+        pytest.param(GoalHumanoid, 0.3, LYING, id="fallen_humanoid", marks=pytest.mark.slow),
+    ],
+)
 def test_an_unhealthy_robot_ends_its_episode_and_its_slot_alone_restarts(robot, z, quat):
     env = robot()
     before, stepped, after = step_with_one_slot_moved(env, z, quat)
@@ -474,7 +480,9 @@ def test_an_unhealthy_robot_ends_its_episode_and_its_slot_alone_restarts(robot, 
     # The restarted slot is a fresh, healthy episode with a new goal; the others went on.
     low, high = env.healthy_z
     assert low < float(after.env.pipeline_state.q[1, 2]) < high and float(after.env.done[1]) == 0
-    assert not np.allclose(np.asarray(after.env.obs[1, env.state_dim:]), np.asarray(before.env.obs[1, env.state_dim:]))
+    assert not np.allclose(
+        np.asarray(after.env.obs[1, env.state_dim :]), np.asarray(before.env.obs[1, env.state_dim :])
+    )
     np.testing.assert_array_equal(np.asarray(after.env.obs)[[0, 2]], np.asarray(stepped.obs)[[0, 2]])
 
 

@@ -33,14 +33,15 @@ def test_evaluation_counts_no_success_after_termination():
     env = AntAtItsGoalThatSettlesTooLow()
     length, episodes = 40, 4
     result = jax.jit(lambda key: rollout_success(env, lambda obs: jnp.zeros((obs.shape[0], 8)), episodes, length, key))(
-        jax.random.PRNGKey(0))
+        jax.random.PRNGKey(0)
+    )
     success = np.asarray(result.success)
     counted = success.sum(axis=0)
     # Each episode ended early: its successes stop at its last step, and the summary keeps it in the
     # mean with what it had.
     assert (counted >= 1).all() and (counted < length).all()
     for e in range(episodes):
-        assert (success[: int(counted[e]), e] == 1).all() and (success[int(counted[e]):, e] == 0).all()
+        assert (success[: int(counted[e]), e] == 1).all() and (success[int(counted[e]) :, e] == 0).all()
     summary = summarize(success)
     assert summary["time_at_goal"] == counted.mean() and summary["success_any"] == 1.0
     assert summary["episodes"] == episodes

@@ -20,11 +20,10 @@ import pytest
 
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.nn.networks import energy
+from distill.nn.networks import energy, make_crl_networks
 from export.onnx_graph import critic_graph, policy_graph, read_metadata, set_metadata
 from export.parity import parity_gate, write_verified
 from export.runtime import OnnxCritic, OnnxPolicy, PolicyFileError, PolicyInputError
-from distill.nn.networks import make_crl_networks
 from tests.conftest import ROOT
 
 SPEC = get_spec("reacher")
@@ -303,8 +302,13 @@ def test_single_call_checks_wide_inputs_too(tmp_path):
     params = init_params(nets.actor, spec.state_dim + spec.goal_dim, seed=0)
     path = tmp_path / "wide.onnx"
     dims = dict(state_dim=spec.state_dim, goal_dim=spec.goal_dim, action_dim=spec.action_dim)
-    write_verified(policy_graph(params, **dims), path, jax_policy(nets, params),
-                   {"obs": spec.state_dim, "goal": spec.goal_dim}, {"env": "humanoid"})
+    write_verified(
+        policy_graph(params, **dims),
+        path,
+        jax_policy(nets, params),
+        {"obs": spec.state_dim, "goal": spec.goal_dim},
+        {"env": "humanoid"},
+    )
     policy = OnnxPolicy(path)
     obs, goal = np.full(spec.state_dim, 0.1, np.float32), np.full(spec.goal_dim, -0.1, np.float32)
     np.testing.assert_allclose(policy(obs, goal), policy(obs[None], goal[None])[0], atol=1e-6)
@@ -318,8 +322,10 @@ def test_single_call_checks_wide_inputs_too(tmp_path):
 def random_policy_inputs(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A float32 batch of observations and goals, drawn from a standard normal."""
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((batch, SPEC.state_dim)).astype(np.float32),
-            rng.standard_normal((batch, SPEC.goal_dim)).astype(np.float32))
+    return (
+        rng.standard_normal((batch, SPEC.state_dim)).astype(np.float32),
+        rng.standard_normal((batch, SPEC.goal_dim)).astype(np.float32),
+    )
 
 
 def test_single_call_matches_batch_and_returns_fresh_arrays(small_policy):
@@ -395,7 +401,11 @@ def test_runtime_imports_without_jax(small_policy):
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
         [sys.executable, "-c", BLOCKED_IMPORT_SCRIPT, str(path)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")

@@ -45,8 +45,12 @@ def test_closed_loop_onnx_matches_the_jax_student(tiny_student_onnx, tiny_studen
 
 
 def test_export_bad_inputs(tiny_teacher_run, tiny_student_onnx, tmp_path):
-    assert_one_line_error(run_cli_in_process("export", str(tmp_path / "missing"), "--out", str(tmp_path / "p.onnx")), "does not exist")
-    assert_one_line_error(run_cli_in_process("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run")
+    assert_one_line_error(
+        run_cli_in_process("export", str(tmp_path / "missing"), "--out", str(tmp_path / "p.onnx")), "does not exist"
+    )
+    assert_one_line_error(
+        run_cli_in_process("export", str(tiny_teacher_run), "--out", str(tmp_path / "p.onnx")), "not a student run"
+    )
 
 
 def test_unwritable_output_path(tiny_student_run, tmp_path):
@@ -63,7 +67,9 @@ def test_evaluate_rejects_foreign_onnx_and_wrong_env(tiny_student_onnx, tmp_path
     del model.metadata_props[:]
     onnx.save(model, str(foreign))
     assert_one_line_error(run_cli_in_process("evaluate", str(foreign), "--episodes", "2"), "metadata")
-    assert_one_line_error(run_cli_in_process("evaluate", str(tiny_student_onnx), "--env", "ant", "--episodes", "2"), "not for 'ant'")
+    assert_one_line_error(
+        run_cli_in_process("evaluate", str(tiny_student_onnx), "--env", "ant", "--episodes", "2"), "not for 'ant'"
+    )
     assert_one_line_error(run_cli_in_process("evaluate", str(tmp_path / "none.onnx")), "does not exist")
 
 
@@ -75,7 +81,9 @@ def test_render_an_onnx_file_that_does_not_name_its_env(tiny_student_onnx, tmp_p
     model.metadata_props.extend(kept)
     onnx.save(model, str(unnamed))
     out = tmp_path / "viewer.html"
-    assert_one_line_error(run_cli_in_process("render", str(unnamed), "--out", str(out)), "does not name its environment", "--env")
+    assert_one_line_error(
+        run_cli_in_process("render", str(unnamed), "--out", str(out)), "does not name its environment", "--env"
+    )
     assert not out.exists()
     result = run_cli("render", str(unnamed), "--env", "reacher", "--out", str(out), "--episodes", "1")
     assert result.returncode == 0, result.stderr

@@ -28,9 +28,18 @@ GATE_EPISODES = 8
 
 def controller(path, gain: float, damping: float = 0.5, heavy_width: int = 0) -> onnx.ModelProto:
     """A PD controller for simple_u_maze as a distill policy file; ``heavy_width`` adds a costly branch times 0."""
-    inits = [numpy_helper.from_array(np.array(v, dtype), n) for n, v, dtype in (
-        ("starts", [0], np.int64), ("mid", [2], np.int64), ("ends", [4], np.int64), ("axes", [1], np.int64),
-        ("gain", [gain], np.float32), ("damping", [damping], np.float32), ("zero", [0.0], np.float32))]
+    inits = [
+        numpy_helper.from_array(np.array(v, dtype), n)
+        for n, v, dtype in (
+            ("starts", [0], np.int64),
+            ("mid", [2], np.int64),
+            ("ends", [4], np.int64),
+            ("axes", [1], np.int64),
+            ("gain", [gain], np.float32),
+            ("damping", [damping], np.float32),
+            ("zero", [0.0], np.float32),
+        )
+    ]
     nodes = [
         helper.make_node("Slice", ["obs", "starts", "mid", "axes"], ["xy"]),
         helper.make_node("Slice", ["obs", "mid", "ends", "axes"], ["v"]),
@@ -45,23 +54,48 @@ def controller(path, gain: float, damping: float = 0.5, heavy_width: int = 0) ->
         h, in_dim = "obs", 4
         for i in range(6):
             w = (rng.standard_normal((in_dim, heavy_width)) / np.sqrt(in_dim)).astype(np.float32)
-            inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(heavy_width, np.float32), f"b{i}")]
-            nodes += [helper.make_node("Gemm", [h, f"w{i}", f"b{i}"], [f"g{i}"]), helper.make_node("Tanh", [f"g{i}"], [f"h{i}"])]
+            inits += [
+                numpy_helper.from_array(w, f"w{i}"),
+                numpy_helper.from_array(np.zeros(heavy_width, np.float32), f"b{i}"),
+            ]
+            nodes += [
+                helper.make_node("Gemm", [h, f"w{i}", f"b{i}"], [f"g{i}"]),
+                helper.make_node("Tanh", [f"g{i}"], [f"h{i}"]),
+            ]
             h, in_dim = f"h{i}", heavy_width
         inits.append(numpy_helper.from_array(np.zeros((heavy_width, 2), np.float32), "w_out"))
-        nodes += [helper.make_node("MatMul", [h, "w_out"], ["side"]), helper.make_node("Mul", ["side", "zero"], ["nothing"]),
-                  helper.make_node("Add", ["pre", "nothing"], ["pre_plus"])]
+        nodes += [
+            helper.make_node("MatMul", [h, "w_out"], ["side"]),
+            helper.make_node("Mul", ["side", "zero"], ["nothing"]),
+            helper.make_node("Add", ["pre", "nothing"], ["pre_plus"]),
+        ]
         last = "pre_plus"
     nodes.append(helper.make_node("Tanh", [last], ["action"]))
     graph = helper.make_graph(
-        nodes, "controller",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("goal", TensorProto.FLOAT, ["batch", 2])],
-        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", 2])], initializer=inits)
+        nodes,
+        "controller",
+        [
+            helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("goal", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", 2])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    set_metadata(model, {"distill_format": "1", "kind": "policy", "env": "simple_u_maze", "state_dim": 4, "goal_dim": 2,
-                         "action_dim": 2, "action_low": -1.0, "action_high": 1.0})
+    set_metadata(
+        model,
+        {
+            "distill_format": "1",
+            "kind": "policy",
+            "env": "simple_u_maze",
+            "state_dim": 4,
+            "goal_dim": 2,
+            "action_dim": 2,
+            "action_low": -1.0,
+            "action_high": 1.0,
+        },
+    )
     if path is not None:
         onnx.save(model, str(path))
     return model
@@ -93,8 +127,17 @@ def test_gate_with_no_allowed_loss_refuses_any_loss(reference, tmp_path):
     fp32, states = reference
     softer = controller(None, gain=2.0, damping=6.0)  # crawls: reaches the same goals later
     with pytest.raises(VariantRefused, match="loses more than 0%"):
-        gate_variant(fp32, softer, "fp16", tmp_path / "p.onnx", episodes=GATE_EPISODES, calibration=states,
-                     max_loss=0.0, min_speedup=0.0, latency_calls=500)
+        gate_variant(
+            fp32,
+            softer,
+            "fp16",
+            tmp_path / "p.onnx",
+            episodes=GATE_EPISODES,
+            calibration=states,
+            max_loss=0.0,
+            min_speedup=0.0,
+            latency_calls=500,
+        )
     assert not (tmp_path / "p.onnx").exists()
 
 
@@ -169,8 +212,14 @@ def test_export_variant_end_to_end(tiny_student_run, tmp_path):
 
 def test_export_variant_bad_flags(tiny_student_run, tmp_path):
     out = tmp_path / "p.onnx"
-    assert_one_line_error(run_cli_in_process("export", str(tiny_student_run), "--out", str(out), "--int8", "--fp16"), "one of --int8 and --fp16")
-    assert_one_line_error(run_cli_in_process("export", str(tiny_student_run), "--out", str(out), "--fp16", "--gate-episodes", "0"), "positive")
+    assert_one_line_error(
+        run_cli_in_process("export", str(tiny_student_run), "--out", str(out), "--int8", "--fp16"),
+        "one of --int8 and --fp16",
+    )
+    assert_one_line_error(
+        run_cli_in_process("export", str(tiny_student_run), "--out", str(out), "--fp16", "--gate-episodes", "0"),
+        "positive",
+    )
     assert not out.exists()
 
 

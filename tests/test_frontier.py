@@ -56,7 +56,10 @@ def test_a_tiny_frontier_runs_end_to_end_and_resumes_without_retraining(tiny_tea
     assert again == points[(4, 16)]["closed_loop"]
     assert points[(4, 16)]["params"] > points[(0, 16)]["params"]
     chosen = recommend(summary["points"], 0.02)
-    assert (summary["recommendation"]["depth"], summary["recommendation"]["width"]) == (chosen["depth"], chosen["width"])
+    assert (summary["recommendation"]["depth"], summary["recommendation"]["width"]) == (
+        chosen["depth"],
+        chosen["width"],
+    )
     assert summary["recommendation"]["command"] in (out / "frontier.md").read_text()
     assert (out / "frontier.png").stat().st_size > 10_000
     assert sum("training the student" in n for n in notices) == 2
@@ -75,16 +78,31 @@ def test_a_tiny_frontier_runs_end_to_end_and_resumes_without_retraining(tiny_tea
     (second / "frontier_point.json").unlink()
     first_files, notices = files(out / "depth_0_width_16"), []
     summary = frontier(plan, out, notices)
-    assert [n for n in notices if "training" in n] == ["frontier 2/2 (depth 4, width 16): training the student (resuming)"]
+    assert [n for n in notices if "training" in n] == [
+        "frontier 2/2 (depth 4, width 16): training the student (resuming)"
+    ]
     assert files(out / "depth_0_width_16") == first_files
     assert [json.loads(line)["epoch"] for line in (second / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert len(summary["points"]) == 2
 
     # Other settings on the same directory are refused in one line, and nothing is lost.
     kept = files(out)
-    result = run_cli("frontier", str(tiny_teacher_run), "--depths", "0,4", "--widths", "16,32", "--out", str(out),
-                     *[x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))],
-                     "--episodes", str(EPISODES), "--obs-noise", str(NOISE), "--no-progress")
+    result = run_cli(
+        "frontier",
+        str(tiny_teacher_run),
+        "--depths",
+        "0,4",
+        "--widths",
+        "16,32",
+        "--out",
+        str(out),
+        *[x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))],
+        "--episodes",
+        str(EPISODES),
+        "--obs-noise",
+        str(NOISE),
+        "--no-progress",
+    )
     assert_one_line_error(result, "holds a frontier with other settings", "widths")
     assert files(out) == kept
 
@@ -103,10 +121,28 @@ def test_the_recommended_command_makes_the_same_student(tiny_teacher_run, tmp_pa
     command = typer.main.get_command(app).commands["compress"]
     params = command.make_context("compress", args[2:]).params
     assert params["baseline"] is False
-    options = {k: params[k] for k in ("env", "steps", "dagger", "student_depth", "student_width", "iterations", "num_envs",
-                                      "unroll_length", "batch_size", "eval_episodes", "policy_loss", "policy_weight",
-                                      "representation_weight", "relational_weight", "temperature",
-                                      "critic_guidance_weight", "seed")}
+    options = {
+        k: params[k]
+        for k in (
+            "env",
+            "steps",
+            "dagger",
+            "student_depth",
+            "student_width",
+            "iterations",
+            "num_envs",
+            "unroll_length",
+            "batch_size",
+            "eval_episodes",
+            "policy_loss",
+            "policy_weight",
+            "representation_weight",
+            "relational_weight",
+            "temperature",
+            "critic_guidance_weight",
+            "seed",
+        )
+    }
     assert run_student_config(params["out"], False, params["teacher_run"], **options) == plan.config(4, 16)
 
 
@@ -176,8 +212,17 @@ def test_bad_frontiers_are_refused_before_anything_runs(tiny_teacher_run, depths
 def test_bad_frontiers_through_the_command_line(tiny_teacher_run, tiny_student_run, tmp_path):
     out = tmp_path / "frontier"
     teacher = str(tiny_teacher_run)
-    assert_one_line_error(run_cli_in_process("frontier", teacher, "--depths", "4,6", "--out", str(out)), "non-negative multiples of 4")
-    assert_one_line_error(run_cli_in_process("frontier", teacher, "--tolerance", "1.5", "--out", str(out)), "--tolerance must lie in [0, 1]")
-    assert_one_line_error(run_cli_in_process("frontier", teacher, "--obs-noise", "-0.1", "--out", str(out)), "--obs-noise")
-    assert_one_line_error(run_cli_in_process("frontier", str(tiny_student_run), "--out", str(out)), "is a student run, not a teacher run")
+    assert_one_line_error(
+        run_cli_in_process("frontier", teacher, "--depths", "4,6", "--out", str(out)), "non-negative multiples of 4"
+    )
+    assert_one_line_error(
+        run_cli_in_process("frontier", teacher, "--tolerance", "1.5", "--out", str(out)),
+        "--tolerance must lie in [0, 1]",
+    )
+    assert_one_line_error(
+        run_cli_in_process("frontier", teacher, "--obs-noise", "-0.1", "--out", str(out)), "--obs-noise"
+    )
+    assert_one_line_error(
+        run_cli_in_process("frontier", str(tiny_student_run), "--out", str(out)), "is a student run, not a teacher run"
+    )
     assert not out.exists()

@@ -22,8 +22,9 @@ def campaign(*args: str, cache=None, timeout: float = 1800) -> subprocess.Comple
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, str(CAMPAIGN), *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(CAMPAIGN), *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+    )
 
 
 def files_under(path):
@@ -41,8 +42,17 @@ def test_a_deadline_shorter_than_the_probe_is_refused_before_anything_is_written
 def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = campaign("--stage", "depth", "--reduced", "--out", str(blocker / "out"), "--work", str(tmp_path / "work"),
-                      "--deadline-s", "100")
+    result = campaign(
+        "--stage",
+        "depth",
+        "--reduced",
+        "--out",
+        str(blocker / "out"),
+        "--work",
+        str(tmp_path / "work"),
+        "--deadline-s",
+        "100",
+    )
     assert result.returncode == 2
     assert_one_line_error(result, "cannot write to the results folder")
     assert not (tmp_path / "work").exists()
@@ -64,14 +74,18 @@ def _record(work, **changes):
 
 def test_a_continuing_call_with_other_settings_or_a_smaller_budget_is_refused(tmp_path):
     out = tmp_path / "out"
-    cases = [(dict(epoch_steps=99), ("epoch_steps: 2 here, 99 there", "only the budget may change")),
-             (dict(target_steps=10**9), ("may only raise it",)),
-             (dict(device="NVIDIA_H200"), ("trained on NVIDIA_H200, not on this cpu",))]
+    cases = [
+        (dict(epoch_steps=99), ("epoch_steps: 2 here, 99 there", "only the budget may change")),
+        (dict(target_steps=10**9), ("may only raise it",)),
+        (dict(device="NVIDIA_H200"), ("trained on NVIDIA_H200, not on this cpu",)),
+    ]
     for index, (changes, fragments) in enumerate(cases):
         work = tmp_path / f"work{index}"
         path = _record(work, **changes)
         before = path.read_bytes()
-        result = campaign("--stage", "depth", "--reduced", "--out", str(out), "--work", str(work), "--deadline-s", "100")
+        result = campaign(
+            "--stage", "depth", "--reduced", "--out", str(out), "--work", str(work), "--deadline-s", "100"
+        )
         assert result.returncode == 2, result.stderr[-2000:]
         assert_one_line_error(result, *fragments)
         assert path.read_bytes() == before and files_under(work) == ["depth_config.json"]
@@ -83,9 +97,14 @@ def test_home_refuses_a_folder_missing_files_or_recorded_on_another_card(tmp_pat
     missing = campaign("--home", str(came_back), "--out", str(tmp_path / "results"))
     assert missing.returncode == 2
     assert_one_line_error(missing, "depth.json is missing")
-    record = {"device": "NVIDIA_H200", "env": "simple_u_maze", "depths": [8, 4], "seeds": [0],
-              "runs": [{"depth": 8, "seed": 0, "run": "depth_8_seed_0"}, {"depth": 4, "seed": 0, "run": "depth_4_seed_0"}],
-              "comparison": {"common_epoch": 1}}
+    record = {
+        "device": "NVIDIA_H200",
+        "env": "simple_u_maze",
+        "depths": [8, 4],
+        "seeds": [0],
+        "runs": [{"depth": 8, "seed": 0, "run": "depth_8_seed_0"}, {"depth": 4, "seed": 0, "run": "depth_4_seed_0"}],
+        "comparison": {"common_epoch": 1},
+    }
     (came_back / "depth.json").write_text(json.dumps(record))
     (came_back / "d8_s0.tar").write_bytes(b"")
     no_tar = campaign("--home", str(came_back), "--out", str(tmp_path / "results"))
@@ -113,8 +132,12 @@ def test_the_speed_stage_measures_the_depth_plans_inputs_first():
     from benchmarks.gpu.speed import PLANS, speed_points
 
     names = [p["name"] for p in speed_points(PLANS["full"])]
-    assert names[:4] == ["train ant_hardest_maze d4", "train ant_hardest_maze d4 x2 seeds",
-                         "train ant_hardest_maze d8", "train ant_hardest_maze d8 x2 seeds"]
+    assert names[:4] == [
+        "train ant_hardest_maze d4",
+        "train ant_hardest_maze d4 x2 seeds",
+        "train ant_hardest_maze d8",
+        "train ant_hardest_maze d8 x2 seeds",
+    ]
     assert names.index("train ant_hardest_maze d64") < names.index("sgd unroll grid")
     assert names.index("train ant_hardest_maze d16 x4 seeds") < names.index("sgd batch grid")
     assert names[-2:] == ["train humanoid_u_maze d256/256", "train humanoid_u_maze d1024/512"]
@@ -135,15 +158,36 @@ def test_a_speed_point_cut_by_its_cap_says_it_was_compiling(tmp_path):
 def test_the_depth_stage_cut_by_its_deadline_continues_from_the_cache_and_goes_home(tmp_path):
     work, cache = tmp_path / "work", tmp_path / "cache"
     first_out, second_out = tmp_path / "out1", tmp_path / "out2"
-    first = campaign("--stage", "depth", "--reduced", "--out", str(first_out), "--work", str(work), "--deadline-s", "100",
-                     cache=cache)
+    first = campaign(
+        "--stage",
+        "depth",
+        "--reduced",
+        "--out",
+        str(first_out),
+        "--work",
+        str(work),
+        "--deadline-s",
+        "100",
+        cache=cache,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
-    for phase in ("setup:", "prefill d8:", "compile d8:", "probe d4:", "plan:", "train d8:", "evaluate d4:", "save d8:",
-                  "deadline:", "save: every run's state"):
+    for phase in (
+        "setup:",
+        "prefill d8:",
+        "compile d8:",
+        "probe d4:",
+        "plan:",
+        "train d8:",
+        "evaluate d4:",
+        "save d8:",
+        "deadline:",
+        "save: every run's state",
+    ):
         assert phase in first.stdout, phase
     # What a call cut at its deadline leaves: the sweep so far and every run, few files, no machine paths.
     assert sorted(p.name for p in first_out.iterdir()) == sorted(
-        ["depth.json", "depth.md", "depth.png", "d8_s0.tar", "d8_s1.tar", "d4_s0.tar", "d4_s1.tar"])
+        ["depth.json", "depth.md", "depth.png", "d8_s0.tar", "d8_s1.tar", "d4_s0.tar", "d4_s1.tar"]
+    )
     assert all(p.stat().st_size < 16 * 2**20 for p in first_out.iterdir())
     for tar_path in first_out.glob("*.tar"):
         with tarfile.open(tar_path) as tar:
@@ -162,8 +206,20 @@ def test_the_depth_stage_cut_by_its_deadline_continues_from_the_cache_and_goes_h
     for row in one["runs"]:
         assert row["final"]["epoch"] == row["epochs"] and row["best"]["time_at_goal"] >= row["final"]["time_at_goal"]
 
-    second = campaign("--stage", "depth", "--reduced", "--out", str(second_out), "--work", str(work),
-                      "--deadline-s", "100", "--target-steps", "2400", cache=cache)
+    second = campaign(
+        "--stage",
+        "depth",
+        "--reduced",
+        "--out",
+        str(second_out),
+        "--work",
+        str(work),
+        "--deadline-s",
+        "100",
+        "--target-steps",
+        "2400",
+        cache=cache,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "continuing the depth stage" in second.stdout and "restored at" in second.stdout
     two = json.loads((second_out / "depth.json").read_text())

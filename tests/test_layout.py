@@ -41,8 +41,12 @@ def sources(*folders: Path) -> list[Path]:
 
 
 def violations(paths: list[Path], forbidden) -> list[str]:
-    return [f"{p.relative_to(ROOT)}:{line} imports {name}" for p in paths
-            for line, name in imports(p.read_text(), module_name(p)) if forbidden(name)]
+    return [
+        f"{p.relative_to(ROOT)}:{line} imports {name}"
+        for p in paths
+        for line, name in imports(p.read_text(), module_name(p))
+        if forbidden(name)
+    ]
 
 
 def test_nothing_below_the_command_layer_imports_it():
@@ -111,10 +115,18 @@ def test_no_modules_import_each_other_in_a_circle():
 
 
 def test_the_rules_see_every_form_of_import():
-    source = ("import os\nimport export.runtime as rt\nfrom . import runs\n\ndef f():\n    from teachers.train import load_teacher\n"
-              "\nclass C:\n    def g(self):\n        import numpy, students\n")
-    assert imports(source, "distill.store.checkpoints") == [(1, "os"),
-        (2, "export.runtime"), (3, "distill.store.runs"), (6, "teachers.train.load_teacher"), (10, "numpy"), (10, "students")]
+    source = (
+        "import os\nimport export.runtime as rt\nfrom . import runs\n\ndef f():\n    from teachers.train import load_teacher\n"
+        "\nclass C:\n    def g(self):\n        import numpy, students\n"
+    )
+    assert imports(source, "distill.store.checkpoints") == [
+        (1, "os"),
+        (2, "export.runtime"),
+        (3, "distill.store.runs"),
+        (6, "teachers.train.load_teacher"),
+        (10, "numpy"),
+        (10, "students"),
+    ]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
     # The command layer does import the upper packages, function-local imports included.

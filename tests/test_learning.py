@@ -25,8 +25,8 @@ def test_reacher_teacher_learns_with_its_defaults(reacher_teacher):
 
 @pytest.mark.slow
 def test_depth4_student_keeps_90_percent_of_the_reacher_teacher(reacher_teacher, tmp_path):
-    from students.config import StudentConfig
     from distill.app.report import build_report
+    from students.config import StudentConfig
     from students.train import compress
 
     teacher, _ = reacher_teacher

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 
 from distill.envs import EnvSpec
-from distill.nn.networks import LOG_STD_MAX, LOG_STD_MIN, Actor, Encoder, count_params
 from distill.errors import DistillError
-from distill.nn.networks import check_block_unroll, make_crl_networks, resolve_block_unroll
+from distill.nn.networks import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    Actor,
+    Encoder,
+    check_block_unroll,
+    count_params,
+    make_crl_networks,
+    resolve_block_unroll,
+)
 from distill.store.legacy import stack_blocks, unstack_blocks
 
 HUMANOID_LIKE = EnvSpec("humanoid_like", 268, (0, 1, 2), 17, 0.5, 1000, "", lambda **_: None)
@@ -85,8 +93,17 @@ def test_unrolled_layout_converts_to_the_stacked_one_and_back():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("value, message", [("0", "at least 1"), (0, "at least 1"), ("-2", "at least 1"),
-                                            ("two", "positive integer"), ("1.5", "positive integer"), (True, "positive integer")])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("0", "at least 1"),
+        (0, "at least 1"),
+        ("-2", "at least 1"),
+        ("two", "positive integer"),
+        ("1.5", "positive integer"),
+        (True, "positive integer"),
+    ],
+)
 def test_bad_block_unroll_is_refused(value, message):
     with pytest.raises(DistillError, match=message):
         check_block_unroll(value)

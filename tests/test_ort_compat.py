@@ -33,7 +33,9 @@ def test_exported_policy_loads_in_onnxruntime_1_16(tiny_student_run, tmp_path):
     env_dir = tmp_path / "ort116"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "onnxruntime==1.16.3", "numpy<2"], capture_output=True, text=True)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "onnxruntime==1.16.3", "numpy<2"], capture_output=True, text=True
+    )
     if install.returncode != 0:
         pytest.skip(f"onnxruntime 1.16.3 could not be installed: {install.stderr.strip()[-200:]}")
     old = subprocess.run([str(python), "-c", SCRIPT, str(ROOT), str(out)], capture_output=True, text=True)

@@ -49,7 +49,9 @@ def test_a_packed_run_holds_the_best_parameters_and_the_record_only(tiny_teacher
     assert not any("tfevents" in name or "/state/" in f"/{name}" for name in names)
     assert sorted(p.name for p in (packed_teacher / "checkpoints" / "best").iterdir()) == [str(step)]
     assert (packed_teacher / "metrics.jsonl").read_bytes() == (tiny_teacher_run / "metrics.jsonl").read_bytes()
-    assert (packed_teacher / "learning_curve.png").read_bytes() == (tiny_teacher_run / "learning_curve.png").read_bytes()
+    assert (packed_teacher / "learning_curve.png").read_bytes() == (
+        tiny_teacher_run / "learning_curve.png"
+    ).read_bytes()
     # A student of either names the same teacher checkpoint.
     assert teacher_checkpoint_hash(packed_teacher) == teacher_checkpoint_hash(tiny_teacher_run)
 
@@ -59,10 +61,17 @@ def test_a_packed_run_holds_the_best_parameters_and_the_record_only(tiny_teacher
     assert record == original
     best = max(read_metrics(tiny_teacher_run), key=lambda m: m["time_at_goal"])
     assert packed["from"] == str(tiny_teacher_run.absolute()) and packed["step"] == step
-    assert (packed["env_steps"], packed["epoch"], packed["time_at_goal"]) == (best["env_steps"], best["epoch"], best["time_at_goal"])
+    assert (packed["env_steps"], packed["epoch"], packed["time_at_goal"]) == (
+        best["env_steps"],
+        best["epoch"],
+        best["time_at_goal"],
+    )
     last = read_metrics(tiny_teacher_run)[-1]
     assert (packed["final"]["env_steps"], packed["final"]["epoch"], packed["final"]["time_at_goal"]) == (
-        last["env_steps"], last["epoch"], last["time_at_goal"])
+        last["env_steps"],
+        last["epoch"],
+        last["time_at_goal"],
+    )
     # Nothing is left beside the packed run by its temporary copy.
     assert sorted(p.name for p in packed_teacher.parent.iterdir()) == ["teacher"]
 
@@ -76,7 +85,10 @@ def test_evaluate_and_render_a_packed_run_as_the_original(tiny_teacher_run, pack
         assert result.returncode == 0, result.stderr
         results.append(json.loads(result.stdout))
     assert results[0] == results[1]
-    pages = [render_target(run, tmp_path / f"{i}.html", episodes=1) for i, run in enumerate((tiny_teacher_run, packed_teacher))]
+    pages = [
+        render_target(run, tmp_path / f"{i}.html", episodes=1)
+        for i, run in enumerate((tiny_teacher_run, packed_teacher))
+    ]
     assert (tmp_path / "0.html").read_bytes() == (tmp_path / "1.html").read_bytes(), pages
 
 
@@ -90,8 +102,12 @@ def test_a_packed_run_keeps_its_final_parameters_but_no_state_and_cannot_resume(
     assert sorted(p.name for p in (packed_teacher / "checkpoints" / "final" / str(step)).iterdir()) != []
     assert not (packed_teacher / "checkpoints" / "final" / str(step) / "state").exists()
     before = files_of(packed_teacher)
-    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(packed_teacher), "--resume", "--no-progress"),
-                          "cannot resume", "packed run", "--init-from")
+    assert_one_line_error(
+        run_cli_in_process("train-teacher", "--out", str(packed_teacher), "--resume", "--no-progress"),
+        "cannot resume",
+        "packed run",
+        "--init-from",
+    )
     assert files_of(packed_teacher) == before
 
 
@@ -112,18 +128,32 @@ def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run
     same bit for bit, with the same report; a packed student exports the same ONNX policy."""
     import onnxruntime as ort
 
+    from distill.app.report import compress_and_report
     from export.student import export_student
     from students.config import student_config
-    from distill.app.report import compress_and_report
     from students.train import load_student
 
-    options = dict(student_depth=4, student_width=16, num_envs=8, unroll_length=10, batch_size=32, eval_episodes=4,
-                   iterations=2, steps=6)
+    options = dict(
+        student_depth=4,
+        student_width=16,
+        num_envs=8,
+        unroll_length=10,
+        batch_size=32,
+        eval_episodes=4,
+        iterations=2,
+        steps=6,
+    )
     students, reports = [], []
     for name, teacher in (("original", tiny_teacher_run), ("packed", packed_teacher)):
         out = tmp_path / name
-        _, report = compress_and_report(student_config(teacher, **options), teacher, out, report_episodes=4,
-                                        baseline_run=teacher, show_progress=False)
+        _, report = compress_and_report(
+            student_config(teacher, **options),
+            teacher,
+            out,
+            report_episodes=4,
+            baseline_run=teacher,
+            show_progress=False,
+        )
         students.append(out)
         reports.append(report)
     assert_same_tree(load_student(students[0])[3], load_student(students[1])[3])
@@ -135,7 +165,9 @@ def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run
     assert result.returncode == 0, result.stderr
     assert {"report.json", "report.md", "report.png"} <= {p.name for p in packed_student.iterdir()}
     assert not (packed_student / "scratch_baseline").exists()
-    exported = [export_student(run, tmp_path / f"{run.name}.onnx", critic=True) for run in (students[0], packed_student)]
+    exported = [
+        export_student(run, tmp_path / f"{run.name}.onnx", critic=True) for run in (students[0], packed_student)
+    ]
     rng = np.random.default_rng(0)
     for kind in ("policy", "critic"):
         sessions = [ort.InferenceSession(e[kind], providers=["CPUExecutionProvider"]) for e in exported]
@@ -149,25 +181,32 @@ def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run
 def test_init_from_starts_from_the_packed_parameters_and_nothing_else(tiny_teacher_run, packed_teacher):
     """The new run's initial state holds the packed parameters bit for bit, and evaluating it gives the
     figures the original run recorded for its best epoch; optimisers and alpha start afresh."""
+    from teachers.agent import make_teacher
     from teachers.config import teacher_config
     from teachers.train import load_init_params, load_teacher, teacher_trainable
-    from teachers.agent import make_teacher
 
     teacher = make_teacher(teacher_config("reacher", **TINY_TEACHER))
     params, origin = load_init_params(packed_teacher, teacher)
     packed = json.loads((packed_teacher / "config.json").read_text())["packed"]
-    assert origin == {"run": str(packed_teacher), "packed_from": str(tiny_teacher_run.absolute()),
-                      **{k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal")}}
+    assert origin == {
+        "run": str(packed_teacher),
+        "packed_from": str(tiny_teacher_run.absolute()),
+        **{k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal")},
+    }
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
     # The original run is a source too, and tells the same story about its best checkpoint.
     assert load_init_params(tiny_teacher_run, teacher)[1] == {
-        "run": str(tiny_teacher_run), **{k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal")}}
+        "run": str(tiny_teacher_run),
+        **{k: packed[k] for k in ("step", "env_steps", "epoch", "time_at_goal")},
+    }
 
     state = teacher_trainable(teacher, params).init()
     fresh = teacher_trainable(teacher).init()
     assert_same_tree(state.params, load_teacher(tiny_teacher_run)[3])
-    assert_same_tree((state.actor_opt, state.critic_opt, state.alpha_opt, state.log_alpha),
-                     (fresh.actor_opt, fresh.critic_opt, fresh.alpha_opt, fresh.log_alpha))
+    assert_same_tree(
+        (state.actor_opt, state.critic_opt, state.alpha_opt, state.log_alpha),
+        (fresh.actor_opt, fresh.critic_opt, fresh.alpha_opt, fresh.log_alpha),
+    )
     assert int(state.updates) == 0 and int(state.env_steps) == int(fresh.env_steps)
     assert not np.array_equal(*(np.asarray(s.params["actor"]["mean"]["kernel"]) for s in (state, fresh)))
 
@@ -195,10 +234,16 @@ def test_train_teacher_init_from_a_packed_run_records_its_origin(packed_teacher,
     result = run_cli("train-teacher", "--out", str(again), "--resume", "--no-progress")
     assert result.returncode == 0, result.stderr
     timing = ("steps_per_s", "epoch_seconds")
-    assert ([{k: v for k, v in m.items() if k not in timing} for m in read_metrics(again)]
-            == [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(run)])
-    assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(run), "--resume", "--init-from", str(packed_teacher),
-                                  "--no-progress"), "--init-from", "--resume")
+    assert [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(again)] == [
+        {k: v for k, v in m.items() if k not in timing} for m in read_metrics(run)
+    ]
+    assert_one_line_error(
+        run_cli_in_process(
+            "train-teacher", "--out", str(run), "--resume", "--init-from", str(packed_teacher), "--no-progress"
+        ),
+        "--init-from",
+        "--resume",
+    )
 
 
 def test_pack_bad_input(tiny_teacher_run, packed_teacher, tmp_path):
@@ -206,7 +251,9 @@ def test_pack_bad_input(tiny_teacher_run, packed_teacher, tmp_path):
     assert_one_line_error(run_cli_in_process("pack", str(tmp_path / "missing"), "--out", str(out)), "does not exist")
     unstarted = tmp_path / "unstarted"
     unstarted.mkdir()
-    (unstarted / "config.json").write_text(json.dumps({"kind": "teacher", "config": {"env": "reacher", **TINY_TEACHER}}))
+    (unstarted / "config.json").write_text(
+        json.dumps({"kind": "teacher", "config": {"env": "reacher", **TINY_TEACHER}})
+    )
     assert_one_line_error(run_cli_in_process("pack", str(unstarted), "--out", str(out)), "no best checkpoint")
     assert_one_line_error(run_cli_in_process("pack", str(packed_teacher), "--out", str(out)), "already a packed run")
     assert not (tmp_path / "out").exists()
@@ -214,7 +261,9 @@ def test_pack_bad_input(tiny_teacher_run, packed_teacher, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("keep me")
-    assert_one_line_error(run_cli_in_process("pack", str(tiny_teacher_run), "--out", str(taken)), "already exists", "not empty")
+    assert_one_line_error(
+        run_cli_in_process("pack", str(tiny_teacher_run), "--out", str(taken)), "already exists", "not empty"
+    )
     assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (taken / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "unstarted"]
 
@@ -222,8 +271,12 @@ def test_pack_bad_input(tiny_teacher_run, packed_teacher, tmp_path):
 def test_init_from_bad_input(packed_teacher, tmp_path):
     def refused(source, *fragments, flags=()):
         out = tmp_path / "new"
-        assert_one_line_error(run_cli_in_process("train-teacher", "--out", str(out), "--init-from", str(source),
-                                                 *TINY_TEACHER_FLAGS, *flags), *fragments)
+        assert_one_line_error(
+            run_cli_in_process(
+                "train-teacher", "--out", str(out), "--init-from", str(source), *TINY_TEACHER_FLAGS, *flags
+            ),
+            *fragments,
+        )
         assert not out.exists()
 
     refused(packed_teacher, "networks differ", "critic-depth 8 here, 4 there", flags=["--critic-depth", "8"])

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from distill.errors import DistillError
 from distill.app.pack import verify_packed_run, verify_tolerance
+from distill.errors import DistillError
 from distill.store.runs import packed_record
 from tests.conftest import ROOT
 
@@ -61,8 +61,9 @@ def test_the_cpu_commands_work_on_the_committed_packed_teacher(tmp_path):
     mapped = run_cli("critic-map", str(run), "--goal", "4,12", "--out", str(tmp_path / "critic.png"))
     assert mapped.returncode == 0, mapped.stderr
     student = tmp_path / "student"
-    compressed = run_cli("compress", str(run), "--student-depth", "4", "--out", str(student), "--no-baseline",
-                         *TINY_STUDENT_FLAGS)
+    compressed = run_cli(
+        "compress", str(run), "--student-depth", "4", "--out", str(student), "--no-baseline", *TINY_STUDENT_FLAGS
+    )
     assert compressed.returncode == 0, compressed.stderr
     exported = run_cli("export", str(student), "--out", str(tmp_path / "student.onnx"))
     assert exported.returncode == 0, exported.stderr

@@ -47,8 +47,16 @@ def test_progress_into_a_log_is_whole_lines_now_and_then(tmp_path):
 
     log = tmp_path / "run.log"
     with open(log, "w") as stderr:
-        done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(EVALS)], stdout=subprocess.PIPE,
-                              stderr=stderr, text=True, env=plain_env(), cwd=ROOT, timeout=120, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", DRIVER, json.dumps(EVALS)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=plain_env(),
+            cwd=ROOT,
+            timeout=120,
+            check=True,
+        )
     seconds = float(done.stdout)
     lines = log.read_text().splitlines()
     assert lines, "nothing was written into the log"
@@ -57,8 +65,9 @@ def test_progress_into_a_log_is_whole_lines_now_and_then(tmp_path):
     assert lines[0].endswith(": started, 100,000 env steps to run (the first steps wait for compilation)")
     assert re.search(r" done: 100,000/100,000 env steps in \d+:\d\d:\d\d  last eval: time_at_goal 33\.5", lines[-1])
 
-    assert re.search(r": first training steps done after \d+:\d\d:\d\d \(compilation included\), 500/100,000 env steps$",
-                     lines[1])
+    assert re.search(
+        r": first training steps done after \d+:\d\d:\d\d \(compilation included\), 500/100,000 env steps$", lines[1]
+    )
     body = lines[2:-1]
     eval_lines = [line for line in body if re.search(r"  eval \d+: ", line)]
     between = [line for line in body if line not in eval_lines]
@@ -92,8 +101,15 @@ def test_a_table_into_a_pipe_keeps_every_cell_whole():
         table.add_row("reacher", "10", "two-link arm \\\\[paper defaults]")
         print_table(table)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=plain_env(), cwd=ROOT,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=plain_env(),
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
     lines = done.stdout.splitlines()
     assert lines[0] == "environments [state, goal]"
     assert long_cell in done.stdout and "two-link arm [paper defaults]" in done.stdout
@@ -105,14 +121,13 @@ def test_a_table_into_a_pipe_keeps_every_cell_whole():
 
 def test_a_terminal_still_gets_the_bar(monkeypatch):
     """What a terminal shows: a live bar with the steps done and the latest evaluation, no log lines."""
+    import fcntl
     import pty
     import select
-
-    from distill.train.progress import TrainingProgress
-
-    import fcntl
     import struct
     import termios
+
+    from distill.train.progress import TrainingProgress
 
     main_fd, tty_fd = pty.openpty()
     fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal 160 columns wide

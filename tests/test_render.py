@@ -47,8 +47,10 @@ def test_render_a_reacher_run_through_the_command_line(tiny_teacher_run, tmp_pat
 
 def test_render_bad_input(tiny_teacher_run, tmp_path):
     # Through the command line once (the one-line form), then the library's own errors.
-    assert_one_line_error(run_cli_in_process("render", str(tiny_teacher_run), "--out", str(tmp_path / "r.html"), "--png"),
-                          "--png draws a maze's top view; 'reacher' is not a maze")
+    assert_one_line_error(
+        run_cli_in_process("render", str(tiny_teacher_run), "--out", str(tmp_path / "r.html"), "--png"),
+        "--png draws a maze's top view; 'reacher' is not a maze",
+    )
     cases = [
         (dict(out=tmp_path / "r.png"), "must name an .html file"),
         (dict(out=tmp_path / "r.html", env="ant"), "trained on 'reacher', not on 'ant'"),
@@ -95,8 +97,10 @@ def test_critic_map_bad_input(tiny_maze_teacher_run, tiny_teacher_run, tmp_path)
     from distill.app.render import critic_map_target
 
     out = tmp_path / "map.png"
-    assert_one_line_error(run_cli_in_process("critic-map", str(tiny_maze_teacher_run), "--goal", "0,0", "--out", str(out)),
-                          "the goal (0.0, 0.0) lies inside a wall")
+    assert_one_line_error(
+        run_cli_in_process("critic-map", str(tiny_maze_teacher_run), "--goal", "0,0", "--out", str(out)),
+        "the goal (0.0, 0.0) lies inside a wall",
+    )
     cases = [
         (tiny_teacher_run, "0,0", out, "'reacher' is not a maze"),
         (tiny_maze_teacher_run, "100,4", out, "lies outside the maze"),

@@ -16,7 +16,13 @@ def filled_buffer(capacity=40, num_envs=3, rows=70):
         steps = np.repeat((t % EPISODE)[:, None], num_envs, axis=1)
         traj = (t // EPISODE)[:, None] * num_envs + np.arange(num_envs)[None, :]
         states = np.stack([traj, steps, np.repeat(t[:, None], num_envs, 1)], axis=-1).astype(np.float32)
-        buf = buffer_insert(buf, jnp.asarray(states), jnp.zeros((7, num_envs, 1)), jnp.asarray(traj, jnp.int32), jnp.asarray(steps, jnp.int32))
+        buf = buffer_insert(
+            buf,
+            jnp.asarray(states),
+            jnp.zeros((7, num_envs, 1)),
+            jnp.asarray(traj, jnp.int32),
+            jnp.asarray(steps, jnp.int32),
+        )
     return buf
 
 
@@ -87,8 +93,9 @@ def variable_length_buffer(capacity=60, num_envs=5, rows=150, seed=0):
     for start in range(0, rows, 10):
         t = np.arange(start, start + 10)
         states = np.stack([traj[t], steps[t], np.repeat(t[:, None], num_envs, 1)], axis=-1).astype(np.float32)
-        buf = buffer_insert(buf, jnp.asarray(states), jnp.zeros((10, num_envs, 1)), jnp.asarray(traj[t]),
-                            jnp.asarray(steps[t]))
+        buf = buffer_insert(
+            buf, jnp.asarray(states), jnp.zeros((10, num_envs, 1)), jnp.asarray(traj[t]), jnp.asarray(steps[t])
+        )
     return buf, traj
 
 
@@ -107,8 +114,7 @@ def test_goals_never_cross_an_early_termination():
     # Offsets reach the very last row of each trajectory, and never beyond.
     last = np.array([np.flatnonzero(traj[:, e] == traj[r, e]).max() for r, e in zip(row[:2000], env[:2000])])
     assert np.all(future[:2000][valid[:2000]] <= np.minimum(last, 149)[valid[:2000]])
-    reached_end = (future == np.array([np.flatnonzero(traj[:, e] == traj[r, e]).max()
-                                       for r, e in zip(row, env)]))
+    reached_end = future == np.array([np.flatnonzero(traj[:, e] == traj[r, e]).max() for r, e in zip(row, env)])
     assert reached_end[valid].any()
 
 

@@ -9,15 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from distill.data.sensors import empty_buffer, observe, parse_sensors, read, step_noise
 from distill.envs import get_spec
 from distill.errors import DistillError
-from distill.data.sensors import empty_buffer, observe, parse_sensors, read, step_noise
 from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
 SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
 
 
 # ---- the spec -------------------------------------------------------------------------------------
+
 
 def test_spec_string_and_toml_file_give_one_canonical_model(tmp_path):
     reacher = get_spec("reacher")
@@ -34,24 +35,27 @@ def test_spec_string_and_toml_file_give_one_canonical_model(tmp_path):
     assert [(s[0], s[3]) for s in per_slice.slices] == [("joint_cos", 0.01), ("fingertip_xy", 0.1)]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("drop=nope", "no state slice 'nope'"),
-    ("keep=joint_cos,nope", "no state slice 'nope'"),
-    ("drop=joint_cos,joint_sin,joint_vel,fingertip_vel,fingertip_xy", "drops every slice"),
-    ("noise=-0.1", "non-negative"),
-    ("noise=fingertip_xy:-1", "non-negative"),
-    ("noise=nan", "non-negative"),
-    ("history=0", "history must lie in [1, 100]"),
-    ("history=101", "history must lie in [1, 100]"),
-    ("latency=-1", "latency must lie in [0, 100]"),
-    ("latency=101", "latency must lie in [0, 100]"),
-    ("history=2.5", "history must be an integer"),
-    ("history", "malformed part 'history'"),
-    ("history=3;history=4", "given twice"),
-    ("colour=red", "unknown field 'colour'"),
-    ("keep=joint_cos;drop=joint_sin", "not both"),
-    ("drop=joint_vel;noise=joint_vel:0.1", "which the sensor model drops"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("drop=nope", "no state slice 'nope'"),
+        ("keep=joint_cos,nope", "no state slice 'nope'"),
+        ("drop=joint_cos,joint_sin,joint_vel,fingertip_vel,fingertip_xy", "drops every slice"),
+        ("noise=-0.1", "non-negative"),
+        ("noise=fingertip_xy:-1", "non-negative"),
+        ("noise=nan", "non-negative"),
+        ("history=0", "history must lie in [1, 100]"),
+        ("history=101", "history must lie in [1, 100]"),
+        ("latency=-1", "latency must lie in [0, 100]"),
+        ("latency=101", "latency must lie in [0, 100]"),
+        ("history=2.5", "history must be an integer"),
+        ("history", "malformed part 'history'"),
+        ("history=3;history=4", "given twice"),
+        ("colour=red", "unknown field 'colour'"),
+        ("keep=joint_cos;drop=joint_sin", "not both"),
+        ("drop=joint_vel;noise=joint_vel:0.1", "which the sensor model drops"),
+    ],
+)
 def test_bad_specs_are_refused_in_one_line(text, fragment):
     with pytest.raises(DistillError) as err:
         parse_sensors(text, get_spec("reacher"))
@@ -70,12 +74,19 @@ def test_envs_layout_command():
     result = run_cli("envs", "--layout", "ant", "--json")
     assert result.returncode == 0, result.stderr
     slices = {s["name"]: (s["start"], s["stop"]) for s in json.loads(result.stdout)["slices"]}
-    assert slices == {"torso_xy": (0, 2), "torso_height": (2, 3), "orientation": (3, 7), "joint_pos": (7, 15),
-                      "torso_vel": (15, 21), "joint_vel": (21, 29)}
+    assert slices == {
+        "torso_xy": (0, 2),
+        "torso_height": (2, 3),
+        "orientation": (3, 7),
+        "joint_pos": (7, 15),
+        "torso_vel": (15, 21),
+        "joint_vel": (21, 29),
+    }
     assert_one_line_error(run_cli_in_process("envs", "--layout", "nope"), "unknown environment 'nope'")
 
 
 # ---- history and latency --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("history, latency", [(1, 0), (3, 0), (1, 2), (3, 2)])
 def test_history_stacks_oldest_first_and_latency_delays_by_exactly_L_steps(history, latency):
@@ -112,13 +123,24 @@ def test_every_model_sees_the_same_noise_draws_of_a_key():
 
 # ---- a real sensor student, its ONNX file and its closed loop --------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sensor_student(tiny_teacher_run, tmp_path_factory):
     """A tiny reacher student behind sensors, made through the CLI (its report's baselines are the
     slow test's)."""
     out = tmp_path_factory.mktemp("sensors") / "student"
-    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(out), "--sensors", SPEC,
-                     *TINY_STUDENT_FLAGS, "--no-baseline")
+    result = run_cli(
+        "compress",
+        str(tiny_teacher_run),
+        "--student-depth",
+        "4",
+        "--out",
+        str(out),
+        "--sensors",
+        SPEC,
+        *TINY_STUDENT_FLAGS,
+        "--no-baseline",
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -145,8 +167,17 @@ def test_sensor_student_run_records_its_model(sensor_student):
 @pytest.mark.slow
 def test_sensor_report_says_what_the_sensors_cost(tiny_teacher_run, tmp_path):
     sensor_student = tmp_path / "student"
-    result = run_cli("compress", str(tiny_teacher_run), "--student-depth", "4", "--out", str(sensor_student),
-                     "--sensors", SPEC, *TINY_STUDENT_FLAGS)
+    result = run_cli(
+        "compress",
+        str(tiny_teacher_run),
+        "--student-depth",
+        "4",
+        "--out",
+        str(sensor_student),
+        "--sensors",
+        SPEC,
+        *TINY_STUDENT_FLAGS,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((sensor_student / "config.json").read_text())["config"]
     report = json.loads((sensor_student / "report.json").read_text())
@@ -156,16 +187,19 @@ def test_sensor_report_says_what_the_sensors_cost(tiny_teacher_run, tmp_path):
     assert "teacher (privileged: full state)" in text and "same student without history" in text
     # The from-scratch baseline is CRL behind the same sensors, evaluated through them.
     assert report["scratch"]["sensors"]["spec"] == config["sensors"]
-    assert json.loads((sensor_student / "scratch_baseline" / "config.json").read_text())["config"]["sensors"] == config["sensors"]
+    assert (
+        json.loads((sensor_student / "scratch_baseline" / "config.json").read_text())["config"]["sensors"]
+        == config["sensors"]
+    )
     assert "CRL from scratch (student size, same sensors)" in text
 
 
 def test_onnx_file_reads_sensors_and_matches_the_jax_student_on_one_stream(sensor_student, sensor_onnx):
+    from distill.data.sensors import history_push, history_start, sensor_vector
+    from distill.nn.networks import deterministic_action
     from export.onnx_graph import read_metadata
     from export.runtime import OnnxPolicy
     from students.train import load_student
-    from distill.nn.networks import deterministic_action
-    from distill.data.sensors import history_push, history_start, sensor_vector
 
     metadata = read_metadata(sensor_onnx)
     assert metadata["inputs"] == ["sensors", "goal"] and metadata["sensor_dim"] == 18
@@ -186,7 +220,9 @@ def test_onnx_file_reads_sensors_and_matches_the_jax_student_on_one_stream(senso
             # OnnxPolicy adds no delay, so its history is the JAX one without the latency.
             want_sensors = np.asarray(buffer[:, -model.history :].reshape(1, -1))[0]
             np.testing.assert_array_equal(policy._sensors, want_sensors)
-            want = deterministic_action(networks.policy(params["actor"], jnp.concatenate([want_sensors, goal])[None])[0])
+            want = deterministic_action(
+                networks.policy(params["actor"], jnp.concatenate([want_sensors, goal])[None])[0]
+            )
             np.testing.assert_allclose(action, np.asarray(want)[0], atol=1e-5)
     assert sensor_vector(model, buffer).shape == (1, 18)
 
@@ -243,9 +279,15 @@ def test_closed_loop_of_the_file_equals_the_jax_student_behind_the_same_sensors(
 
 def test_bad_sensor_option_writes_nothing(tiny_teacher_run, tmp_path):
     out = tmp_path / "student"
-    for spec, fragment in (("drop=nope", "no state slice 'nope'"), ("history=-1", "history must lie"),
-                           ("noise=-2", "non-negative"), ("keep=", "malformed part")):
-        result = run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--sensors", spec, "--no-baseline")
+    for spec, fragment in (
+        ("drop=nope", "no state slice 'nope'"),
+        ("history=-1", "history must lie"),
+        ("noise=-2", "non-negative"),
+        ("keep=", "malformed part"),
+    ):
+        result = run_cli_in_process(
+            "compress", str(tiny_teacher_run), "--out", str(out), "--sensors", spec, "--no-baseline"
+        )
         assert_one_line_error(result, fragment)
         assert not out.exists()
 

@@ -52,7 +52,9 @@ def test_two_seeds_in_one_program_match_their_solo_runs(tiny_teacher_run, tmp_pa
 @pytest.mark.slow
 def test_stacked_runs_resume_after_a_kill_and_read_as_ordinary_runs(tmp_path):
     out = tmp_path / "seeds"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY_TEACHER, "num_evals": 6, "total_steps": 8 * 10 * 14}.items()]
+    flags = [
+        f"--{k.replace('_', '-')}={v}" for k, v in {**TINY_TEACHER, "num_evals": 6, "total_steps": 8 * 10 * 14}.items()
+    ]
     proc = cli_process("train-teacher", "--out", str(out), "--seeds", "3,5", "--no-progress", *flags)
     kill_after_first_checkpoint([proc], out / "seed_5")
     resumed = run_cli("train-teacher", "--out", str(out), "--seeds", "3,5", "--resume", "--no-progress")
@@ -62,21 +64,44 @@ def test_stacked_runs_resume_after_a_kill_and_read_as_ordinary_runs(tmp_path):
         assert [m["epoch"] for m in read_metrics(run)] == list(range(1, 7)), seed
         evaluated = run_cli("evaluate", str(run), "--episodes", "4", "--json")
         assert evaluated.returncode == 0, evaluated.stderr
-    compressed = run_cli("compress", str(out / "seed_5"), "--out", str(tmp_path / "student"), "--no-baseline",
-                         "--num-envs", "8", "--unroll-length", "10", "--batch-size", "32", "--eval-episodes", "4",
-                         "--iterations", "2", "--steps", "4", "--student-width", "16", "--report-episodes", "4",
-                         "--no-progress")
+    compressed = run_cli(
+        "compress",
+        str(out / "seed_5"),
+        "--out",
+        str(tmp_path / "student"),
+        "--no-baseline",
+        "--num-envs",
+        "8",
+        "--unroll-length",
+        "10",
+        "--batch-size",
+        "32",
+        "--eval-episodes",
+        "4",
+        "--iterations",
+        "2",
+        "--steps",
+        "4",
+        "--student-width",
+        "16",
+        "--report-episodes",
+        "4",
+        "--no-progress",
+    )
     assert compressed.returncode == 0, compressed.stderr
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--seeds", ""], "at least one value"),
-    (["--seeds", "1,1"], "more than once"),
-    (["--seeds", "0,x"], "integers"),
-    (["--seeds", "0,1", "--seed", "2"], "either --seed or --seeds"),
-    (["--block-unroll", "0"], "at least 1"),
-    (["--block-unroll", "some"], "positive integer"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seeds", ""], "at least one value"),
+        (["--seeds", "1,1"], "more than once"),
+        (["--seeds", "0,x"], "integers"),
+        (["--seeds", "0,1", "--seed", "2"], "either --seed or --seeds"),
+        (["--block-unroll", "0"], "at least 1"),
+        (["--block-unroll", "some"], "positive integer"),
+    ],
+)
 def test_bad_seeds_and_unrolls_are_refused_in_one_line(tmp_path, args, fragment):
     out = tmp_path / "run"
     result = run_cli_in_process("train-teacher", "--out", str(out), *args)
@@ -92,7 +117,21 @@ def test_parallel_seeds_the_device_cannot_hold_are_refused_with_the_estimate(tmp
     rows = available_bytes() // 4 // row_bytes
     out = tmp_path / "sweep"
     # In a fresh process: were the refusal to go, this run would be too big for the test process to survive.
-    result = run_cli("sweep", "--env", "ant", "--depths", "4", "--seeds", "0,1,2,3,4,5,6,7", "--parallel-seeds",
-                     "--num-envs", "2048", "--replay-rows", str(rows), "--out", str(out))
+    result = run_cli(
+        "sweep",
+        "--env",
+        "ant",
+        "--depths",
+        "4",
+        "--seeds",
+        "0,1,2,3,4,5,6,7",
+        "--parallel-seeds",
+        "--num-envs",
+        "2048",
+        "--replay-rows",
+        str(rows),
+        "--out",
+        str(out),
+    )
     assert_one_line_error(result, "8 seeds in one program", "GB")
     assert not out.exists()

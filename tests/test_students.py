@@ -7,17 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill.store.checkpoints import RunCheckpoints, abstract_of
 from distill.errors import DistillError
-from distill.store.runs import read_metrics
 from distill.nn.networks import deterministic_action
+from distill.store.checkpoints import RunCheckpoints, abstract_of
+from distill.store.runs import read_metrics
 from students import losses
+from students.agent import make_distiller
 from students.config import StudentConfig
 from students.train import load_student
-from students.agent import make_distiller
 from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
-TINY_STUDENT = dict(iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2)
+TINY_STUDENT = dict(
+    iterations=2, num_envs=8, unroll_length=10, updates_per_iteration=3, batch_size=32, eval_episodes=4, num_evals=2
+)
 
 
 def test_gaussian_kl_hand_computed():
@@ -85,8 +87,9 @@ def distiller(tiny_teacher_run):
 
 def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller):
     state = distiller.init(jax.random.PRNGKey(0))
-    _, _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, state.readings, jax.random.PRNGKey(1),
-                                                           jnp.float32(0.0))
+    _, _, rows, teacher_acted = jax.jit(distiller.collect)(
+        state.params, state.env, state.readings, jax.random.PRNGKey(1), jnp.float32(0.0)
+    )
     obs, action, _, _ = rows
     assert not bool(teacher_acted.any())  # beta = 0: the student acts at every step
     student_action = deterministic_action(distiller.student.policy(state.params["actor"], obs)[0])
@@ -100,8 +103,9 @@ def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller
     np.testing.assert_allclose(labels.mean, mean, atol=1e-6)
     np.testing.assert_allclose(labels.log_std, log_std, atol=1e-6)
     # And with beta = 1 the teacher's action is executed.
-    _, _, rows, teacher_acted = jax.jit(distiller.collect)(state.params, state.env, state.readings, jax.random.PRNGKey(1),
-                                                           jnp.float32(1.0))
+    _, _, rows, teacher_acted = jax.jit(distiller.collect)(
+        state.params, state.env, state.readings, jax.random.PRNGKey(1), jnp.float32(1.0)
+    )
     assert bool(teacher_acted.all())
     teacher_action = deterministic_action(distiller.teacher.policy(distiller.teacher_params["actor"], rows[0])[0])
     np.testing.assert_allclose(rows[1], teacher_action, atol=1e-6)
@@ -134,7 +138,9 @@ def test_tiny_end_to_end_compress(tiny_student_run, tiny_teacher_run):
 
     out = tiny_student_run
     report = json.loads((out / "report.json").read_text())
-    assert report["retention"] == pytest.approx(report["student"]["time_at_goal"] / max(report["teacher"]["time_at_goal"], 1e-9))
+    assert report["retention"] == pytest.approx(
+        report["student"]["time_at_goal"] / max(report["teacher"]["time_at_goal"], 1e-9)
+    )
     for key in ("action_error", "critic_agreement", "jax_latency", "params"):
         assert key in report["student"]
     assert report["student"]["params"]["actor"] < report["teacher"]["params"]["actor"]
@@ -147,8 +153,9 @@ def test_tiny_end_to_end_compress(tiny_student_run, tiny_teacher_run):
     # (the report's 4 episodes, seed 0).
     assert report["teacher_run"] == str(tiny_teacher_run) and report["episodes"] == 4 and report["seed"] == 0
     t_config, _, teacher, t_params, _ = load_teacher(tiny_teacher_run)
-    obs, _ = visited_observations(spec, spec.make(backend=t_config.backend), student, params, 4,
-                               jax.random.fold_in(jax.random.PRNGKey(0), 7))
+    obs, _ = visited_observations(
+        spec, spec.make(backend=t_config.backend), student, params, 4, jax.random.fold_in(jax.random.PRNGKey(0), 7)
+    )
     expected = critic_agreement(spec, teacher, t_params, student, params, obs)
     assert report["student"]["critic_agreement"] == pytest.approx(expected, abs=1e-6)
     assert params["actor"]["tower"]["blocks"]["block"]["dense_0"]["kernel"].shape[0] == 1  # one residual block
@@ -164,8 +171,13 @@ def test_compress_with_scratch_baseline(tiny_student_run, tiny_teacher_run):
     report = json.loads((tiny_student_run / "report.json").read_text())
     assert report["scratch"]["depth"] == report["student"]["depth"] == 4
     assert report["scratch"]["width"] == report["student"]["width"] == 16
-    assert report["scratch"]["env_steps"] == json.loads((tiny_teacher_run / "metrics.jsonl").read_text().splitlines()[-1])["env_steps"]
-    assert json.loads((tiny_student_run / "scratch_baseline" / "config.json").read_text())["seed"] == 1  # independent of the teacher
+    assert (
+        report["scratch"]["env_steps"]
+        == json.loads((tiny_teacher_run / "metrics.jsonl").read_text().splitlines()[-1])["env_steps"]
+    )
+    assert (
+        json.loads((tiny_student_run / "scratch_baseline" / "config.json").read_text())["seed"] == 1
+    )  # independent of the teacher
 
 
 # Compressing a maze teacher compiles the student's and the report's programs for 1000-step maze
@@ -177,7 +189,9 @@ def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_
 
     out = tmp_path / "student"
     flags = [f for f in TINY_STUDENT_FLAGS if f != "--no-progress"]
-    result = run_cli("compress", str(tiny_maze_teacher_run), "--out", str(out), *flags, "--no-baseline", "--no-progress")
+    result = run_cli(
+        "compress", str(tiny_maze_teacher_run), "--out", str(out), *flags, "--no-baseline", "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["env"] == "simple_u_maze" and report["maze_paths"] == "report_maze.png"
@@ -188,28 +202,55 @@ def test_maze_report_draws_teacher_and_student_paths(tiny_maze_teacher_run, tmp_
 
 
 def test_compress_bad_inputs(tiny_teacher_run, tmp_path):
-    assert_one_line_error(run_cli_in_process("compress", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")), "does not exist")
+    assert_one_line_error(
+        run_cli_in_process("compress", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")), "does not exist"
+    )
     (tmp_path / "plain").mkdir()
-    assert_one_line_error(run_cli_in_process("compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o2")), "not a run directory")
+    assert_one_line_error(
+        run_cli_in_process("compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o2")), "not a run directory"
+    )
     for depth in ("3", "-4"):
-        assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--student-depth", depth, "--out", str(tmp_path / "o3")), "non-negative multiple of 4")
-    assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "o4")), "mismatch")
-    assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--report-episodes", "0", "--out", str(tmp_path / "o7")), "--report-episodes")
+        assert_one_line_error(
+            run_cli_in_process(
+                "compress", str(tiny_teacher_run), "--student-depth", depth, "--out", str(tmp_path / "o3")
+            ),
+            "non-negative multiple of 4",
+        )
+    assert_one_line_error(
+        run_cli_in_process("compress", str(tiny_teacher_run), "--env", "ant", "--out", str(tmp_path / "o4")), "mismatch"
+    )
+    assert_one_line_error(
+        run_cli_in_process("compress", str(tiny_teacher_run), "--report-episodes", "0", "--out", str(tmp_path / "o7")),
+        "--report-episodes",
+    )
     assert not (tmp_path / "o7").exists()
     broken = tmp_path / "broken"
     shutil.copytree(tiny_teacher_run, broken)
     for path in (broken / "checkpoints" / "best").rglob("*"):
         if path.is_file():
             path.write_bytes(b"junk")
-    assert_one_line_error(run_cli_in_process("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint")
+    assert_one_line_error(
+        run_cli_in_process("compress", str(broken), "--out", str(tmp_path / "o5"), "--no-progress"), "checkpoint"
+    )
     # A too-wide student is warned about before anything runs (here the run then stops on a bad loss name).
-    wide = run_cli_in_process("compress", str(tiny_teacher_run), "--student-width", "1040", "--policy-loss", "l1", "--out", str(tmp_path / "o6"))
+    wide = run_cli_in_process(
+        "compress",
+        str(tiny_teacher_run),
+        "--student-width",
+        "1040",
+        "--policy-loss",
+        "l1",
+        "--out",
+        str(tmp_path / "o6"),
+    )
     assert wide.returncode != 0 and "warning: student width 1040" in wide.stderr and "Traceback" not in wide.stderr
     assert not (tmp_path / "o6").exists()
 
 
 def test_a_student_run_is_not_a_teacher(tiny_student_run, tmp_path):
-    assert_one_line_error(run_cli_in_process("compress", str(tiny_student_run), "--out", str(tmp_path / "o")), "not a teacher run")
+    assert_one_line_error(
+        run_cli_in_process("compress", str(tiny_student_run), "--out", str(tmp_path / "o")), "not a teacher run"
+    )
 
 
 # Kept for CI's slow set: the default suite must fit in 15 minutes on 2 cores.
@@ -225,8 +266,18 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     kill_after_first_checkpoint([cli_process("compress", str(tiny_teacher_run), "--out", str(out), *flags)], out)
     # The report's from-scratch baseline is an existing run here (the teacher itself stands in for a
     # sweep's depth-4 run): it is evaluated as it is, not trained.
-    resumed = run_cli("compress", str(tiny_teacher_run), "--out", str(out), "--resume", "--no-progress",
-                      "--baseline-run", str(tiny_teacher_run), "--report-episodes", "4")
+    resumed = run_cli(
+        "compress",
+        str(tiny_teacher_run),
+        "--out",
+        str(out),
+        "--resume",
+        "--no-progress",
+        "--baseline-run",
+        str(tiny_teacher_run),
+        "--report-episodes",
+        "4",
+    )
     assert resumed.returncode == 0, resumed.stderr
     metrics = read_metrics(out)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))  # no epoch lost or repeated
@@ -241,14 +292,31 @@ def test_interrupted_compress_resumes(tiny_teacher_run, tmp_path):
     assert "given run" in (out / "report.md").read_text()
 
 
-def test_baseline_run_must_be_a_teacher_of_the_same_env(tiny_teacher_run, tiny_student_run, tiny_maze_teacher_run, tmp_path):
+def test_baseline_run_must_be_a_teacher_of_the_same_env(
+    tiny_teacher_run, tiny_student_run, tiny_maze_teacher_run, tmp_path
+):
     out = tmp_path / "student"
-    for baseline, message in ((tiny_student_run, "is a student run"), (tiny_maze_teacher_run, "trained on 'simple_u_maze'"),
-                              (tmp_path / "none", "does not exist")):
-        assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--baseline-run", str(baseline)),
-                              message)
-    assert_one_line_error(run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--no-baseline",
-                                  "--baseline-run", str(tiny_teacher_run)), "cannot go with --no-baseline")
+    for baseline, message in (
+        (tiny_student_run, "is a student run"),
+        (tiny_maze_teacher_run, "trained on 'simple_u_maze'"),
+        (tmp_path / "none", "does not exist"),
+    ):
+        assert_one_line_error(
+            run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(out), "--baseline-run", str(baseline)),
+            message,
+        )
+    assert_one_line_error(
+        run_cli_in_process(
+            "compress",
+            str(tiny_teacher_run),
+            "--out",
+            str(out),
+            "--no-baseline",
+            "--baseline-run",
+            str(tiny_teacher_run),
+        ),
+        "cannot go with --no-baseline",
+    )
     assert not out.exists()
 
 
@@ -257,13 +325,26 @@ def test_loss_is_the_weighted_sum_of_its_table_of_terms():
 
     key = jax.random.PRNGKey(3)
     k = jax.random.split(key, 8)
-    student = losses.Outputs(jax.random.normal(k[0], (5, 2)), 0.1 * jax.random.normal(k[1], (5, 2)),
-                             jax.random.normal(k[2], (5, 4)), jax.random.normal(k[3], (5, 4)),
-                             teacher_q=-jnp.abs(jax.random.normal(k[4], (5,))))
-    teacher = losses.Outputs(jax.random.normal(k[5], (5, 2)), jnp.zeros((5, 2)),
-                             jax.random.normal(k[6], (5, 4)), jax.random.normal(k[7], (5, 4)))
-    config = StudentConfig(policy_weight=0.5, representation_weight=2.0, relational_weight=3.0,
-                           critic_guidance_weight=0.25, temperature=0.7)
+    student = losses.Outputs(
+        jax.random.normal(k[0], (5, 2)),
+        0.1 * jax.random.normal(k[1], (5, 2)),
+        jax.random.normal(k[2], (5, 4)),
+        jax.random.normal(k[3], (5, 4)),
+        teacher_q=-jnp.abs(jax.random.normal(k[4], (5,))),
+    )
+    teacher = losses.Outputs(
+        jax.random.normal(k[5], (5, 2)),
+        jnp.zeros((5, 2)),
+        jax.random.normal(k[6], (5, 4)),
+        jax.random.normal(k[7], (5, 4)),
+    )
+    config = StudentConfig(
+        policy_weight=0.5,
+        representation_weight=2.0,
+        relational_weight=3.0,
+        critic_guidance_weight=0.25,
+        temperature=0.7,
+    )
     for _, field in losses.TERMS.values():
         assert hasattr(config, field)  # every term's weight is a config field
     mse = losses.policy_loss("mse", teacher.mean, teacher.log_std, student.mean, student.log_std)[0]
@@ -297,7 +378,8 @@ def test_compress_resume_with_a_changed_config_is_refused(tiny_student_run, tiny
     run = tmp_path / "student"
     shutil.copytree(tiny_student_run, run)
     before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    result = run_cli_in_process("compress", str(tiny_teacher_run), "--out", str(run), "--resume", "--student-depth", "8",
-                                "--no-progress")
+    result = run_cli_in_process(
+        "compress", str(tiny_teacher_run), "--out", str(run), "--resume", "--student-depth", "8", "--no-progress"
+    )
     assert_one_line_error(result, "changed config", "--student-depth 8 (the run has 4)")
     assert before == {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from distill.errors import DistillError
 from distill.app.sweep import make_plan, parse_int_list
+from distill.errors import DistillError
 from tests.conftest import (
     TINY_ENV_TEACHER,
     assert_one_line_error,
@@ -83,9 +83,13 @@ def test_bad_sweeps_are_refused_before_anything_trains(depths, seeds, message, t
 
 def test_bad_sweep_through_the_command_line(tmp_path):
     out = tmp_path / "sweep"
-    assert_one_line_error(run_cli_in_process("sweep", "--env", "simple_u_maze", "--depths", "4,6", "--out", str(out)),
-                          "positive multiples of 4")
-    assert_one_line_error(run_cli_in_process("sweep", "--env", "walker", "--out", str(out)), "unknown environment 'walker'")
+    assert_one_line_error(
+        run_cli_in_process("sweep", "--env", "simple_u_maze", "--depths", "4,6", "--out", str(out)),
+        "positive multiples of 4",
+    )
+    assert_one_line_error(
+        run_cli_in_process("sweep", "--env", "walker", "--out", str(out)), "unknown environment 'walker'"
+    )
     assert not out.exists()
     (out / "mine").mkdir(parents=True)
     assert_one_line_error(run_cli_in_process(*SWEEP, "--out", str(out)), "already exists and is not empty")
@@ -104,5 +108,7 @@ def test_a_sweep_recorded_before_a_setting_existed_continues_at_that_settings_de
     (tmp_path / "sweep_config.json").write_text(json.dumps(older))
     assert check_grid_dir(tmp_path, "sweep_config.json", record, "sweep", defaults={"unrolled_blocks": False})
     changed = {**record, "settings": {"width": 32, "unrolled_blocks": True}}
-    with pytest.raises(DistillError, match="holds a sweep with other settings .*unrolled_blocks: True here, False there"):
+    with pytest.raises(
+        DistillError, match="holds a sweep with other settings .*unrolled_blocks: True here, False there"
+    ):
         check_grid_dir(tmp_path, "sweep_config.json", changed, "sweep", defaults={"unrolled_blocks": False})

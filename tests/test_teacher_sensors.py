@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from distill.data.sensors import parse_sensors
 from distill.envs import get_spec
 from distill.errors import DistillError
 from distill.store.runs import read_metrics
-from distill.data.sensors import parse_sensors
+from teachers.agent import make_teacher
 from teachers.config import teacher_config
 from teachers.train import load_teacher, train_teacher
-from teachers.agent import make_teacher
 from tests.conftest import TINY_TEACHER, assert_one_line_error, run_cli
 
 SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
@@ -42,23 +42,28 @@ def test_sensor_teacher_records_its_model_and_its_actor_reads_the_sensor_vector(
 
 
 def test_actor_loss_reads_the_sensor_vector_and_the_critic_the_state():
-    from distill.nn.networks import energy, make_crl_networks, sample_action
     from distill.data.replay import Batch
+    from distill.nn.networks import energy, make_crl_networks, sample_action
     from teachers.losses import actor_loss
 
     spec = get_spec("reacher")
     networks = make_crl_networks(spec, actor_depth=4, critic_depth=4, width=8, repr_dim=4, sensor_dim=5)
     params = networks.init(jax.random.PRNGKey(0))
     k_state, k_action, k_goal, k_seen, k_loss = jax.random.split(jax.random.PRNGKey(1), 5)
-    batch = Batch(state=jax.random.normal(k_state, (6, spec.state_dim)),
-                  action=jax.random.uniform(k_action, (6, spec.action_dim), minval=-1, maxval=1),
-                  goal=jax.random.normal(k_goal, (6, spec.goal_dim)), weight=jax.numpy.ones(6))
+    batch = Batch(
+        state=jax.random.normal(k_state, (6, spec.state_dim)),
+        action=jax.random.uniform(k_action, (6, spec.action_dim), minval=-1, maxval=1),
+        goal=jax.random.normal(k_goal, (6, spec.goal_dim)),
+        weight=jax.numpy.ones(6),
+    )
     seen = jax.random.normal(k_seen, (6, 5))
     critic = {"sa_encoder": params["sa_encoder"], "goal_encoder": params["goal_encoder"]}
     loss, _ = actor_loss(params["actor"], critic, networks, batch, 0.1, k_loss, seen)
     mean, log_std = networks.policy(params["actor"], jax.numpy.concatenate([seen, batch.goal], -1))
     action, log_prob = sample_action(k_loss, mean, log_std)
-    q = energy(networks.phi(params["sa_encoder"], batch.state, action), networks.psi(params["goal_encoder"], batch.goal))
+    q = energy(
+        networks.phi(params["sa_encoder"], batch.state, action), networks.psi(params["goal_encoder"], batch.goal)
+    )
     np.testing.assert_allclose(loss, np.mean(0.1 * log_prob - q), rtol=1e-5)
 
 
@@ -107,8 +112,13 @@ def test_sensor_teacher_evaluates_through_its_sensors(sensor_teacher):
     def policy(actor_params, obs):
         return jax.numpy.tanh(networks.policy(actor_params, obs)[0])
 
-    evaluate = make_evaluator(spec.make(backend=config.backend), spec, policy, config.eval_episodes,
-                              sensors=parse_sensors(config.sensors, spec))
+    evaluate = make_evaluator(
+        spec.make(backend=config.backend),
+        spec,
+        policy,
+        config.eval_episodes,
+        sensors=parse_sensors(config.sensors, spec),
+    )
     key = evaluation_key(config.seed, last["epoch"])
     assert summarize(evaluate(params["actor"], key).success)["time_at_goal"] == pytest.approx(last["time_at_goal"])
 
@@ -137,8 +147,8 @@ def test_a_run_cannot_start_from_a_teacher_behind_other_sensors(sensor_teacher):
 
 
 def test_a_teacher_behind_sensors_cannot_be_distilled(sensor_teacher, tmp_path):
-    from students.config import StudentConfig
     from students.agent import make_distiller
+    from students.config import StudentConfig
 
     out = tmp_path / "student"
     result = run_cli("compress", str(sensor_teacher), "--out", str(out), "--no-baseline", "--no-progress")

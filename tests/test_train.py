@@ -26,8 +26,17 @@ def test_run_directory_contents(tiny_teacher_run):
     assert {"jax", "flax", "brax", "orbax-checkpoint", "python"} <= set(config["versions"])
     metrics = read_metrics(tiny_teacher_run)
     assert [m["epoch"] for m in metrics] == [1, 2]
-    for key in ("env_steps", "steps_per_s", "critic_loss", "actor_loss", "alpha", "time_at_goal", "success_any",
-                "episode_ends", "early_terminations"):
+    for key in (
+        "env_steps",
+        "steps_per_s",
+        "critic_loss",
+        "actor_loss",
+        "alpha",
+        "time_at_goal",
+        "success_any",
+        "episode_ends",
+        "early_terminations",
+    ):
         assert key in metrics[-1]
     # The reacher never ends an episode early.
     assert all(m["early_terminations"] == 0 for m in metrics)
@@ -61,7 +70,9 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     # An absurd learning rate makes the real networks overflow within a few updates.
-    config = teacher_config("reacher", **{**TINY_TEACHER, "num_evals": 6, "total_steps": 8 * 10 * 40, "learning_rate": 1e30})
+    config = teacher_config(
+        "reacher", **{**TINY_TEACHER, "num_evals": 6, "total_steps": 8 * 10 * 40, "learning_rate": 1e30}
+    )
     with pytest.raises(DistillError, match="non-finite"):
         train_teacher(config, tmp_path / "run", show_progress=False)
     assert (tmp_path / "run" / "config.json").is_file()

@@ -24,7 +24,12 @@ def check_tiny_run(run, final, env: str):
     metrics = read_metrics(run)
     assert len(metrics) == 1 and metrics[0]["epoch"] == 1
     record = metrics[0]
-    assert final["env_steps"] == record["env_steps"] == TINY["total_steps"] == PREFILL_ENV_STEPS + TRAINING_STEPS * PER_STEP
+    assert (
+        final["env_steps"]
+        == record["env_steps"]
+        == TINY["total_steps"]
+        == PREFILL_ENV_STEPS + TRAINING_STEPS * PER_STEP
+    )
     # 2 prefill unrolls (80 env steps), then 2 training steps of 40 env steps and 2 updates each.
     assert record["sgd_updates"] == TRAINING_STEPS * TINY["updates_per_step"] == 4
     assert final["episode_length"] == REGISTRY[env].episode_length and final["episodes"] == 2

@@ -31,10 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", metavar="DIR", help="On the CPU: the home half of a depth stage's results in DIR.")
     parser.add_argument("--out", default=None, help="Where results go (on a lent GPU: $OUT).")
     parser.add_argument("--work", default=None, help="Where the depth stage trains its runs (default runs/gpu/depth).")
-    parser.add_argument("--deadline-s", type=float, default=None,
-                        help="Seconds after this process started by which the stage has stopped and saved.")
-    parser.add_argument("--target-steps", type=int, default=None,
-                        help="Env steps per run at which the depth stage's runs are finished (may grow between calls).")
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="Seconds after this process started by which the stage has stopped and saved.",
+    )
+    parser.add_argument(
+        "--target-steps",
+        type=int,
+        default=None,
+        help="Env steps per run at which the depth stage's runs are finished (may grow between calls).",
+    )
     parser.add_argument("--reduced", action="store_true", help="Toy sizes on a point-mass maze (a CPU check).")
     parser.add_argument("--speed-point", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

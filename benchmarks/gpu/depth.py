@@ -66,23 +66,53 @@ class DepthPlan:
 
     def settings(self) -> dict:
         """What a continuing call must share with the first (the budget, target_steps, may grow)."""
-        return {"env": self.env, "depths": list(self.depths), "seeds": list(self.seeds),
-                "epoch_steps": self.epoch_steps, "overrides": dict(sorted(self.overrides.items()))}
+        return {
+            "env": self.env,
+            "depths": list(self.depths),
+            "seeds": list(self.seeds),
+            "epoch_steps": self.epoch_steps,
+            "overrides": dict(sorted(self.overrides.items())),
+        }
 
 
 PLANS = {
-    "full": DepthPlan(env="ant_hardest_maze", depths=(8, 4), seeds=(0, 1), target_steps=10_000_000, epoch_steps=16,
-                      overrides=dict(batch_size=512, eval_episodes=64, keep_checkpoints=1)),
+    "full": DepthPlan(
+        env="ant_hardest_maze",
+        depths=(8, 4),
+        seeds=(0, 1),
+        target_steps=10_000_000,
+        epoch_steps=16,
+        overrides=dict(batch_size=512, eval_episodes=64, keep_checkpoints=1),
+    ),
     # The same stage at toy sizes on the point mass: a check of the whole path on a CPU.
-    "reduced": DepthPlan(env="simple_u_maze", depths=(8, 4), seeds=(0, 1), target_steps=1_600, epoch_steps=2,
-                         overrides=dict(num_envs=4, unroll_length=10, batch_size=16, updates_per_step=2,
-                                        eval_episodes=2, replay_rows=60, prefill_rows=20, width=32, repr_dim=8,
-                                        keep_checkpoints=1),
-                         probe_steps=1, min_deadline_s=60.0, state_minutes=5.0, margin_s=2.0),
+    "reduced": DepthPlan(
+        env="simple_u_maze",
+        depths=(8, 4),
+        seeds=(0, 1),
+        target_steps=1_600,
+        epoch_steps=2,
+        overrides=dict(
+            num_envs=4,
+            unroll_length=10,
+            batch_size=16,
+            updates_per_step=2,
+            eval_episodes=2,
+            replay_rows=60,
+            prefill_rows=20,
+            width=32,
+            repr_dim=8,
+            keep_checkpoints=1,
+        ),
+        probe_steps=1,
+        min_deadline_s=60.0,
+        state_minutes=5.0,
+        margin_s=2.0,
+    ),
 }
 
 
 # --- the runs ------------------------------------------------------------------------------------
+
 
 def run_config(plan: DepthPlan, depth: int, seed: int, target_steps: int):
     """The teacher config of one run: the preset, the plan's overrides, and a budget of whole epochs
@@ -109,16 +139,22 @@ def open_record(work: Path, plan: DepthPlan, target_steps: int, device: str) -> 
         return record, False
     record = read_json(path, "the first call's settings")
     if record.get("device") != device:
-        raise CampaignError(f"{work} was trained on {record.get('device')}, not on this {device}; nothing was "
-                            "changed (choose another --work)")
+        raise CampaignError(
+            f"{work} was trained on {record.get('device')}, not on this {device}; nothing was "
+            "changed (choose another --work)"
+        )
     old, new = {k: record.get(k) for k in plan.settings()}, json.loads(json.dumps(plan.settings()))
     differ = [f"{k}: {new[k]} here, {old[k]} there" for k in new if old[k] != new[k]]
     if differ:
-        raise CampaignError(f"{work} holds a depth stage with other settings ({'; '.join(differ)}); only the "
-                            "budget may change between calls: nothing was changed")
+        raise CampaignError(
+            f"{work} holds a depth stage with other settings ({'; '.join(differ)}); only the "
+            "budget may change between calls: nothing was changed"
+        )
     if target_steps < record["target_steps"]:
-        raise CampaignError(f"--target-steps {target_steps:,} is below the {record['target_steps']:,} the stage "
-                            "started with; a continuing call may only raise it")
+        raise CampaignError(
+            f"--target-steps {target_steps:,} is below the {record['target_steps']:,} the stage "
+            "started with; a continuing call may only raise it"
+        )
     record["target_steps"] = target_steps
     return record, True
 
@@ -149,12 +185,12 @@ class Program:
 def build_program(plan: DepthPlan, depth: int, work: Path, target_steps: int, continuing: bool) -> Program:
     """Starts (or reopens) the runs of one depth and brings their stacked state onto the device:
     restored on a continuing call, else initialised and prefilled (both timed)."""
-    from distill.train import engine
     from distill.store import runs
     from distill.store.checkpoints import RunCheckpoints
+    from distill.train import engine
+    from teachers.agent import RUNS_AXIS, make_teacher
     from teachers.config import TeacherConfig
     from teachers.train import schedule, stacked_teacher_trainable
-    from teachers.agent import RUNS_AXIS, make_teacher
 
     configs = [run_config(plan, depth, seed, target_steps) for seed in plan.seeds]
     outs = [run_dir(work, depth, seed) for seed in plan.seeds]
@@ -170,21 +206,36 @@ def build_program(plan: DepthPlan, depth: int, work: Path, target_steps: int, co
             record["config"] = dataclasses.asdict(config)
             runs.atomic_write_text(out / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         else:
-            runs.start_run(out, False, "teacher", config, {"num_devices": teacher.mesh.size, "num_processes": 1,
-                                                           "parallel_seeds": list(plan.seeds)})
+            runs.start_run(
+                out,
+                False,
+                "teacher",
+                config,
+                {"num_devices": teacher.mesh.size, "num_processes": 1, "parallel_seeds": list(plan.seeds)},
+            )
     trainable = stacked_teacher_trainable(teacher, plan.seeds)
     sched = schedule(resolved[0])
     checkpoints = [RunCheckpoints(out, keep=resolved[0].keep_checkpoints) for out in outs]
     t0 = time.perf_counter()
-    training = engine.Training(trainable, sched, outs, checkpoints, resume=continuing and all(started),
-                               checkpoint_minutes=plan.state_minutes, state_minutes=plan.state_minutes,
-                               notice=lambda text: stamp(f"d{depth}", text))
+    training = engine.Training(
+        trainable,
+        sched,
+        outs,
+        checkpoints,
+        resume=continuing and all(started),
+        checkpoint_minutes=plan.state_minutes,
+        state_minutes=plan.state_minutes,
+        notice=lambda text: stamp(f"d{depth}", text),
+    )
     import jax
 
     jax.block_until_ready(training.state)
     seconds = time.perf_counter() - t0
-    how = (f"restored at {training.env_steps:,} env steps per run" if training.steps_done
-           else f"initialised and prefilled ({training.env_steps:,} env steps per run, compiling included)")
+    how = (
+        f"restored at {training.env_steps:,} env steps per run"
+        if training.steps_done
+        else f"initialised and prefilled ({training.env_steps:,} env steps per run, compiling included)"
+    )
     stamp(f"prefill d{depth}", f"{how} in {seconds:.1f} s")
     program = Program(depth, outs, training, trainable, sched.env_steps_per_step)
     program.timings["start_s"] = seconds
@@ -204,8 +255,11 @@ def probe(program: Program, plan: DepthPlan, evaluations: bool) -> None:
     program.timings.update(compile_s=compile_s, step_s=step_s)
     per_seed = program.env_steps_per_step / step_s
     stamp(f"compile d{program.depth}", f"first training step {compile_s:.1f} s (compiling included)")
-    stamp(f"probe d{program.depth}", f"{step_s:.3f} s per training step = {per_seed:,.0f} env steps/s per seed, "
-          f"{per_seed * len(plan.seeds):,.0f} in total ({len(plan.seeds)} seeds in one program)")
+    stamp(
+        f"probe d{program.depth}",
+        f"{step_s:.3f} s per training step = {per_seed:,.0f} env steps/s per seed, "
+        f"{per_seed * len(plan.seeds):,.0f} in total ({len(plan.seeds)} seeds in one program)",
+    )
     if evaluations:
         t0 = time.perf_counter()
         program.trainable.evaluate(training.state, 0)
@@ -213,11 +267,15 @@ def probe(program: Program, plan: DepthPlan, evaluations: bool) -> None:
         t0 = time.perf_counter()
         program.trainable.evaluate(training.state, 0)
         program.timings.update(eval_compile_s=eval_compile_s, eval_s=time.perf_counter() - t0)
-        stamp(f"probe d{program.depth}", f"evaluation {program.timings['eval_s']:.1f} s "
-              f"({eval_compile_s:.1f} s with compiling)")
+        stamp(
+            f"probe d{program.depth}",
+            f"evaluation {program.timings['eval_s']:.1f} s ({eval_compile_s:.1f} s with compiling)",
+        )
 
 
-def rounds_that_fit(step_seconds: dict[int, float], overhead_s: dict[int, float], epoch_steps: int, seconds: float) -> int:
+def rounds_that_fit(
+    step_seconds: dict[int, float], overhead_s: dict[int, float], epoch_steps: int, seconds: float
+) -> int:
     """Whole rounds (one epoch of every depth) that fit ``seconds``."""
     per_round = sum(epoch_steps * step_seconds[d] + overhead_s[d] for d in step_seconds)
     return max(0, int(seconds // per_round)) if per_round > 0 else 0
@@ -238,8 +296,9 @@ def make_call_plan(plan: DepthPlan, programs: list[Program], seconds: float, rec
     training = programs[0].training
     epochs_left = training.schedule.epochs - training.epochs_done
     step_s = {p.depth: p.step_seconds() for p in programs}
-    overhead = {p.depth: p.timings.get("eval_s", record.get("eval_s", {}).get(str(p.depth), 0.0)) + 1.0
-                for p in programs}
+    overhead = {
+        p.depth: p.timings.get("eval_s", record.get("eval_s", {}).get(str(p.depth), 0.0)) + 1.0 for p in programs
+    }
     rounds = min(epochs_left, rounds_that_fit(step_s, overhead, plan.epoch_steps, seconds))
     reach = training.schedule.initial_env_steps + (training.epochs_done + rounds) * plan.epoch_steps * per_step
     seeds = len(plan.seeds)
@@ -247,23 +306,33 @@ def make_call_plan(plan: DepthPlan, programs: list[Program], seconds: float, rec
     if set(H100_RATES) >= set(step_s):
         h100_step = {d: per_step / (H100_RATES[d] * H100_STACKING_GAIN / seeds) for d in step_s}
         h100_rounds = rounds_that_fit(h100_step, overhead, plan.epoch_steps, seconds)
-        h100 = {"rounds": h100_rounds, "env_steps_per_run": training.schedule.initial_env_steps
-                + (training.epochs_done + min(epochs_left, h100_rounds)) * plan.epoch_steps * per_step,
-                "rates_per_seed_one_program": {str(d): H100_RATES[d] * H100_STACKING_GAIN / seeds for d in step_s}}
-    return {"seconds": seconds, "rounds": rounds, "epoch_env_steps": plan.epoch_steps * per_step,
-            "env_steps_per_run_at_deadline": reach if rounds else training.env_steps,
-            "step_seconds": {str(d): s for d, s in step_s.items()},
-            "epoch_overhead_s": {str(d): s for d, s in overhead.items()}, "h100_plan": h100}
-
+        h100 = {
+            "rounds": h100_rounds,
+            "env_steps_per_run": training.schedule.initial_env_steps
+            + (training.epochs_done + min(epochs_left, h100_rounds)) * plan.epoch_steps * per_step,
+            "rates_per_seed_one_program": {str(d): H100_RATES[d] * H100_STACKING_GAIN / seeds for d in step_s},
+        }
+    return {
+        "seconds": seconds,
+        "rounds": rounds,
+        "epoch_env_steps": plan.epoch_steps * per_step,
+        "env_steps_per_run_at_deadline": reach if rounds else training.env_steps,
+        "step_seconds": {str(d): s for d, s in step_s.items()},
+        "epoch_overhead_s": {str(d): s for d, s in overhead.items()},
+        "h100_plan": h100,
+    }
 
 
 # --- the stage -------------------------------------------------------------------------------------
 
+
 def stage_depth(plan: DepthPlan, out: Path, work: Path, deadline_s: float, target_steps: int | None = None) -> dict:
     """One call of the depth stage; returns depth.json's content."""
     if deadline_s < plan.min_deadline_s:
-        raise CampaignError(f"--deadline-s {deadline_s:.0f} is shorter than the probe (it needs about "
-                            f"{plan.min_deadline_s:.0f} s to compile, prefill and time both depths); nothing was written")
+        raise CampaignError(
+            f"--deadline-s {deadline_s:.0f} is shorter than the probe (it needs about "
+            f"{plan.min_deadline_s:.0f} s to compile, prefill and time both depths); nothing was written"
+        )
     out = check_writable(out, "the results folder")
     work = check_writable(work, "the work folder")
     device = device_name()
@@ -271,8 +340,11 @@ def stage_depth(plan: DepthPlan, out: Path, work: Path, deadline_s: float, targe
     record, continuing = open_record(work, plan, target, device)
     call = {"call": len(record["calls"]) + 1, "deadline_s": deadline_s, "continuing": continuing}
     record["calls"].append(call)
-    stamp("setup", f"{'continuing' if continuing else 'starting'} the depth stage on {device}: {plan.env}, depths "
-          f"{list(plan.depths)}, seeds {list(plan.seeds)}; {seconds_left(deadline_s):.0f} s to the deadline")
+    stamp(
+        "setup",
+        f"{'continuing' if continuing else 'starting'} the depth stage on {device}: {plan.env}, depths "
+        f"{list(plan.depths)}, seeds {list(plan.seeds)}; {seconds_left(deadline_s):.0f} s to the deadline",
+    )
     programs = []
     try:
         for depth in plan.depths:
@@ -281,9 +353,14 @@ def stage_depth(plan: DepthPlan, out: Path, work: Path, deadline_s: float, targe
             probe(program, plan, evaluations=not record.get("eval_s"))
         if not record.get("eval_s"):
             record["eval_s"] = {str(p.depth): p.timings["eval_s"] for p in programs}
-        call["probe"] = {str(p.depth): dict(p.timings, env_steps_per_s_per_seed=p.env_steps_per_step / p.step_seconds(),
-                                             env_steps_per_s_total=len(plan.seeds) * p.env_steps_per_step / p.step_seconds())
-                         for p in programs}
+        call["probe"] = {
+            str(p.depth): dict(
+                p.timings,
+                env_steps_per_s_per_seed=p.env_steps_per_step / p.step_seconds(),
+                env_steps_per_s_total=len(plan.seeds) * p.env_steps_per_step / p.step_seconds(),
+            )
+            for p in programs
+        }
         save_s = state_save_estimate(programs)
         available = seconds_left(deadline_s) - save_s - plan.margin_s
         call["plan"] = make_call_plan(plan, programs, available, record)
@@ -298,8 +375,11 @@ def stage_depth(plan: DepthPlan, out: Path, work: Path, deadline_s: float, targe
             needed = sum(p.epoch_estimate(plan) for p in todo) + save_s + plan.margin_s
             if seconds_left(deadline_s) < needed:
                 call["stopped"] = "the deadline"
-                stamp("deadline", f"{seconds_left(deadline_s):.0f} s left, a round needs about {needed:.0f} s "
-                      "with the final save: stopping here")
+                stamp(
+                    "deadline",
+                    f"{seconds_left(deadline_s):.0f} s left, a round needs about {needed:.0f} s "
+                    "with the final save: stopping here",
+                )
                 break
             for program in todo:
                 run_one_epoch(program, plan)
@@ -309,8 +389,11 @@ def stage_depth(plan: DepthPlan, out: Path, work: Path, deadline_s: float, targe
         for program in programs:
             program.training.save_state()
         call["state_save_s"] = time.perf_counter() - t0
-        stamp("save", f"every run's state (replay included) saved in {call['state_save_s']:.1f} s: a next call "
-              "continues from here")
+        stamp(
+            "save",
+            f"every run's state (replay included) saved in {call['state_save_s']:.1f} s: a next call "
+            "continues from here",
+        )
     finally:
         for program in programs:
             program.training.close()
@@ -331,26 +414,41 @@ def run_one_epoch(program: Program, plan: DepthPlan) -> None:
     program.timings["epoch_overhead_s"] = max(0.0, seconds - remaining * program.step_seconds()) + 0.5
     took = training.epoch_seconds
     scores = ", ".join(f"{r['time_at_goal']:.1f}" for r in records)
-    stamp(f"train d{program.depth}", f"epoch {records[0]['epoch']}/{training.schedule.epochs}: "
-          f"{records[0]['env_steps']:,} env steps per run in {took['train']:.1f} s of training "
-          f"({records[0]['steps_per_s']:,.0f} env steps/s per seed, a first epoch's compiling included)")
-    stamp(f"evaluate d{program.depth}", f"time_at_goal {np.mean([r['time_at_goal'] for r in records]):.1f} "
-          f"(seeds {scores}) in {took['evaluate']:.1f} s")
-    stamp(f"save d{program.depth}", f"parameters{' and state' if training.state_saved_at == training.steps_done else ''} "
-          f"in {took['save']:.1f} s; epoch {seconds:.1f} s in all")
+    stamp(
+        f"train d{program.depth}",
+        f"epoch {records[0]['epoch']}/{training.schedule.epochs}: "
+        f"{records[0]['env_steps']:,} env steps per run in {took['train']:.1f} s of training "
+        f"({records[0]['steps_per_s']:,.0f} env steps/s per seed, a first epoch's compiling included)",
+    )
+    stamp(
+        f"evaluate d{program.depth}",
+        f"time_at_goal {np.mean([r['time_at_goal'] for r in records]):.1f} "
+        f"(seeds {scores}) in {took['evaluate']:.1f} s",
+    )
+    stamp(
+        f"save d{program.depth}",
+        f"parameters{' and state' if training.state_saved_at == training.steps_done else ''} "
+        f"in {took['save']:.1f} s; epoch {seconds:.1f} s in all",
+    )
 
 
 def say_plan(call_plan: dict, plan: DepthPlan) -> None:
     steps = ", ".join(f"d{d} {s:.3f} s" for d, s in call_plan["step_seconds"].items())
-    stamp("plan", f"{call_plan['seconds']:.0f} s for training after the probe and the final save "
-          f"({call_plan['state_save_estimate_s']:.0f} s): {call_plan['rounds']} rounds of "
-          f"{call_plan['epoch_env_steps']:,} env steps per run -> {call_plan['env_steps_per_run_at_deadline']:,} "
-          f"env steps per run at the deadline (per training step: {steps})")
+    stamp(
+        "plan",
+        f"{call_plan['seconds']:.0f} s for training after the probe and the final save "
+        f"({call_plan['state_save_estimate_s']:.0f} s): {call_plan['rounds']} rounds of "
+        f"{call_plan['epoch_env_steps']:,} env steps per run -> {call_plan['env_steps_per_run_at_deadline']:,} "
+        f"env steps per run at the deadline (per training step: {steps})",
+    )
     h100 = call_plan.get("h100_plan")
     if h100:
-        stamp("plan", f"at the H100's rates ({', '.join(f'd{d} {v:,.0f}' for d, v in h100['rates_per_seed_one_program'].items())} "
-              f"env steps/s per seed in one program) the same time would give {h100['rounds']} rounds -> "
-              f"{h100['env_steps_per_run']:,} env steps per run")
+        stamp(
+            "plan",
+            f"at the H100's rates ({', '.join(f'd{d} {v:,.0f}' for d, v in h100['rates_per_seed_one_program'].items())} "
+            f"env steps/s per seed in one program) the same time would give {h100['rounds']} rounds -> "
+            f"{h100['env_steps_per_run']:,} env steps per run",
+        )
 
 
 def say_result(result: dict) -> None:
@@ -358,6 +456,8 @@ def say_result(result: dict) -> None:
     if not c.get("common_epoch"):
         stamp("result", "no epoch finished yet")
         return
-    parts = [f"d{d}: final {v['final_time_at_goal_mean']:.1f}, best {v['best_time_at_goal_mean']:.1f}"
-             for d, v in c["by_depth"].items()]
+    parts = [
+        f"d{d}: final {v['final_time_at_goal_mean']:.1f}, best {v['best_time_at_goal_mean']:.1f}"
+        for d, v in c["by_depth"].items()
+    ]
     stamp("result", f"at {c['common_env_steps']:,} env steps per run: {'; '.join(parts)}")

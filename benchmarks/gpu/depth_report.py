@@ -10,6 +10,7 @@ import numpy as np
 
 from benchmarks.gpu.common import strip_machine_paths, write_json, write_tar
 
+
 def run_dir(work: Path, depth: int, seed: int) -> Path:
     return Path(work) / "runs" / f"depth_{depth}_seed_{seed}"
 
@@ -23,11 +24,15 @@ def run_figures(out: Path) -> dict:
         return {"run": out.name, "epochs": 0, "curve": []}
     last = metrics[-1]
     best = max(metrics, key=lambda m: (m["time_at_goal"], -m["epoch"]))
-    return {"run": out.name, "epochs": last["epoch"], "env_steps": last["env_steps"],
-            "final": {k: last[k] for k in ("epoch", "env_steps", "time_at_goal", "success_any")},
-            "best": {k: best[k] for k in ("epoch", "env_steps", "time_at_goal", "success_any")},
-            "env_steps_per_s": float(np.mean([m["steps_per_s"] for m in metrics])),
-            "curve": [{k: m[k] for k in ("epoch", "env_steps", "time_at_goal", "success_any")} for m in metrics]}
+    return {
+        "run": out.name,
+        "epochs": last["epoch"],
+        "env_steps": last["env_steps"],
+        "final": {k: last[k] for k in ("epoch", "env_steps", "time_at_goal", "success_any")},
+        "best": {k: best[k] for k in ("epoch", "env_steps", "time_at_goal", "success_any")},
+        "env_steps_per_s": float(np.mean([m["steps_per_s"] for m in metrics])),
+        "curve": [{k: m[k] for k in ("epoch", "env_steps", "time_at_goal", "success_any")} for m in metrics],
+    }
 
 
 def compare(runs_by_depth: dict[int, list[dict]]) -> dict:
@@ -46,7 +51,9 @@ def compare(runs_by_depth: dict[int, list[dict]]) -> dict:
             "final_time_at_goal_mean": float(np.mean([a["time_at_goal"] for a in at])),
             "final_time_at_goal": [a["time_at_goal"] for a in at],
             "final_success_any_mean": float(np.mean([a["success_any"] for a in at])),
-            "best_time_at_goal_mean": float(np.mean(best)), "best_time_at_goal": best}
+            "best_time_at_goal_mean": float(np.mean(best)),
+            "best_time_at_goal": best,
+        }
     depths = sorted(runs_by_depth)
     deep, shallow = result["by_depth"][str(depths[-1])], result["by_depth"][str(depths[0])]
     for which in ("final", "best"):
@@ -58,9 +65,11 @@ def compare(runs_by_depth: dict[int, list[dict]]) -> dict:
 def write_outputs(plan, record: dict, work: Path, out: Path, programs_written: list) -> dict:
     """depth.json, depth.md, depth.png and the tars of ``programs_written``'s runs, into ``out``."""
     runs_by_depth = {d: [run_figures(run_dir(work, d, s)) for s in plan.seeds] for d in plan.depths}
-    result = {**record, "runs": [dict(r, depth=d, seed=s) for d in plan.depths
-                                 for s, r in zip(plan.seeds, runs_by_depth[d])],
-              "comparison": compare(runs_by_depth)}
+    result = {
+        **record,
+        "runs": [dict(r, depth=d, seed=s) for d in plan.depths for s, r in zip(plan.seeds, runs_by_depth[d])],
+        "comparison": compare(runs_by_depth),
+    }
     for program in programs_written:
         for seed, run in zip(plan.seeds, program.outs):
             travel_copy(run, work, out / f"d{program.depth}_s{seed}.tar")
@@ -85,45 +94,70 @@ def travel_copy(run: Path, work: Path, tar: Path) -> None:
     final = newest_params_dir(run, "last")
     for kind, found in (("best", best), ("final", final)):
         if found is not None:
-            shutil.copytree(found[0] / str(found[1]), stage / "checkpoints" / kind / str(found[1]),
-                            ignore=shutil.ignore_patterns("state"))
+            shutil.copytree(
+                found[0] / str(found[1]),
+                stage / "checkpoints" / kind / str(found[1]),
+                ignore=shutil.ignore_patterns("state"),
+            )
     strip_machine_paths(stage, work, tar.parent)
     write_tar(tar, {run.name: stage})
 
 
 def depth_markdown(r: dict) -> str:
     c = r["comparison"]
-    lines = [f"# Depth on {r['env']} ({r['device']})", "",
-             f"Depths {r['depths']} with seeds {r['seeds']} stacked in one program per depth; batch "
-             f"{r['overrides'].get('batch_size')}; epochs of {r['epoch_steps']} training steps, each followed by "
-             f"{r['overrides'].get('eval_episodes')} deterministic evaluation episodes (time_at_goal out of 1000). "
-             f"Target {r['target_steps']:,} env steps per run.", ""]
+    lines = [
+        f"# Depth on {r['env']} ({r['device']})",
+        "",
+        f"Depths {r['depths']} with seeds {r['seeds']} stacked in one program per depth; batch "
+        f"{r['overrides'].get('batch_size')}; epochs of {r['epoch_steps']} training steps, each followed by "
+        f"{r['overrides'].get('eval_episodes')} deterministic evaluation episodes (time_at_goal out of 1000). "
+        f"Target {r['target_steps']:,} env steps per run.",
+        "",
+    ]
     for call in r.get("calls", []):
         plan = call.get("plan", {})
-        lines.append(f"- Call {call['call']}: deadline {call['deadline_s']:.0f} s; planned {plan.get('rounds', '-')} "
-                     f"rounds to {plan.get('env_steps_per_run_at_deadline', 0):,} env steps per run; "
-                     f"{call.get('epochs_run', 0)} rounds run; stopped by {call.get('stopped', 'the limit (cut)')}.")
-    lines += ["", "| run | epochs | env steps | final time_at_goal | best time_at_goal (epoch) | success_any (final) | "
-              "env steps/s per seed |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"- Call {call['call']}: deadline {call['deadline_s']:.0f} s; planned {plan.get('rounds', '-')} "
+            f"rounds to {plan.get('env_steps_per_run_at_deadline', 0):,} env steps per run; "
+            f"{call.get('epochs_run', 0)} rounds run; stopped by {call.get('stopped', 'the limit (cut)')}."
+        )
+    lines += [
+        "",
+        "| run | epochs | env steps | final time_at_goal | best time_at_goal (epoch) | success_any (final) | "
+        "env steps/s per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in r["runs"]:
         if not row["epochs"]:
             lines.append(f"| {row['run']} | 0 | - | - | - | - | - |")
             continue
         f, b = row["final"], row["best"]
-        lines.append(f"| {row['run']} | {row['epochs']} | {row['env_steps']:,} | {f['time_at_goal']:.1f} | "
-                     f"{b['time_at_goal']:.1f} ({b['epoch']}) | {f['success_any']:.2f} | {row['env_steps_per_s']:,.0f} |")
+        lines.append(
+            f"| {row['run']} | {row['epochs']} | {row['env_steps']:,} | {f['time_at_goal']:.1f} | "
+            f"{b['time_at_goal']:.1f} ({b['epoch']}) | {f['success_any']:.2f} | {row['env_steps_per_s']:,.0f} |"
+        )
     if c.get("common_epoch"):
-        lines += ["", f"At the env steps every run reached ({c['common_env_steps']:,}, epoch {c['common_epoch']}), "
-                  "mean over seeds:", "",
-                  "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            f"At the env steps every run reached ({c['common_env_steps']:,}, epoch {c['common_epoch']}), "
+            "mean over seeds:",
+            "",
+            "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |",
+            "|---|---|---|",
+        ]
         for depth, d in c["by_depth"].items():
-            lines.append(f"| {depth} | {d['final_time_at_goal_mean']:.1f} "
-                         f"({', '.join(f'{v:.1f}' for v in d['final_time_at_goal'])}) | "
-                         f"{d['best_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['best_time_at_goal'])}) |")
+            lines.append(
+                f"| {depth} | {d['final_time_at_goal_mean']:.1f} "
+                f"({', '.join(f'{v:.1f}' for v in d['final_time_at_goal'])}) | "
+                f"{d['best_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['best_time_at_goal'])}) |"
+            )
         fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
-        lines += ["", f"Deep over shallow: {fmt(c['final_ratio_deep_over_shallow'])} on final parameters, "
-                  f"{fmt(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: 2x).", ""]
+        lines += [
+            "",
+            f"Deep over shallow: {fmt(c['final_ratio_deep_over_shallow'])} on final parameters, "
+            f"{fmt(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: 2x).",
+            "",
+        ]
     lines += ["![curves](depth.png)", ""]
     return "\n".join(lines)
 
@@ -138,9 +172,14 @@ def plot(r: dict, path: Path) -> None:
     colors = {d: plt.cm.viridis(i / max(len(r["depths"]) - 1, 1)) for i, d in enumerate(sorted(r["depths"]))}
     for row in r["runs"]:
         if row["curve"]:
-            ax.plot([c["env_steps"] for c in row["curve"]], [c["time_at_goal"] for c in row["curve"]], marker=".",
-                    color=colors[row["depth"]], alpha=0.8 if row["seed"] == r["seeds"][0] else 0.45,
-                    label=f"depth {row['depth']}, seed {row['seed']}")
+            ax.plot(
+                [c["env_steps"] for c in row["curve"]],
+                [c["time_at_goal"] for c in row["curve"]],
+                marker=".",
+                color=colors[row["depth"]],
+                alpha=0.8 if row["seed"] == r["seeds"][0] else 0.45,
+                label=f"depth {row['depth']}, seed {row['seed']}",
+            )
     ax.set_xlabel("env steps per run")
     ax.set_ylabel("time_at_goal (final parameters of each epoch)")
     ax.set_title(f"{r['env']} on {r['device']}: depth {max(r['depths'])} against {min(r['depths'])}")

@@ -31,9 +31,12 @@ from benchmarks.gpu.common import ROOT, CampaignError, read_json, stamp, write_j
 
 # DAgger's default rounds (6 of 50 steps a slot) see only the first 300 steps of the maze's 1000-step
 # episodes; 10 rounds of 200 steps see two whole episodes a slot, the later stretches included.
-STUDENT = {"full": dict(student_depth=4, eval_episodes=64, iterations=10, unroll_length=200, updates_per_iteration=300),
-           "reduced": dict(
-    student_depth=4, student_width=16, iterations=2, num_envs=4, unroll_length=10, batch_size=16, eval_episodes=2)}
+STUDENT = {
+    "full": dict(student_depth=4, eval_episodes=64, iterations=10, unroll_length=200, updates_per_iteration=300),
+    "reduced": dict(
+        student_depth=4, student_width=16, iterations=2, num_envs=4, unroll_length=10, batch_size=16, eval_episodes=2
+    ),
+}
 STUDENT_STEPS = {"full": None, "reduced": 4}
 REPORT_EPISODES = {"full": 128, "reduced": 2}
 CRITIC_POINTS = {"full": 8, "reduced": 2}
@@ -51,18 +54,25 @@ def check_folder(folder: Path, out: Path | None) -> tuple[dict, Path]:
     out = Path(out) if out else ROOT / "results" / "gpu" / record["device"] / "depth"
     card = out.absolute().parent.name
     if out.absolute().parent.parent.name == "gpu" and card != record["device"]:
-        raise CampaignError(f"{out} holds results for {card}, but {folder} was recorded on {record['device']}; "
-                            "nothing was written")
+        raise CampaignError(
+            f"{out} holds results for {card}, but {folder} was recorded on {record['device']}; nothing was written"
+        )
     for name in ("report.json", "depth.json"):
         if (out / name).is_file() and (out / name).resolve() != (folder / name).resolve():
             other = read_json(out / name, "earlier results").get("device")
             if other and other != record["device"]:
-                raise CampaignError(f"{out} holds results recorded on {other}, not on {record['device']}; "
-                                    "nothing was written")
-    missing = [f"d{r['depth']}_s{r['seed']}.tar" for r in record["runs"]
-               if not (folder / f"d{r['depth']}_s{r['seed']}.tar").is_file()]
+                raise CampaignError(
+                    f"{out} holds results recorded on {other}, not on {record['device']}; nothing was written"
+                )
+    missing = [
+        f"d{r['depth']}_s{r['seed']}.tar"
+        for r in record["runs"]
+        if not (folder / f"d{r['depth']}_s{r['seed']}.tar").is_file()
+    ]
     if missing:
-        raise CampaignError(f"{folder} lacks {', '.join(missing)}; copy every file the depth stage wrote; nothing was written")
+        raise CampaignError(
+            f"{folder} lacks {', '.join(missing)}; copy every file the depth stage wrote; nothing was written"
+        )
     if not record.get("comparison", {}).get("common_epoch"):
         raise CampaignError(f"{folder}: no run finished an epoch on the GPU; there is nothing to take home")
     return record, out
@@ -88,10 +98,10 @@ def extract(folder: Path, record: dict, work: Path) -> dict[tuple[int, int], Pat
 def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> dict:
     from distill.app.pack import pack_run, verify_packed_run
     from distill.app.render import critic_map_target
+    from distill.app.report import compress_and_report
     from export.closed_loop import evaluate_onnx
     from export.student import export_student
     from students.config import student_config
-    from distill.app.report import compress_and_report
 
     size = "reduced" if reduced else "full"
     folder = Path(folder)
@@ -111,8 +121,11 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
         if not (packed / "config.json").is_file():
             pack_run(run, packed)
         checks[run.name] = verify_packed_run(packed)
-        stamp("home", f"{run.name}: packed; recorded evaluation {checks[run.name]['recorded_time_at_goal']:.1f}, "
-              f"{checks[run.name]['time_at_goal']:.1f} on this CPU (tolerance {checks[run.name]['tolerance']:.1f})")
+        stamp(
+            "home",
+            f"{run.name}: packed; recorded evaluation {checks[run.name]['recorded_time_at_goal']:.1f}, "
+            f"{checks[run.name]['time_at_goal']:.1f} on this CPU (tolerance {checks[run.name]['tolerance']:.1f})",
+        )
 
     deep, shallow = max(record["depths"]), min(record["depths"])
     rows = {(r["depth"], r["seed"]): r for r in record["runs"]}
@@ -123,8 +136,15 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
     if not (student / "report.json").is_file():
         options = dict(STUDENT[size])
         config = student_config(teacher, steps=STUDENT_STEPS[size], **options)
-        compress_and_report(config, teacher, student, resume=(student / "config.json").is_file(),
-                            report_episodes=REPORT_EPISODES[size], show_progress=False, baseline_run=scratch)
+        compress_and_report(
+            config,
+            teacher,
+            student,
+            resume=(student / "config.json").is_file(),
+            report_episodes=REPORT_EPISODES[size],
+            show_progress=False,
+            baseline_run=scratch,
+        )
     report = json.loads((student / "report.json").read_text())
     onnx = work / "student.onnx"
     if not onnx.is_file():
@@ -154,18 +174,36 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
 
     strip_machine_paths(final_dir, ROOT / "runs", ROOT, folder.absolute())
     strip_machine_paths(out, ROOT / "runs", ROOT, folder.absolute())
-    result = {"device": record["device"], "env": record["env"], "depths": record["depths"], "seeds": record["seeds"],
-              "comparison": record["comparison"], "teacher": {"run": raw[(deep, best_seed)].name, "seed": best_seed},
-              "scratch": {"run": raw[(shallow, best_seed)].name},
-              "verification": {name: {k: c[k] for k in ("epoch", "episodes", "recorded_time_at_goal", "time_at_goal",
-                                                        "tolerance")} for name, c in checks.items()},
-              "report": {"episodes": report["episodes"], "retention": report["retention"],
-                         **{k: {m: report[k][m] for m in ("time_at_goal", "success_any", "depth")}
-                            | {"parameters": sum(report[k]["params"].values())}
-                            for k in ("teacher", "student", "scratch") if k in report and "skipped" not in report[k]}},
-              "onnx_closed_loop": closed_loop, "onnx_bytes": onnx.stat().st_size, "critic_goal": list(goal),
-              "pictures": pictures, "seconds": time.perf_counter() - t0,
-              "command": f"python benchmarks/gpu/campaign.py --home DIR --out {_shown(out)}" + (" --reduced" if reduced else "")}
+    result = {
+        "device": record["device"],
+        "env": record["env"],
+        "depths": record["depths"],
+        "seeds": record["seeds"],
+        "comparison": record["comparison"],
+        "teacher": {"run": raw[(deep, best_seed)].name, "seed": best_seed},
+        "scratch": {"run": raw[(shallow, best_seed)].name},
+        "verification": {
+            name: {k: c[k] for k in ("epoch", "episodes", "recorded_time_at_goal", "time_at_goal", "tolerance")}
+            for name, c in checks.items()
+        },
+        "report": {
+            "episodes": report["episodes"],
+            "retention": report["retention"],
+            **{
+                k: {m: report[k][m] for m in ("time_at_goal", "success_any", "depth")}
+                | {"parameters": sum(report[k]["params"].values())}
+                for k in ("teacher", "student", "scratch")
+                if k in report and "skipped" not in report[k]
+            },
+        },
+        "onnx_closed_loop": closed_loop,
+        "onnx_bytes": onnx.stat().st_size,
+        "critic_goal": list(goal),
+        "pictures": pictures,
+        "seconds": time.perf_counter() - t0,
+        "command": f"python benchmarks/gpu/campaign.py --home DIR --out {_shown(out)}"
+        + (" --reduced" if reduced else ""),
+    }
     write_json(out / "report.json", result)
     (out / "report.md").write_text(report_markdown(result))
     stamp("home", f"report.json, report.md, pictures and packed runs in {out} ({result['seconds']:.0f} s)")
@@ -191,33 +229,66 @@ def far_goal(env_name: str) -> tuple[float, float]:
 
 def report_markdown(r: dict) -> str:
     c, rep, onnx = r["comparison"], r["report"], r["onnx_closed_loop"]
-    lines = [f"# Does depth pay? {r['env']}, trained on {r['device']}", "",
-             f"Made by `{r['command']}` from what the depth stage brought back (`depth.md` beside this file has the "
-             "GPU side: plan, timings, every run's curve).", "",
-             f"## Teachers at {c['common_env_steps']:,} env steps per run (mean over seeds {r['seeds']})", "",
-             "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |", "|---|---|---|"]
+    lines = [
+        f"# Does depth pay? {r['env']}, trained on {r['device']}",
+        "",
+        f"Made by `{r['command']}` from what the depth stage brought back (`depth.md` beside this file has the "
+        "GPU side: plan, timings, every run's curve).",
+        "",
+        f"## Teachers at {c['common_env_steps']:,} env steps per run (mean over seeds {r['seeds']})",
+        "",
+        "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |",
+        "|---|---|---|",
+    ]
     for depth, d in c["by_depth"].items():
-        lines.append(f"| {depth} | {d['final_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['final_time_at_goal'])}) "
-                     f"| {d['best_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['best_time_at_goal'])}) |")
+        lines.append(
+            f"| {depth} | {d['final_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['final_time_at_goal'])}) "
+            f"| {d['best_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['best_time_at_goal'])}) |"
+        )
     fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
-    lines += ["", f"Deep over shallow: {fmt(c['final_ratio_deep_over_shallow'])} on final parameters, "
-              f"{fmt(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: at least 2x).", "",
-              f"## The student ({rep['episodes']} episodes each, on this CPU)", "",
-              "| policy | depth | parameters | time_at_goal | success_any |", "|---|---|---|---|---|"]
-    labels = {"teacher": f"teacher ({r['teacher']['run']}, best checkpoint)", "student": "student (JAX)",
-              "scratch": f"CRL from scratch ({r['scratch']['run']}, best checkpoint)"}
+    lines += [
+        "",
+        f"Deep over shallow: {fmt(c['final_ratio_deep_over_shallow'])} on final parameters, "
+        f"{fmt(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: at least 2x).",
+        "",
+        f"## The student ({rep['episodes']} episodes each, on this CPU)",
+        "",
+        "| policy | depth | parameters | time_at_goal | success_any |",
+        "|---|---|---|---|---|",
+    ]
+    labels = {
+        "teacher": f"teacher ({r['teacher']['run']}, best checkpoint)",
+        "student": "student (JAX)",
+        "scratch": f"CRL from scratch ({r['scratch']['run']}, best checkpoint)",
+    }
     for key in ("teacher", "student", "scratch"):
         if key in rep:
             row = rep[key]
-            lines.append(f"| {labels[key]} | {row['depth']} | {row['parameters']:,} | {row['time_at_goal']:.1f} | "
-                         f"{row['success_any']:.2f} |")
-    lines.append(f"| student (ONNX file, closed loop, {onnx['episodes']} episodes) | {rep['student']['depth']} | "
-                 f"{rep['student']['parameters']:,} | {onnx['time_at_goal']:.1f} | {onnx['success_any']:.2f} |")
-    lines += ["", f"Retention (student over teacher): {rep['retention']:.3f} (the goal: at least 0.9).", "",
-              "Every packed run passed its recorded evaluation on this CPU:", ""]
+            lines.append(
+                f"| {labels[key]} | {row['depth']} | {row['parameters']:,} | {row['time_at_goal']:.1f} | "
+                f"{row['success_any']:.2f} |"
+            )
+    lines.append(
+        f"| student (ONNX file, closed loop, {onnx['episodes']} episodes) | {rep['student']['depth']} | "
+        f"{rep['student']['parameters']:,} | {onnx['time_at_goal']:.1f} | {onnx['success_any']:.2f} |"
+    )
+    lines += [
+        "",
+        f"Retention (student over teacher): {rep['retention']:.3f} (the goal: at least 0.9).",
+        "",
+        "Every packed run passed its recorded evaluation on this CPU:",
+        "",
+    ]
     for name, v in r["verification"].items():
-        lines.append(f"- {name}: epoch {v['epoch']}, {v['recorded_time_at_goal']:.1f} recorded on the GPU, "
-                     f"{v['time_at_goal']:.1f} here (tolerance {v['tolerance']:.1f}, {v['episodes']} episodes)")
-    lines += ["", f"Critic maps for the goal at {r['critic_goal']} (the goal cell farthest from the start):", "",
-              "![teacher](critic_teacher.png) ![scratch](critic_scratch.png)", ""]
+        lines.append(
+            f"- {name}: epoch {v['epoch']}, {v['recorded_time_at_goal']:.1f} recorded on the GPU, "
+            f"{v['time_at_goal']:.1f} here (tolerance {v['tolerance']:.1f}, {v['episodes']} episodes)"
+        )
+    lines += [
+        "",
+        f"Critic maps for the goal at {r['critic_goal']} (the goal cell farthest from the start):",
+        "",
+        "![teacher](critic_teacher.png) ![scratch](critic_scratch.png)",
+        "",
+    ]
     return "\n".join(lines)

@@ -34,15 +34,55 @@ COMMAND_BUFFER_FLAG = "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
 MAZE, DEEP_ENV = "ant_hardest_maze", "humanoid_u_maze"
 
 PLANS = {
-    "full": dict(env=MAZE, deep_env=DEEP_ENV, batch=512, plan_depths=(4, 8), plan_seeds=2, mid_depths=(16, 64),
-                 seeds=4, unroll_depth=64, unrolls=(1, 4, "all"), batch_depths=(16, 64), batches=(256, 512, 1024),
-                 deep=((256, 256), (1024, 512)), sgd_steps=200, train_steps=1, cap_s=300, overrides={}),
-    "reduced": dict(env="simple_u_maze", deep_env="simple_u_maze", batch=16, plan_depths=(4, 8), plan_seeds=2,
-                    mid_depths=(12,), seeds=2, unroll_depth=12, unrolls=(1, "all"), batch_depths=(8,), batches=(16, 32),
-                    deep=((16, 8),), sgd_steps=3, train_steps=1, cap_s=300, reduced=True, matmul_size=256,
-                    copy_floats=1 << 16,
-                    overrides=dict(num_envs=4, unroll_length=10, updates_per_step=2, num_evals=1, eval_episodes=2,
-                                   replay_rows=60, prefill_rows=20, width=32, repr_dim=8)),
+    "full": dict(
+        env=MAZE,
+        deep_env=DEEP_ENV,
+        batch=512,
+        plan_depths=(4, 8),
+        plan_seeds=2,
+        mid_depths=(16, 64),
+        seeds=4,
+        unroll_depth=64,
+        unrolls=(1, 4, "all"),
+        batch_depths=(16, 64),
+        batches=(256, 512, 1024),
+        deep=((256, 256), (1024, 512)),
+        sgd_steps=200,
+        train_steps=1,
+        cap_s=300,
+        overrides={},
+    ),
+    "reduced": dict(
+        env="simple_u_maze",
+        deep_env="simple_u_maze",
+        batch=16,
+        plan_depths=(4, 8),
+        plan_seeds=2,
+        mid_depths=(12,),
+        seeds=2,
+        unroll_depth=12,
+        unrolls=(1, "all"),
+        batch_depths=(8,),
+        batches=(16, 32),
+        deep=((16, 8),),
+        sgd_steps=3,
+        train_steps=1,
+        cap_s=300,
+        reduced=True,
+        matmul_size=256,
+        copy_floats=1 << 16,
+        overrides=dict(
+            num_envs=4,
+            unroll_length=10,
+            updates_per_step=2,
+            num_evals=1,
+            eval_episodes=2,
+            replay_rows=60,
+            prefill_rows=20,
+            width=32,
+            repr_dim=8,
+        ),
+    ),
 }
 
 
@@ -109,16 +149,22 @@ def measure_matmul(n: int = 8192, copy_floats: int = 1 << 28) -> dict:
         t0 = time.perf_counter()
         copy(big).block_until_ready()
         copies.append(time.perf_counter() - t0)
-    return {"kind": "matmul", "device": device_name(), "matmul_size": n, "matmul_tflops": 2 * n**3 / sorted(times)[5] / 1e12,
-            "copy_gb_per_s": 2 * big.nbytes / sorted(copies)[5] / 1e9}
+    return {
+        "kind": "matmul",
+        "device": device_name(),
+        "matmul_size": n,
+        "matmul_tflops": 2 * n**3 / sorted(times)[5] / 1e12,
+        "copy_gb_per_s": 2 * big.nbytes / sorted(copies)[5] / 1e9,
+    }
 
 
 def _teacher(env: str, depth: int, actor_depth: int | None, unroll, batch: int, overrides: dict, runs_axis=None):
-    from teachers.config import teacher_config
     from teachers.agent import make_teacher
+    from teachers.config import teacher_config
 
-    config = teacher_config(env, critic_depth=depth, actor_depth=actor_depth or depth, block_unroll=unroll,
-                            batch_size=batch, **overrides)
+    config = teacher_config(
+        env, critic_depth=depth, actor_depth=actor_depth or depth, block_unroll=unroll, batch_size=batch, **overrides
+    )
     return make_teacher(config, runs_axis=runs_axis)
 
 
@@ -137,9 +183,11 @@ def measure_sgd(env: str, depth: int, unroll, batch: int, steps: int, overrides:
         states=jax.random.normal(jax.random.PRNGKey(1), state.buffer.states.shape),
         actions=jax.random.uniform(jax.random.PRNGKey(2), state.buffer.actions.shape, minval=-1, maxval=1),
         steps=jnp.broadcast_to((jnp.arange(rows) % spec.episode_length)[:, None], (rows, envs)).astype(jnp.int32),
-        traj_ids=jnp.broadcast_to((jnp.arange(rows) // spec.episode_length)[:, None] * envs + jnp.arange(envs),
-                                  (rows, envs)).astype(jnp.int32),
-        rows_written=jnp.asarray(rows, jnp.int32))
+        traj_ids=jnp.broadcast_to(
+            (jnp.arange(rows) // spec.episode_length)[:, None] * envs + jnp.arange(envs), (rows, envs)
+        ).astype(jnp.int32),
+        rows_written=jnp.asarray(rows, jnp.int32),
+    )
     state = state.replace(buffer=buffer)
 
     def run(state):
@@ -157,22 +205,33 @@ def measure_sgd(env: str, depth: int, unroll, batch: int, steps: int, overrides:
     jax.block_until_ready(state.params)
     ms = 1000 * (time.perf_counter() - t0) / steps
     memory, memory_kind = peak_memory_gb()
-    return {"kind": "sgd", "env": env, "depth": depth, "batch_size": batch,
-            "block_unroll": resolve_block_unroll(unroll, depth), "block_unroll_setting": str(unroll),
-            "sgd_step_ms": ms, "tflops": sgd_flops(config, spec) / (ms / 1000) / 1e12, "compile_s": compile_s,
-            "peak_memory_gb": memory, "memory_kind": memory_kind, "device": device_name()}
+    return {
+        "kind": "sgd",
+        "env": env,
+        "depth": depth,
+        "batch_size": batch,
+        "block_unroll": resolve_block_unroll(unroll, depth),
+        "block_unroll_setting": str(unroll),
+        "sgd_step_ms": ms,
+        "tflops": sgd_flops(config, spec) / (ms / 1000) / 1e12,
+        "compile_s": compile_s,
+        "peak_memory_gb": memory,
+        "memory_kind": memory_kind,
+        "device": device_name(),
+    }
 
 
-def measure_training(env: str, depth: int, actor_depth: int | None, unroll, batch: int, seeds: int, steps: int,
-                     overrides: dict) -> dict:
+def measure_training(
+    env: str, depth: int, actor_depth: int | None, unroll, batch: int, seeds: int, steps: int, overrides: dict
+) -> dict:
     """Whole training steps (collect, insert, SGD at the configured ratio) in the engine's device loop,
     for one teacher or ``seeds`` stacked ones: compile, one step to warm up, then ``steps`` timed."""
     import jax
 
-    from distill.train.engine import make_run_steps
     from distill.nn.networks import resolve_block_unroll
-    from teachers.train import stacked_teacher_trainable, teacher_trainable
+    from distill.train.engine import make_run_steps
     from teachers.agent import RUNS_AXIS
+    from teachers.train import stacked_teacher_trainable, teacher_trainable
 
     stacked = seeds > 1
     teacher = _teacher(env, depth, actor_depth, unroll, batch, overrides, runs_axis=RUNS_AXIS if stacked else None)
@@ -195,30 +254,68 @@ def measure_training(env: str, depth: int, actor_depth: int | None, unroll, batc
     memory, memory_kind = peak_memory_gb()
     per_seed = steps * config.num_envs * config.unroll_length / seconds
     sgd_ms = 1000 * seconds / (steps * config.updates_per_step)
-    return {"kind": "train", "env": env, "depth": depth, "actor_depth": config.actor_depth, "seeds": seeds,
-            "batch_size": config.batch_size, "num_envs": config.num_envs, "updates_per_step": config.updates_per_step,
-            "block_unroll": resolve_block_unroll(unroll, depth), "block_unroll_setting": str(unroll),
-            "remat": config.remat, "env_steps_per_s": per_seed, "env_steps_per_s_total": per_seed * seeds,
-            "sgd_step_ms": sgd_ms, "tflops": seeds * sgd_flops(config, teacher.spec) / (sgd_ms / 1000) / 1e12,
-            "compile_s": compile_s, "peak_memory_gb": memory, "memory_kind": memory_kind, "device": device_name()}
+    return {
+        "kind": "train",
+        "env": env,
+        "depth": depth,
+        "actor_depth": config.actor_depth,
+        "seeds": seeds,
+        "batch_size": config.batch_size,
+        "num_envs": config.num_envs,
+        "updates_per_step": config.updates_per_step,
+        "block_unroll": resolve_block_unroll(unroll, depth),
+        "block_unroll_setting": str(unroll),
+        "remat": config.remat,
+        "env_steps_per_s": per_seed,
+        "env_steps_per_s_total": per_seed * seeds,
+        "sgd_step_ms": sgd_ms,
+        "tflops": seeds * sgd_flops(config, teacher.spec) / (sgd_ms / 1000) / 1e12,
+        "compile_s": compile_s,
+        "peak_memory_gb": memory,
+        "memory_kind": memory_kind,
+        "device": device_name(),
+    }
 
 
 def speed_points(plan: dict) -> list[dict]:
     """The points in the order they run (the module's docstring says why)."""
+
     def train(depth, seeds, env=None, actor=None):
-        name = f"train {env or plan['env']} d{depth}" + (f"/{actor}" if actor else "") + (f" x{seeds} seeds" if seeds > 1 else "")
-        return {"kind": "train", "name": name, "env": env or plan["env"], "depth": depth, "actor_depth": actor,
-                "seeds": seeds, "command_buffers": "best"}
+        name = (
+            f"train {env or plan['env']} d{depth}"
+            + (f"/{actor}" if actor else "")
+            + (f" x{seeds} seeds" if seeds > 1 else "")
+        )
+        return {
+            "kind": "train",
+            "name": name,
+            "env": env or plan["env"],
+            "depth": depth,
+            "actor_depth": actor,
+            "seeds": seeds,
+            "command_buffers": "best",
+        }
 
     points = [train(d, s) for d in plan["plan_depths"] for s in (1, plan["plan_seeds"])]
     points.append({"kind": "matmul", "name": "matmul"})
     points += [train(d, s) for d in plan["mid_depths"] for s in (1, plan["seeds"])]
     for cb in (False, True):  # the unroll and command-buffer grid, on the SGD step alone
-        points.append({"kind": "sgd", "name": f"sgd unroll grid{' cb' if cb else ''}", "command_buffers": cb,
-                       "variants": [dict(depth=plan["unroll_depth"], unroll=u, batch=plan["batch"])
-                                    for u in plan["unrolls"]]})
-    points.append({"kind": "sgd", "name": "sgd batch grid", "command_buffers": "best",
-                   "variants": [dict(depth=d, unroll="auto", batch=b) for d in plan["batch_depths"] for b in plan["batches"]]})
+        points.append(
+            {
+                "kind": "sgd",
+                "name": f"sgd unroll grid{' cb' if cb else ''}",
+                "command_buffers": cb,
+                "variants": [dict(depth=plan["unroll_depth"], unroll=u, batch=plan["batch"]) for u in plan["unrolls"]],
+            }
+        )
+    points.append(
+        {
+            "kind": "sgd",
+            "name": "sgd batch grid",
+            "command_buffers": "best",
+            "variants": [dict(depth=d, unroll="auto", batch=b) for d in plan["batch_depths"] for b in plan["batches"]],
+        }
+    )
     points += [train(depth, 1, env=plan["deep_env"], actor=actor) for depth, actor in plan["deep"]]
     return points
 
@@ -226,9 +323,16 @@ def speed_points(plan: dict) -> list[dict]:
 def best_command_buffers(records: list[dict]) -> bool:
     """Command buffers on if the SGD grid ran faster with them (fastest unroll each way); off until
     the grid has run (on an H100 they made the fully unrolled depth-64 step 3x slower)."""
+
     def fastest(cb):
-        times = [r["sgd_step_ms"] for r in records if r.get("kind") == "sgd" and r.get("command_buffers") is cb
-                 and "error" not in r and r.get("group") == "unroll"]
+        times = [
+            r["sgd_step_ms"]
+            for r in records
+            if r.get("kind") == "sgd"
+            and r.get("command_buffers") is cb
+            and "error" not in r
+            and r.get("group") == "unroll"
+        ]
         return min(times) if times else None
 
     on, off = fastest(True), fastest(False)
@@ -275,8 +379,21 @@ def speed_point_worker(point_json: str, plan: dict) -> None:
             record = measure_sgd(plan["env"], v["depth"], v["unroll"], v["batch"], plan["sgd_steps"], plan["overrides"])
             print(json.dumps({**record, "group": group}), flush=True)
         return
-    print(json.dumps(measure_training(point.get("env", plan["env"]), point["depth"], point.get("actor_depth"), "auto",
-                                      plan["batch"], point["seeds"], plan["train_steps"], plan["overrides"])), flush=True)
+    print(
+        json.dumps(
+            measure_training(
+                point.get("env", plan["env"]),
+                point["depth"],
+                point.get("actor_depth"),
+                "auto",
+                plan["batch"],
+                point["seeds"],
+                plan["train_steps"],
+                plan["overrides"],
+            )
+        ),
+        flush=True,
+    )
 
 
 def stage_speed(plan: dict, out: Path, deadline_s: float = float("inf")) -> list[dict]:
@@ -322,41 +439,57 @@ def write_speed_report(out: Path, records: list[dict], plan: dict, quiet: bool =
     def share(r):
         return f"{100 * r['tflops'] / peak:.1f}%" if peak and "tflops" in r else "-"
 
-    lines = [f"# Teacher speed on {records[0]['device'] if records and 'device' in records[0] else 'this device'}", "",
-             f"Command: `OUT=... benchmarks/gpu/launch.sh speed{' --reduced' if plan.get('reduced') else ''}` "
-             f"(`python benchmarks/gpu/campaign.py --stage speed`). Batch {plan['batch']} unless stated; training "
-             "points at the preset's ratio (for the mazes: 512 envs, unroll 62, one SGD step per 40 transitions), "
-             "one training step timed after the compiling one. Each point ran in its own process.", ""]
+    lines = [
+        f"# Teacher speed on {records[0]['device'] if records and 'device' in records[0] else 'this device'}",
+        "",
+        f"Command: `OUT=... benchmarks/gpu/launch.sh speed{' --reduced' if plan.get('reduced') else ''}` "
+        f"(`python benchmarks/gpu/campaign.py --stage speed`). Batch {plan['batch']} unless stated; training "
+        "points at the preset's ratio (for the mazes: 512 envs, unroll 62, one SGD step per 40 transitions), "
+        "one training step timed after the compiling one. Each point ran in its own process.",
+        "",
+    ]
     if ceiling:
-        lines += [f"Measured ceilings: float32 matrix product {ceiling['matmul_tflops']:.1f} TFLOP/s (JAX's default "
-                  f"precision, {ceiling['matmul_size']}^3), memory {ceiling['copy_gb_per_s']:,.0f} GB/s (read + write).", ""]
-    lines += ["## Whole training steps (collection included)", "",
-              "| env | depth (critic / actor) | seeds | unroll | env steps/s per seed | total | s per 1M env steps (one run) | "
-              "ms / SGD step | TFLOP/s | of ceiling | compile s | peak memory GB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"Measured ceilings: float32 matrix product {ceiling['matmul_tflops']:.1f} TFLOP/s (JAX's default "
+            f"precision, {ceiling['matmul_size']}^3), memory {ceiling['copy_gb_per_s']:,.0f} GB/s (read + write).",
+            "",
+        ]
+    lines += [
+        "## Whole training steps (collection included)",
+        "",
+        "| env | depth (critic / actor) | seeds | unroll | env steps/s per seed | total | s per 1M env steps (one run) | "
+        "ms / SGD step | TFLOP/s | of ceiling | compile s | peak memory GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         if r.get("kind") == "train":
-            lines.append(f"| {r['env']} | {r['depth']} / {r['actor_depth']} | {r['seeds']} | {r['block_unroll']} | "
-                         f"{r['env_steps_per_s']:,.0f} | {r['env_steps_per_s_total']:,.0f} | {1e6 / r['env_steps_per_s']:,.0f} | "
-                         f"{r['sgd_step_ms']:.2f} | {r['tflops']:.1f} | {share(r)} | {r['compile_s']:.1f} | "
-                         f"{r['peak_memory_gb']:.2f} ({r['memory_kind']}) |")
+            lines.append(
+                f"| {r['env']} | {r['depth']} / {r['actor_depth']} | {r['seeds']} | {r['block_unroll']} | "
+                f"{r['env_steps_per_s']:,.0f} | {r['env_steps_per_s_total']:,.0f} | {1e6 / r['env_steps_per_s']:,.0f} | "
+                f"{r['sgd_step_ms']:.2f} | {r['tflops']:.1f} | {share(r)} | {r['compile_s']:.1f} | "
+                f"{r['peak_memory_gb']:.2f} ({r['memory_kind']}) |"
+            )
         elif r.get("name", "").startswith("train") and "error" in r:
             lines.append(f"| {r['name']} | | | | {r['error']} | | | | | | | |")
-    lines += ["", "## SGD step alone (no physics)", "",
-              "| depth | batch | unroll | command buffers | ms / SGD step | TFLOP/s | of ceiling | compile s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## SGD step alone (no physics)",
+        "",
+        "| depth | batch | unroll | command buffers | ms / SGD step | TFLOP/s | of ceiling | compile s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         if r.get("kind") == "sgd" or (r.get("name", "").startswith("sgd") and "error" in r):
             if "error" in r:
                 lines.append(f"| {r['name']} | | | {'on' if r['command_buffers'] else 'off'} | {r['error']} | | | |")
                 continue
-            lines.append(f"| {r['depth']} | {r['batch_size']} | {r['block_unroll']} ({r['block_unroll_setting']}) | "
-                         f"{'on' if r['command_buffers'] else 'off'} | {r['sgd_step_ms']:.2f} | {r['tflops']:.1f} | "
-                         f"{share(r)} | {r['compile_s']:.1f} |")
+            lines.append(
+                f"| {r['depth']} | {r['batch_size']} | {r['block_unroll']} ({r['block_unroll_setting']}) | "
+                f"{'on' if r['command_buffers'] else 'off'} | {r['sgd_step_ms']:.2f} | {r['tflops']:.1f} | "
+                f"{share(r)} | {r['compile_s']:.1f} |"
+            )
     runs_path = out / "speed.md"
     runs_path.parent.mkdir(parents=True, exist_ok=True)
     runs_path.write_text("\n".join(lines) + "\n")
     if not quiet:
         print("\n".join(lines), flush=True)
-
-

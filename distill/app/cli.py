@@ -43,8 +43,13 @@ def flag_names(fn) -> dict[str, str]:
     for name, parameter in inspect.signature(fn).parameters.items():
         infos = [parameter.default, *getattr(hints.get(name), "__metadata__", ())]
         # Inside Annotated, typer.Option's first declaration arrives as its ``default``.
-        decls = [d for info in infos if hasattr(info, "param_decls")
-                 for d in (*(info.param_decls or ()), info.default) if isinstance(d, str) and d.startswith("--")]
+        decls = [
+            d
+            for info in infos
+            if hasattr(info, "param_decls")
+            for d in (*(info.param_decls or ()), info.default)
+            if isinstance(d, str) and d.startswith("--")
+        ]
         names[name] = decls[0].split("/")[0] if decls else "--" + name.replace("_", "-")
     return names
 
@@ -79,8 +84,12 @@ def one_line_errors(fn):
 @one_line_errors
 def envs(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    layout: Optional[str] = typer.Option(None, "--layout", metavar="ENV",
-                                         help="Show the named slices of ENV's state (what --sensors keeps, drops and noises)."),
+    layout: Optional[str] = typer.Option(
+        None,
+        "--layout",
+        metavar="ENV",
+        help="Show the named slices of ENV's state (what --sensors keeps, drops and noises).",
+    ),
 ):
     """List the goal-conditioned environments and their dimensions, or one environment's state layout."""
     from distill.app.envs import environment_rows, layout_rows, print_environments, print_layout
@@ -88,8 +97,17 @@ def envs(
     if layout is not None:
         spec, slices = layout_rows(layout)
         if json_out:
-            typer.echo(json.dumps({"env": spec.name, "state_dim": spec.state_dim, "goal_indices": list(spec.goal_indices),
-                                   "slices": slices}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "env": spec.name,
+                        "state_dim": spec.state_dim,
+                        "goal_indices": list(spec.goal_indices),
+                        "slices": slices,
+                    },
+                    indent=2,
+                )
+            )
         else:
             print_layout(spec, slices)
         return
@@ -121,21 +139,40 @@ def train_teacher_cmd(
     remat: opt.Remat = None,
     block_unroll: opt.BlockUnroll = None,
     sensors: Optional[str] = typer.Option(
-        None, "--sensors", metavar="SPEC",
+        None,
+        "--sensors",
+        metavar="SPEC",
         help="What the actor reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
-             "or a .toml file with those fields (slices: `distill envs --layout ENV`). The critic, used only in training, "
-             "reads the true state. Such a run is CRL from scratch behind a student's sensors, not a teacher to distil "
-             "(a teacher labels from the true state)."),
+        "or a .toml file with those fields (slices: `distill envs --layout ENV`). The critic, used only in training, "
+        "reads the true state. Such a run is CRL from scratch behind a student's sensors, not a teacher to distil "
+        "(a teacher labels from the true state).",
+    ),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run."),
+    seeds: Optional[str] = typer.Option(
+        None,
+        "--seeds",
+        help="Train several seeds in one program, e.g. 0,1,2,3: one vmapped step, each seed written to OUT/seed_S as an ordinary run.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this teacher run's best parameters (a packed run, say; same environment and network sizes), with a fresh replay buffer and optimiser."),
+    init_from: Optional[Path] = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this teacher run's best parameters (a packed run, say; same environment and network sizes), with a fresh replay buffer and optimiser.",
+    ),
     checkpoint_minutes: opt.CheckpointMinutes = 10.0,
     progress: opt.Progress = True,
-    coordinator: Optional[str] = typer.Option(None, envvar="JAX_COORDINATOR_ADDRESS", help="Multi-process run: HOST:PORT of process 0."),
-    num_processes: Optional[int] = typer.Option(None, envvar="JAX_NUM_PROCESSES", help="Multi-process run: how many processes."),
-    process_id: Optional[int] = typer.Option(None, envvar="JAX_PROCESS_ID", help="Multi-process run: this process's id, 0 to N-1."),
-    distributed: bool = typer.Option(False, "--distributed", help="Multi-process run on a cluster JAX detects (SLURM, Open MPI, TPU)."),
+    coordinator: Optional[str] = typer.Option(
+        None, envvar="JAX_COORDINATOR_ADDRESS", help="Multi-process run: HOST:PORT of process 0."
+    ),
+    num_processes: Optional[int] = typer.Option(
+        None, envvar="JAX_NUM_PROCESSES", help="Multi-process run: how many processes."
+    ),
+    process_id: Optional[int] = typer.Option(
+        None, envvar="JAX_PROCESS_ID", help="Multi-process run: this process's id, 0 to N-1."
+    ),
+    distributed: bool = typer.Option(
+        False, "--distributed", help="Multi-process run on a cluster JAX detects (SLURM, Open MPI, TPU)."
+    ),
     coordinator_timeout: int = typer.Option(120, help="Seconds to wait for the other processes before giving up."),
 ):
     """Train a deep contrastive RL teacher."""
@@ -143,20 +180,43 @@ def train_teacher_cmd(
 
     # Before anything that touches a JAX device, including importing the environments.
     initialize(coordinator, num_processes, process_id, detect=distributed, timeout_s=coordinator_timeout)
-    from teachers.config import run_teacher_config
     from distill.app.sweep import parse_int_list
+    from teachers.config import run_teacher_config
     from teachers.train import seed_runs, train_teacher, train_teachers
 
     settings = dict(
-        critic_depth=critic_depth, actor_depth=actor_depth, width=width, repr_dim=repr_dim,
-        num_envs=num_envs, batch_size=batch_size, total_steps=total_steps, unroll_length=unroll_length,
-        updates_per_step=updates_per_step, num_evals=num_evals, eval_episodes=eval_episodes,
-        replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat, block_unroll=block_unroll, sensors=sensors,
+        critic_depth=critic_depth,
+        actor_depth=actor_depth,
+        width=width,
+        repr_dim=repr_dim,
+        num_envs=num_envs,
+        batch_size=batch_size,
+        total_steps=total_steps,
+        unroll_length=unroll_length,
+        updates_per_step=updates_per_step,
+        num_evals=num_evals,
+        eval_episodes=eval_episodes,
+        replay_rows=replay_rows,
+        prefill_rows=prefill_rows,
+        remat=remat,
+        block_unroll=block_unroll,
+        sensors=sensors,
     )
     if seeds is None:
         config = run_teacher_config(out, resume, env, seed=seed, **settings)
-        results = [(out, train_teacher(config, out, resume=resume, show_progress=progress,
-                                       checkpoint_minutes=checkpoint_minutes, init_from=init_from))]
+        results = [
+            (
+                out,
+                train_teacher(
+                    config,
+                    out,
+                    resume=resume,
+                    show_progress=progress,
+                    checkpoint_minutes=checkpoint_minutes,
+                    init_from=init_from,
+                ),
+            )
+        ]
     else:
         if seed is not None:
             raise DistillError("give either --seed or --seeds, not both")
@@ -165,8 +225,14 @@ def train_teacher_cmd(
         seed_list = parse_int_list(seeds, "seeds")
         outs = seed_runs(out, seed_list)
         configs = [run_teacher_config(o, resume, env, seed=s, **settings) for o, s in zip(outs, seed_list)]
-        results = list(zip(outs, train_teachers(configs, outs, resume=resume, show_progress=progress,
-                                                checkpoint_minutes=checkpoint_minutes)))
+        results = list(
+            zip(
+                outs,
+                train_teachers(
+                    configs, outs, resume=resume, show_progress=progress, checkpoint_minutes=checkpoint_minutes
+                ),
+            )
+        )
     for run, final in results:
         typer.echo(
             f"teacher trained: time_at_goal {final['time_at_goal']:.1f}/{final['episode_length']}, "
@@ -177,7 +243,9 @@ def train_teacher_cmd(
 @app.command()
 @one_line_errors
 def sweep(
-    out: Path = typer.Option(..., "--out", help="Sweep directory: one teacher run per (depth, seed) inside; rerun to continue."),
+    out: Path = typer.Option(
+        ..., "--out", help="Sweep directory: one teacher run per (depth, seed) inside; rerun to continue."
+    ),
     env: str = typer.Option(..., "--env", help="Environment name; see `distill envs`."),
     depths: str = typer.Option("4,8,16", help="Comma-separated depths of actor and critic, multiples of 4."),
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
@@ -194,7 +262,11 @@ def sweep(
     prefill_rows: opt.PrefillRows = None,
     remat: opt.Remat = None,
     block_unroll: opt.BlockUnroll = None,
-    parallel_seeds: bool = typer.Option(False, "--parallel-seeds", help="Train each depth's seeds in one program (one vmapped step): on a GPU, N seeds in little more than the time of one."),
+    parallel_seeds: bool = typer.Option(
+        False,
+        "--parallel-seeds",
+        help="Train each depth's seeds in one program (one vmapped step): on a GPU, N seeds in little more than the time of one.",
+    ),
     checkpoint_minutes: opt.CheckpointMinutes = 10.0,
     progress: opt.Progress = True,
 ):
@@ -202,15 +274,30 @@ def sweep(
     from distill.app.sweep import make_plan, run_sweep
 
     plan = make_plan(
-        env, depths, seeds, total_steps=total_steps, width=width, repr_dim=repr_dim, num_envs=num_envs,
-        batch_size=batch_size, unroll_length=unroll_length, updates_per_step=updates_per_step, num_evals=num_evals,
-        eval_episodes=eval_episodes, replay_rows=replay_rows, prefill_rows=prefill_rows, remat=remat,
-        block_unroll=block_unroll, parallel_seeds=parallel_seeds,
+        env,
+        depths,
+        seeds,
+        total_steps=total_steps,
+        width=width,
+        repr_dim=repr_dim,
+        num_envs=num_envs,
+        batch_size=batch_size,
+        unroll_length=unroll_length,
+        updates_per_step=updates_per_step,
+        num_evals=num_evals,
+        eval_episodes=eval_episodes,
+        replay_rows=replay_rows,
+        prefill_rows=prefill_rows,
+        remat=remat,
+        block_unroll=block_unroll,
+        parallel_seeds=parallel_seeds,
     )
     summary = run_sweep(plan, out, show_progress=progress, checkpoint_minutes=checkpoint_minutes)
     for d in summary["by_depth"]:
-        typer.echo(f"depth {d['depth']:>4}: time_at_goal {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f}, "
-                   f"success_any {d['success_any_mean']:.2f} over {d['seeds']} seed(s)")
+        typer.echo(
+            f"depth {d['depth']:>4}: time_at_goal {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f}, "
+            f"success_any {d['success_any_mean']:.2f} over {d['seeds']} seed(s)"
+        )
     typer.echo(f"wrote {Path(out) / 'sweep.md'}")
 
 
@@ -218,8 +305,12 @@ def sweep(
 @one_line_errors
 def frontier(
     teacher_run: opt.TeacherRun,
-    out: Path = typer.Option(..., "--out", help="Frontier directory: one student run per (depth, width) inside; rerun to continue."),
-    depths: str = typer.Option("0,4,8", help="Comma-separated student depths: 0 (input projection and heads only) or multiples of 4."),
+    out: Path = typer.Option(
+        ..., "--out", help="Frontier directory: one student run per (depth, width) inside; rerun to continue."
+    ),
+    depths: str = typer.Option(
+        "0,4,8", help="Comma-separated student depths: 0 (input projection and heads only) or multiples of 4."
+    ),
     widths: str = typer.Option("64,128,256", help="Comma-separated student widths."),
     steps: opt.Steps = None,
     iterations: opt.Iterations = None,
@@ -228,10 +319,20 @@ def frontier(
     batch_size: opt.StudentBatchSize = None,
     eval_episodes: opt.StudentEvalEpisodes = None,
     seed: opt.StudentSeed = None,
-    episodes: int = typer.Option(128, "--episodes", help="Closed-loop episodes for the teacher and every ONNX student (the same ones)."),
+    episodes: int = typer.Option(
+        128, "--episodes", help="Closed-loop episodes for the teacher and every ONNX student (the same ones)."
+    ),
     eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of those episodes and of the observation noise."),
-    obs_noise: float = typer.Option(0.05, "--obs-noise", help="Also report retention with Gaussian noise of this sigma on the observed state (0 skips it)."),
-    tolerance: float = typer.Option(0.02, "--tolerance", help="Recommend the fastest student within this much retention of the best (0.02 = 2 points)."),
+    obs_noise: float = typer.Option(
+        0.05,
+        "--obs-noise",
+        help="Also report retention with Gaussian noise of this sigma on the observed state (0 skips it).",
+    ),
+    tolerance: float = typer.Option(
+        0.02,
+        "--tolerance",
+        help="Recommend the fastest student within this much retention of the best (0.02 = 2 points).",
+    ),
     latency_calls: int = typer.Option(5000, help="Timed calls per policy, in 20 interleaved rounds."),
     checkpoint_minutes: opt.CheckpointMinutes = 10.0,
     progress: opt.Progress = True,
@@ -240,20 +341,42 @@ def frontier(
     from distill.app.frontier import make_plan, recommend, run_frontier
 
     recommend([], tolerance)  # refuses a tolerance outside [0, 1] before anything runs
-    plan = make_plan(teacher_run, depths, widths, episodes=episodes, eval_seed=eval_seed, obs_noise=obs_noise,
-                     steps=steps, iterations=iterations, num_envs=num_envs, unroll_length=unroll_length,
-                     batch_size=batch_size, eval_episodes=eval_episodes, seed=seed)
-    summary = run_frontier(plan, out, tolerance=tolerance, latency_calls=latency_calls, show_progress=progress,
-                           checkpoint_minutes=checkpoint_minutes)
+    plan = make_plan(
+        teacher_run,
+        depths,
+        widths,
+        episodes=episodes,
+        eval_seed=eval_seed,
+        obs_noise=obs_noise,
+        steps=steps,
+        iterations=iterations,
+        num_envs=num_envs,
+        unroll_length=unroll_length,
+        batch_size=batch_size,
+        eval_episodes=eval_episodes,
+        seed=seed,
+    )
+    summary = run_frontier(
+        plan,
+        out,
+        tolerance=tolerance,
+        latency_calls=latency_calls,
+        show_progress=progress,
+        checkpoint_minutes=checkpoint_minutes,
+    )
     for p in summary["points"]:
         retention = "-" if p["retention"] is None else f"{p['retention']:.3f}"
         noisy = "" if p["noisy_retention"] is None else f", noisy {p['noisy_retention']:.3f}"
-        typer.echo(f"depth {p['depth']:>3} width {p['width']:>4}: retention {retention}{noisy}, "
-                   f"p50 {p['p50_us']:.1f} us, p99 {p['p99_us']:.1f} us, {p['params']:,} parameters")
+        typer.echo(
+            f"depth {p['depth']:>3} width {p['width']:>4}: retention {retention}{noisy}, "
+            f"p50 {p['p50_us']:.1f} us, p99 {p['p99_us']:.1f} us, {p['params']:,} parameters"
+        )
     chosen = summary["recommendation"]
     if chosen is not None:
-        typer.echo(f"recommended: depth {chosen['depth']}, width {chosen['width']} (retention {chosen['retention']:.3f}, "
-                   f"p50 {chosen['p50_us']:.1f} us): {chosen['command']}")
+        typer.echo(
+            f"recommended: depth {chosen['depth']}, width {chosen['width']} (retention {chosen['retention']:.3f}, "
+            f"p50 {chosen['p50_us']:.1f} us): {chosen['command']}"
+        )
     typer.echo(f"wrote {Path(out) / 'frontier.md'}")
 
 
@@ -262,7 +385,9 @@ def frontier(
 def compress(
     teacher_run: opt.TeacherRun,
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or continue with --resume)."),
-    student_depth: Optional[int] = typer.Option(None, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only; default 4)."),
+    student_depth: Optional[int] = typer.Option(
+        None, help="Student depth: a non-negative multiple of 4 (0 = projection and heads only; default 4)."
+    ),
     student_width: Optional[int] = typer.Option(None, help="Student width (default: the teacher's)."),
     steps: opt.Steps = None,
     iterations: opt.Iterations = None,
@@ -271,39 +396,82 @@ def compress(
     batch_size: opt.StudentBatchSize = None,
     eval_episodes: opt.StudentEvalEpisodes = None,
     env: Optional[str] = typer.Option(None, "--env", help="Expected environment; must match the teacher's."),
-    policy_loss: Optional[str] = typer.Option(None, help="'mse' on deterministic actions (default), 'kl' between tanh-Gaussians, or 'both'."),
+    policy_loss: Optional[str] = typer.Option(
+        None, help="'mse' on deterministic actions (default), 'kl' between tanh-Gaussians, or 'both'."
+    ),
     policy_weight: Optional[float] = typer.Option(None, help="Weight of the policy term (default 1)."),
-    representation_weight: Optional[float] = typer.Option(None, help="Weight of direct phi/psi regression (0 = off; default 1)."),
-    relational_weight: Optional[float] = typer.Option(None, help="Weight of the relational softmax KL over goals (0 = off; default 1)."),
+    representation_weight: Optional[float] = typer.Option(
+        None, help="Weight of direct phi/psi regression (0 = off; default 1)."
+    ),
+    relational_weight: Optional[float] = typer.Option(
+        None, help="Weight of the relational softmax KL over goals (0 = off; default 1)."
+    ),
     temperature: Optional[float] = typer.Option(None, help="Temperature tau of the relational softmax (default 1)."),
-    critic_guidance_weight: Optional[float] = typer.Option(None, help="Weight of -Q_teacher(s, pi_student) in the actor loss (default 0)."),
+    critic_guidance_weight: Optional[float] = typer.Option(
+        None, help="Weight of -Q_teacher(s, pi_student) in the actor loss (default 0)."
+    ),
     sensors: Optional[str] = typer.Option(
-        None, "--sensors", metavar="SPEC",
+        None,
+        "--sensors",
+        metavar="SPEC",
         help="What the student reads instead of the state, e.g. 'drop=joint_vel,torso_vel;noise=0.02;history=3;latency=1', "
-             "or a .toml file with those fields (slices: `distill envs --layout ENV`). The teacher labels from the true state."),
-    dagger: Optional[bool] = typer.Option(None, "--dagger/--no-dagger", help="DAgger (student acts; default) or plain cloning on teacher rollouts."),
+        "or a .toml file with those fields (slices: `distill envs --layout ENV`). The teacher labels from the true state.",
+    ),
+    dagger: Optional[bool] = typer.Option(
+        None, "--dagger/--no-dagger", help="DAgger (student acts; default) or plain cloning on teacher rollouts."
+    ),
     seed: opt.StudentSeed = None,
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."),
-    baseline_run: Optional[Path] = typer.Option(None, "--baseline-run", help="Use this existing teacher run (e.g. a sweep's depth-4 run) as the from-scratch baseline instead of training one."),
+    baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline", help="Also train CRL from scratch at the student's size for the report."
+    ),
+    baseline_run: Optional[Path] = typer.Option(
+        None,
+        "--baseline-run",
+        help="Use this existing teacher run (e.g. a sweep's depth-4 run) as the from-scratch baseline instead of training one.",
+    ),
     report_episodes: int = typer.Option(128, help="Deterministic episodes per policy in the final report."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted compression in --out."),
     checkpoint_minutes: opt.CheckpointMinutes = 10.0,
     progress: opt.Progress = True,
 ):
     """Distil a deep teacher into a shallow student (policy with DAgger, critic representations)."""
-    from students.config import run_student_config
     from distill.app.report import compress_and_report
+    from students.config import run_student_config
 
     config = run_student_config(
-        out, resume, teacher_run, env=env, steps=steps, dagger=dagger, student_depth=student_depth,
-        student_width=student_width, iterations=iterations, num_envs=num_envs, unroll_length=unroll_length,
-        batch_size=batch_size, eval_episodes=eval_episodes, policy_loss=policy_loss, policy_weight=policy_weight,
-        representation_weight=representation_weight, relational_weight=relational_weight, temperature=temperature,
-        critic_guidance_weight=critic_guidance_weight, seed=seed, sensors=sensors,
+        out,
+        resume,
+        teacher_run,
+        env=env,
+        steps=steps,
+        dagger=dagger,
+        student_depth=student_depth,
+        student_width=student_width,
+        iterations=iterations,
+        num_envs=num_envs,
+        unroll_length=unroll_length,
+        batch_size=batch_size,
+        eval_episodes=eval_episodes,
+        policy_loss=policy_loss,
+        policy_weight=policy_weight,
+        representation_weight=representation_weight,
+        relational_weight=relational_weight,
+        temperature=temperature,
+        critic_guidance_weight=critic_guidance_weight,
+        seed=seed,
+        sensors=sensors,
     )
-    final, report = compress_and_report(config, teacher_run, out, resume=resume, report_episodes=report_episodes,
-                                        baseline=baseline, show_progress=progress, checkpoint_minutes=checkpoint_minutes,
-                                        baseline_run=baseline_run)
+    final, report = compress_and_report(
+        config,
+        teacher_run,
+        out,
+        resume=resume,
+        report_episodes=report_episodes,
+        baseline=baseline,
+        show_progress=progress,
+        checkpoint_minutes=checkpoint_minutes,
+        baseline_run=baseline_run,
+    )
     typer.echo(
         f"student trained in {final['compress_seconds']:.0f} s: time_at_goal {report['student']['time_at_goal']:.1f} vs teacher "
         f"{report['teacher']['time_at_goal']:.1f} (retention {report['retention']:.3f}) -> {out}/report.md"
@@ -318,16 +486,32 @@ def export_cmd(
     critic: bool = typer.Option(False, "--critic", help="Also write <out>.critic.onnx (phi, psi and Q)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17-20; 17 loads in onnxruntime >= 1.16)."),
     which: opt.Which = "best",
-    int8: bool = typer.Option(False, "--int8", help="Write a static int8 quantisation instead, only if it keeps 98% of fp32's closed-loop time_at_goal and is faster at batch 1."),
-    fp16: bool = typer.Option(False, "--fp16", help="Write float16 weights instead, under the same conditions as --int8."),
-    gate_episodes: int = typer.Option(128, "--gate-episodes", help="Closed-loop episodes on which --int8/--fp16 must match fp32."),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Write a static int8 quantisation instead, only if it keeps 98% of fp32's closed-loop time_at_goal and is faster at batch 1.",
+    ),
+    fp16: bool = typer.Option(
+        False, "--fp16", help="Write float16 weights instead, under the same conditions as --int8."
+    ),
+    gate_episodes: int = typer.Option(
+        128, "--gate-episodes", help="Closed-loop episodes on which --int8/--fp16 must match fp32."
+    ),
 ):
     """Export a student to one verified ONNX file (parity-gated against the JAX student)."""
     from export.student import export_student
     from export.variants import describe_gate, precision_from_flags
 
-    summary = export_student(student_run, out, critic=critic, opset=opset, which=which,
-                             precision=precision_from_flags(int8, fp16), gate_episodes=gate_episodes, say=typer.echo)
+    summary = export_student(
+        student_run,
+        out,
+        critic=critic,
+        opset=opset,
+        which=which,
+        precision=precision_from_flags(int8, fp16),
+        gate_episodes=gate_episodes,
+        say=typer.echo,
+    )
     parity = f"max |onnx - jax| = {summary['policy_parity_max_abs_error']:.1e}"
     if "variant_gate" in summary:
         typer.echo(describe_gate(summary["variant_gate"]))
@@ -351,8 +535,10 @@ def pack(
     except KeyboardInterrupt:  # the partial copy is gone, so the usual "rerun with --resume" does not apply
         typer.echo("interrupted: nothing was written", err=True)
         raise typer.Exit(130) from None
-    typer.echo(f"packed {summary['kind']} {run} (best checkpoint, step {summary['step']}, "
-               f"{summary['env_steps']:,} env steps) -> {out}: {summary['bytes'] / 1e6:.1f} MB")
+    typer.echo(
+        f"packed {summary['kind']} {run} (best checkpoint, step {summary['step']}, "
+        f"{summary['env_steps']:,} env steps) -> {out}: {summary['bytes'] / 1e6:.1f} MB"
+    )
 
 
 @app.command()
@@ -363,7 +549,11 @@ def evaluate(
     env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
     which: opt.Which = "best",
-    obs_noise: float = typer.Option(0.0, "--obs-noise", help="Gaussian noise of this sigma on the state the policy observes (not on the goal); seeded by --seed."),
+    obs_noise: float = typer.Option(
+        0.0,
+        "--obs-noise",
+        help="Gaussian noise of this sigma on the state the policy observes (not on the goal); seeded by --seed.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Evaluate a policy: time_at_goal and success_any over deterministic episodes."""
@@ -387,10 +577,14 @@ def evaluate(
 def render(
     target: Path = typer.Argument(..., help="A teacher or student run directory, or an exported .onnx file."),
     out: Path = typer.Option(..., "--out", help="The .html file to write (Brax's interactive viewer)."),
-    env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file that does not name it)."),
+    env: Optional[str] = typer.Option(
+        None, "--env", help="Environment (needed only for an .onnx file that does not name it)."
+    ),
     episodes: int = typer.Option(4, "--episodes", help="Deterministic episodes, shown one after the other."),
     seed: int = typer.Option(0, "--seed", help="Seed of the episodes' starts and goals."),
-    png: bool = typer.Option(False, "--png", help="Also write the maze's top view (walls, start, goals, paths) as <out>.png."),
+    png: bool = typer.Option(
+        False, "--png", help="Also write the maze's top view (walls, start, goals, paths) as <out>.png."
+    ),
     which: opt.Which = "best",
 ):
     """Draw a policy's deterministic episodes: an HTML viewer, and a top view for mazes."""
@@ -418,10 +612,16 @@ def critic_map_cmd(
 @app.command()
 @one_line_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where every stage writes; an interrupted demo continues here."),
-    quick: bool = typer.Option(False, "--quick", help="A reduced-size pipeline (about a minute) to check the installation."),
+    out: Path = typer.Option(
+        Path("runs/demo"), "--out", help="Where every stage writes; an interrupted demo continues here."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="A reduced-size pipeline (about a minute) to check the installation."
+    ),
     episodes: int = typer.Option(128, "--episodes", help="Evaluation episodes."),
-    baseline: bool = typer.Option(False, "--baseline/--no-baseline", help="Also train same-size CRL from scratch for the report."),
+    baseline: bool = typer.Option(
+        False, "--baseline/--no-baseline", help="Also train same-size CRL from scratch for the report."
+    ),
     seed: int = typer.Option(0, "--seed"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -430,8 +630,15 @@ def demo(
 
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
-    summary = run_demo(out, quick=quick, seed=seed, episodes=episodes, baseline=baseline, show_progress=progress,
-                       say=lambda text: typer.echo(text, err=True))
+    summary = run_demo(
+        out,
+        quick=quick,
+        seed=seed,
+        episodes=episodes,
+        baseline=baseline,
+        show_progress=progress,
+        say=lambda text: typer.echo(text, err=True),
+    )
     print_summary(summary)
     typer.echo(f"report: {out}/demo_report.md")
 
@@ -439,18 +646,26 @@ def demo(
 @app.command()
 @one_line_errors
 def latency(
-    teacher_run: Optional[Path] = typer.Option(None, "--teacher-run", help="A teacher run (default: a random reacher-sized teacher)."),
-    student_run: Optional[Path] = typer.Option(None, "--student-run", help="A student run (default: a random depth-4 student)."),
+    teacher_run: Optional[Path] = typer.Option(
+        None, "--teacher-run", help="A teacher run (default: a random reacher-sized teacher)."
+    ),
+    student_run: Optional[Path] = typer.Option(
+        None, "--student-run", help="A student run (default: a random depth-4 student)."
+    ),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="The student's exported file (default: exported here)."),
     deep_depth: int = typer.Option(1024, "--deep-depth", help="Also time a teacher actor this deep."),
     calls: int = typer.Option(2000, "--calls", help="Timed calls per policy."),
-    json_path: Path = typer.Option(Path("results/latency.json"), "--json", help="Where the figures (and a PNG beside) go."),
+    json_path: Path = typer.Option(
+        Path("results/latency.json"), "--json", help="Where the figures (and a PNG beside) go."
+    ),
 ):
     """Policy latency at batch 1 on one thread: teacher and student in JAX, the student in onnxruntime."""
     from distill.app.latency import latency_report, print_latency, use_one_thread, write_latency
 
     if calls <= 0 or deep_depth <= 0 or deep_depth % 4:
-        raise DistillError(f"--calls must be positive and --deep-depth a positive multiple of 4, got {calls} and {deep_depth}")
+        raise DistillError(
+            f"--calls must be positive and --deep-depth a positive multiple of 4, got {calls} and {deep_depth}"
+        )
     if not use_one_thread():
         typer.echo("note: JAX had already started; its figures use every thread", err=True)
     records = latency_report(teacher_run, student_run, onnx, deep_depth, calls)
@@ -462,7 +677,9 @@ def latency(
 @app.command()
 @one_line_errors
 def doctor(
-    lock: Optional[Path] = typer.Option(None, help="The lock to compare with (default: constraints.txt of this checkout)."),
+    lock: Optional[Path] = typer.Option(
+        None, help="The lock to compare with (default: constraints.txt of this checkout)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
 ):
     """Python, the key packages, JAX's devices and compile cache; exits 1 where a version differs from the lock."""

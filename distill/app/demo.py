@@ -15,20 +15,32 @@ import sys
 import time
 from pathlib import Path
 
-from distill.store import runs
-from distill.envs import DEFAULT_ENV
-from distill.errors import DistillError
 from distill.app.evaluate import evaluate_target
 from distill.app.kinds import finished
+from distill.envs import DEFAULT_ENV
+from distill.errors import DistillError
+from distill.store import runs
 
-QUICK_TEACHER = dict(num_envs=16, unroll_length=20, batch_size=64, updates_per_step=4, total_steps=16 * 20 * 8,
-                     num_evals=2, eval_episodes=8, replay_rows=200, prefill_rows=40, width=64, repr_dim=16)
+QUICK_TEACHER = dict(
+    num_envs=16,
+    unroll_length=20,
+    batch_size=64,
+    updates_per_step=4,
+    total_steps=16 * 20 * 8,
+    num_evals=2,
+    eval_episodes=8,
+    replay_rows=200,
+    prefill_rows=40,
+    width=64,
+    repr_dim=16,
+)
 # The student the reacher frontier recommends (results/frontier/reacher: depth 4, width 128 keeps 0.967
 # of the teacher at a third of its latency), half the width of the default teacher.
 STUDENT_DEPTH, STUDENT_WIDTH = 4, 128
 QUICK_STUDENT_WIDTH = 32
-QUICK_STUDENT = dict(iterations=2, num_envs=16, unroll_length=20, updates_per_iteration=4, batch_size=64,
-                     eval_episodes=8, num_evals=1)
+QUICK_STUDENT = dict(
+    iterations=2, num_envs=16, unroll_length=20, updates_per_iteration=4, batch_size=64, eval_episodes=8, num_evals=1
+)
 
 
 def _stage(name: str, say) -> float:
@@ -36,10 +48,17 @@ def _stage(name: str, say) -> float:
     return time.perf_counter()
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128, baseline: bool = False,
-             show_progress: bool = True, say=print) -> dict:
-    from students.config import StudentConfig
+def run_demo(
+    out: Path,
+    quick: bool = False,
+    seed: int = 0,
+    episodes: int = 128,
+    baseline: bool = False,
+    show_progress: bool = True,
+    say=print,
+) -> dict:
     from distill.app.report import build_report
+    from students.config import StudentConfig
     from students.train import compress
     from teachers.config import teacher_config
     from teachers.train import train_teacher
@@ -58,12 +77,25 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128,
         train_teacher(config, teacher_dir, resume=(teacher_dir / "config.json").exists(), show_progress=show_progress)
     timings["teacher_s"] = time.perf_counter() - t0
 
-    t0 = _stage(f"2/5 compressing it into a depth-{STUDENT_DEPTH} student of width "
-                f"{QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH}", say)
+    t0 = _stage(
+        f"2/5 compressing it into a depth-{STUDENT_DEPTH} student of width "
+        f"{QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH}",
+        say,
+    )
     if not _finished(student_dir):
-        s_config = StudentConfig(student_depth=STUDENT_DEPTH, student_width=QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH,
-                                 seed=seed, **(QUICK_STUDENT if quick else {}))
-        compress(s_config, teacher_dir, student_dir, resume=(student_dir / "config.json").exists(), show_progress=show_progress)
+        s_config = StudentConfig(
+            student_depth=STUDENT_DEPTH,
+            student_width=QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH,
+            seed=seed,
+            **(QUICK_STUDENT if quick else {}),
+        )
+        compress(
+            s_config,
+            teacher_dir,
+            student_dir,
+            resume=(student_dir / "config.json").exists(),
+            show_progress=show_progress,
+        )
     report = build_report(student_dir, episodes=episodes, seed=seed, baseline=baseline, show_progress=show_progress)
     timings["compress_s"] = time.perf_counter() - t0
 
@@ -89,8 +121,11 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, episodes: int = 128,
         "retention": report["retention"],
         "teacher": report["teacher"],
         "student": report["student"],
-        "onnx": {**onnx_eval, "parity_max_abs_error": export["policy_parity_max_abs_error"],
-                 "critic_parity_max_abs_error": export.get("critic_parity_max_abs_error")},
+        "onnx": {
+            **onnx_eval,
+            "parity_max_abs_error": export["policy_parity_max_abs_error"],
+            "critic_parity_max_abs_error": export.get("critic_parity_max_abs_error"),
+        },
         "student_jax_eval": jax_eval,
         "compression": _compression(report),
         "latency": latency,
@@ -105,10 +140,16 @@ def _compression(report: dict) -> dict:
     """Parameters of teacher and student, all three networks and the deployed actor alone."""
     teacher, student = report["teacher"]["params"], report["student"]["params"]
     total_t, total_s = sum(teacher.values()), sum(student.values())
-    return {"teacher_params": total_t, "student_params": total_s, "ratio": total_t / total_s,
-            "teacher_actor_params": teacher["actor"], "student_actor_params": student["actor"],
-            "actor_ratio": teacher["actor"] / student["actor"],
-            "teacher_width": report["teacher"]["width"], "student_width": report["student"]["width"]}
+    return {
+        "teacher_params": total_t,
+        "student_params": total_s,
+        "ratio": total_t / total_s,
+        "teacher_actor_params": teacher["actor"],
+        "student_actor_params": student["actor"],
+        "actor_ratio": teacher["actor"] / student["actor"],
+        "teacher_width": report["teacher"]["width"],
+        "student_width": report["student"]["width"],
+    }
 
 
 def _finished(run: Path) -> bool:
@@ -121,8 +162,20 @@ def _latency(teacher_dir: Path, student_dir: Path, onnx_path: Path, json_path: P
     from export.latency import SINGLE_THREAD_XLA_FLAGS
 
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip())
-    cmd = [sys.executable, "-m", "distill.app.cli", "latency", "--teacher-run", str(teacher_dir), "--student-run", str(student_dir),
-           "--onnx", str(onnx_path), "--json", str(json_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill.app.cli",
+        "latency",
+        "--teacher-run",
+        str(teacher_dir),
+        "--student-run",
+        str(student_dir),
+        "--onnx",
+        str(onnx_path),
+        "--json",
+        str(json_path),
+    ]
     if quick:
         cmd += ["--calls", "100", "--deep-depth", "64"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -138,9 +191,30 @@ def _write_report(out: Path, s: dict) -> None:
     teacher_lat = next(r for r in s["latency"] if r["model"] == "teacher (JAX)")
     deep = max((r for r in s["latency"] if "teacher depth" in r["model"]), key=lambda r: r["depth"])
     rows = [
-        ("teacher (JAX)", s["teacher"]["depth"], s["teacher"]["time_at_goal"], s["teacher"]["success_any"], sum(s["teacher"]["params"].values()), teacher_lat),
-        ("student (JAX)", s["student"]["depth"], s["student_jax_eval"]["time_at_goal"], s["student_jax_eval"]["success_any"], sum(s["student"]["params"].values()), student_lat),
-        ("student (ONNX)", s["student"]["depth"], s["onnx"]["time_at_goal"], s["onnx"]["success_any"], sum(s["student"]["params"].values()), onnx_lat),
+        (
+            "teacher (JAX)",
+            s["teacher"]["depth"],
+            s["teacher"]["time_at_goal"],
+            s["teacher"]["success_any"],
+            sum(s["teacher"]["params"].values()),
+            teacher_lat,
+        ),
+        (
+            "student (JAX)",
+            s["student"]["depth"],
+            s["student_jax_eval"]["time_at_goal"],
+            s["student_jax_eval"]["success_any"],
+            sum(s["student"]["params"].values()),
+            student_lat,
+        ),
+        (
+            "student (ONNX)",
+            s["student"]["depth"],
+            s["onnx"]["time_at_goal"],
+            s["onnx"]["success_any"],
+            sum(s["student"]["params"].values()),
+            onnx_lat,
+        ),
     ]
     lines = [
         f"# distill demo: {s['env']}",
@@ -151,7 +225,9 @@ def _write_report(out: Path, s: dict) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for name, depth, tag, succ, params, lat in rows:
-        lines.append(f"| {name} | {depth} | {tag:.1f} | {succ:.3f} | {params:,} | {lat['p50_us']:.1f} | {lat['p99_us']:.1f} |")
+        lines.append(
+            f"| {name} | {depth} | {tag:.1f} | {succ:.3f} | {params:,} | {lat['p50_us']:.1f} | {lat['p99_us']:.1f} |"
+        )
     lines += [
         f"| teacher at depth {deep['depth']} (JAX, latency only) | {deep['depth']} | - | - | {deep['params']:,} (actor) | {deep['p50_us']:.0f} | {deep['p99_us']:.0f} |",
         "",
@@ -170,9 +246,11 @@ def _write_report(out: Path, s: dict) -> None:
 
 
 def _compression_text(c: dict) -> str:
-    return (f"teacher {c['teacher_params']:,} parameters (width {c['teacher_width']}) -> student {c['student_params']:,} "
-            f"(width {c['student_width']}), {c['ratio']:.1f}x fewer; the deployed actor {c['teacher_actor_params']:,} -> "
-            f"{c['student_actor_params']:,}, {c['actor_ratio']:.1f}x fewer")
+    return (
+        f"teacher {c['teacher_params']:,} parameters (width {c['teacher_width']}) -> student {c['student_params']:,} "
+        f"(width {c['student_width']}), {c['ratio']:.1f}x fewer; the deployed actor {c['teacher_actor_params']:,} -> "
+        f"{c['student_actor_params']:,}, {c['actor_ratio']:.1f}x fewer"
+    )
 
 
 def print_summary(s: dict) -> None:
@@ -184,13 +262,34 @@ def print_summary(s: dict) -> None:
     table = Table(title=f"distill demo on {s['env']} ({s['episodes']} episodes)")
     for col in ("policy", "depth", "time_at_goal", "success_any", "parameters", "p50 us", "p99 us"):
         table.add_column(col, justify="right")
-    table.add_row("teacher (JAX)", str(s["teacher"]["depth"]), f"{s['teacher']['time_at_goal']:.1f}", f"{s['teacher']['success_any']:.3f}",
-                  f"{sum(s['teacher']['params'].values()):,}", f"{lat['teacher (JAX)']['p50_us']:.1f}", f"{lat['teacher (JAX)']['p99_us']:.1f}")
-    table.add_row("student (JAX)", str(s["student"]["depth"]), f"{s['student_jax_eval']['time_at_goal']:.1f}", f"{s['student_jax_eval']['success_any']:.3f}",
-                  f"{sum(s['student']['params'].values()):,}", f"{lat['student (JAX)']['p50_us']:.1f}", f"{lat['student (JAX)']['p99_us']:.1f}")
+    table.add_row(
+        "teacher (JAX)",
+        str(s["teacher"]["depth"]),
+        f"{s['teacher']['time_at_goal']:.1f}",
+        f"{s['teacher']['success_any']:.3f}",
+        f"{sum(s['teacher']['params'].values()):,}",
+        f"{lat['teacher (JAX)']['p50_us']:.1f}",
+        f"{lat['teacher (JAX)']['p99_us']:.1f}",
+    )
+    table.add_row(
+        "student (JAX)",
+        str(s["student"]["depth"]),
+        f"{s['student_jax_eval']['time_at_goal']:.1f}",
+        f"{s['student_jax_eval']['success_any']:.3f}",
+        f"{sum(s['student']['params'].values()):,}",
+        f"{lat['student (JAX)']['p50_us']:.1f}",
+        f"{lat['student (JAX)']['p99_us']:.1f}",
+    )
     onnx_lat = lat["student (onnxruntime, OnnxPolicy)"]
-    table.add_row("student (ONNX)", str(s["student"]["depth"]), f"{s['onnx']['time_at_goal']:.1f}", f"{s['onnx']['success_any']:.3f}",
-                  f"{sum(s['student']['params'].values()):,}", f"{onnx_lat['p50_us']:.1f}", f"{onnx_lat['p99_us']:.1f}")
+    table.add_row(
+        "student (ONNX)",
+        str(s["student"]["depth"]),
+        f"{s['onnx']['time_at_goal']:.1f}",
+        f"{s['onnx']['success_any']:.3f}",
+        f"{sum(s['student']['params'].values()):,}",
+        f"{onnx_lat['p50_us']:.1f}",
+        f"{onnx_lat['p99_us']:.1f}",
+    )
     print_table(table)
     print(f"retention {s['retention']:.3f}; ONNX parity {s['onnx']['parity_max_abs_error']:.1e}")
     print(f"compression: {_compression_text(s['compression'])}")

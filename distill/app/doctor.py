@@ -15,8 +15,20 @@ from pathlib import Path
 
 from distill.errors import DistillError
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "orbax-checkpoint", "onnx", "onnxruntime",
-            "numpy", "typer")
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "brax",
+    "mujoco",
+    "mujoco-mjx",
+    "orbax-checkpoint",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "typer",
+)
 DEFAULT_LOCK = Path(__file__).resolve().parents[2] / "constraints.txt"
 
 
@@ -56,8 +68,9 @@ def diagnose(lock: Path | None = None) -> dict:
 
     lock_path = Path(lock) if lock else DEFAULT_LOCK
     pins = read_lock(lock_path) if lock or lock_path.is_file() else None
-    packages = [{"name": name, "installed": installed(name), "locked": (pins or {}).get(_normal(name))}
-                for name in PACKAGES]
+    packages = [
+        {"name": name, "installed": installed(name), "locked": (pins or {}).get(_normal(name))} for name in PACKAGES
+    ]
     differences = []
     if pins is not None:
         for name, version in sorted(pins.items()):
@@ -88,6 +101,8 @@ def report_lines(report: dict) -> list[str]:
     elif not report["differences"]:
         lines.append(f"lock: every package matches {report['lock']}")
     for d in report["differences"]:
-        lines.append(f"warning: {d['name']} {d['installed'] or 'not installed'} is installed, the lock has "
-                     f"{d['locked']} (make install brings the locked versions)")
+        lines.append(
+            f"warning: {d['name']} {d['installed'] or 'not installed'} is installed, the lock has "
+            f"{d['locked']} (make install brings the locked versions)"
+        )
     return lines

@@ -29,8 +29,10 @@ def environment_rows() -> list[dict]:
 
 def layout_rows(name: str) -> tuple[EnvSpec, list[dict]]:
     spec = get_spec(name)
-    return spec, [{"name": n, "start": a, "stop": b, "size": b - a, "goal": any(a <= i < b for i in spec.goal_indices)}
-                  for n, a, b in spec.layout]
+    return spec, [
+        {"name": n, "start": a, "stop": b, "size": b - a, "goal": any(a <= i < b for i in spec.goal_indices)}
+        for n, a, b in spec.layout
+    ]
 
 
 def print_layout(spec: EnvSpec, slices: list[dict]) -> None:
@@ -49,8 +51,13 @@ def print_environments(rows: list[dict]) -> None:
     for r in rows:
         name = r["name"] + (" (default)" if r["default"] else "")
         table.add_row(
-            name, str(r["state_dim"]), str(r["goal_indices"]), str(r["action_dim"]), str(r["success_radius"]),
-            str(r["episode_length"]), r["backend"],
+            name,
+            str(r["state_dim"]),
+            str(r["goal_indices"]),
+            str(r["action_dim"]),
+            str(r["success_radius"]),
+            str(r["episode_length"]),
+            r["backend"],
             r["description"] + ("" if r["cpu_preset"] else " \\[paper defaults: GPU-sized]"),
         )
     print_table(table)

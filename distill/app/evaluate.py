@@ -9,12 +9,12 @@ from typing import Any
 import jax
 
 from distill.app.kinds import kind_of
-from distill.store.checkpoints import CHECKPOINT_KINDS
+from distill.data.sensors import SensorModel, sensor_model
 from distill.envs import EnvSpec
 from distill.errors import DistillError
 from distill.eval.evaluation import check_obs_noise, make_evaluator, summarize
 from distill.nn.networks import CRLNetworks
-from distill.data.sensors import SensorModel, sensor_model
+from distill.store.checkpoints import CHECKPOINT_KINDS
 from export.closed_loop import evaluate_onnx
 
 
@@ -47,12 +47,19 @@ def load_run_policy(target: Path, which: str = "best", env: str | None = None) -
     if env is not None and env != spec.name:
         raise DistillError(f"{target} was trained on '{spec.name}', not on '{env}'")
     sensors = sensor_model(config)
-    return RunPolicy(spec, config.backend or spec.backend, networks, params, f"{kind.name} ({which} checkpoint, step {step})",
-                     sensors)
+    return RunPolicy(
+        spec,
+        config.backend or spec.backend,
+        networks,
+        params,
+        f"{kind.name} ({which} checkpoint, step {step})",
+        sensors,
+    )
 
 
-def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, which: str = "best",
-                    obs_noise: float = 0.0) -> dict:
+def evaluate_target(
+    target: Path, episodes: int, env: str | None, seed: int, which: str = "best", obs_noise: float = 0.0
+) -> dict:
     """A run's or an ONNX file's summary on the seed's episodes; ``obs_noise`` > 0 adds Gaussian noise of
     that sigma to the state the policy observes (the goal, the physics and success stay exact)."""
     target = Path(target)
@@ -64,8 +71,9 @@ def evaluate_target(target: Path, episodes: int, env: str | None, seed: int, whi
     if target.suffix == ".onnx":
         return evaluate_onnx(target, env=env, episodes=episodes, seed=seed, obs_noise=obs_noise)
     policy = load_run_policy(target, which, env)
-    evaluate = make_evaluator(policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes, obs_noise,
-                              policy.sensors)
+    evaluate = make_evaluator(
+        policy.spec.make(backend=policy.backend), policy.spec, policy.apply, episodes, obs_noise, policy.sensors
+    )
     result = summarize(evaluate(policy.actor_params, jax.random.PRNGKey(seed)).success)
     result.update({"policy": policy.description, "env": policy.spec.name, "seed": seed, "obs_noise": obs_noise})
     if policy.sensors is not None:

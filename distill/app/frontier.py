@@ -26,18 +26,17 @@ import shlex
 import time
 from pathlib import Path
 
-
 import jax
 
+from distill.app import grid
 from distill.app.evaluate import load_run_policy
 from distill.app.sweep import int_list
 from distill.errors import DistillError
 from distill.eval.evaluation import check_obs_noise, make_evaluator, summarize
-from export.latency import policy_and_session_latencies
 from distill.nn.networks import count_params
-from distill.app import grid
 from distill.store import runs
 from export.closed_loop import evaluate_onnx
+from export.latency import policy_and_session_latencies
 from export.student import export_student
 from students.config import student_config
 from students.train import compress, load_student, schedule, teacher_checkpoint_hash
@@ -55,8 +54,13 @@ DEFAULT_EPISODES = 128
 DEFAULT_LATENCY_CALLS = 5000
 # Student options a frontier passes to every point, with the `distill compress` flag of each.
 STUDENT_OPTIONS = {
-    "steps": "--steps", "iterations": "--iterations", "num_envs": "--num-envs", "unroll_length": "--unroll-length",
-    "batch_size": "--batch-size", "eval_episodes": "--eval-episodes", "seed": "--seed",
+    "steps": "--steps",
+    "iterations": "--iterations",
+    "num_envs": "--num-envs",
+    "unroll_length": "--unroll-length",
+    "batch_size": "--batch-size",
+    "eval_episodes": "--eval-episodes",
+    "seed": "--seed",
 }
 
 
@@ -95,30 +99,51 @@ class FrontierPlan:
     def record(self) -> dict:
         """The settings that make the points; a frontier in a directory keeps them."""
 
-        shared = {k: v for k, v in dataclasses.asdict(self.config(self.depths[0], self.widths[0])).items()
-                  if k not in ("student_depth", "student_width", "teacher_run")}
-        return {"teacher_run": os.path.normpath(self.teacher_run), "env": self.env,
-                "teacher_checkpoint_sha256": teacher_checkpoint_hash(Path(self.teacher_run)),
-                "depths": list(self.depths), "widths": list(self.widths), "episodes": self.episodes,
-                "eval_seed": self.eval_seed, "obs_noise": self.obs_noise, "student_settings": shared}
+        shared = {
+            k: v
+            for k, v in dataclasses.asdict(self.config(self.depths[0], self.widths[0])).items()
+            if k not in ("student_depth", "student_width", "teacher_run")
+        }
+        return {
+            "teacher_run": os.path.normpath(self.teacher_run),
+            "env": self.env,
+            "teacher_checkpoint_sha256": teacher_checkpoint_hash(Path(self.teacher_run)),
+            "depths": list(self.depths),
+            "widths": list(self.widths),
+            "episodes": self.episodes,
+            "eval_seed": self.eval_seed,
+            "obs_noise": self.obs_noise,
+            "student_settings": shared,
+        }
 
     def commands(self, depth: int, width: int, out: str = "runs/student", onnx: str = "policy.onnx") -> str:
         """The exact commands that train and export this point's student on their own."""
         flags = [f"--student-depth {depth}", f"--student-width {width}"]
         flags += [f"{STUDENT_OPTIONS[k]} {v}" for k, v in self.options]
-        return (f"distill compress {shlex.quote(self.teacher_run)} {' '.join(flags)} --no-baseline --out {shlex.quote(out)}"
-                f" && distill export {shlex.quote(out)} --out {shlex.quote(onnx)}")
+        return (
+            f"distill compress {shlex.quote(self.teacher_run)} {' '.join(flags)} --no-baseline --out {shlex.quote(out)}"
+            f" && distill export {shlex.quote(out)} --out {shlex.quote(onnx)}"
+        )
 
 
-def make_plan(teacher_run: Path, depths="0,4,8", widths="64,128,256", episodes: int = DEFAULT_EPISODES,
-              eval_seed: int = 0, obs_noise: float = DEFAULT_OBS_NOISE, **options) -> FrontierPlan:
+def make_plan(
+    teacher_run: Path,
+    depths="0,4,8",
+    widths="64,128,256",
+    episodes: int = DEFAULT_EPISODES,
+    eval_seed: int = 0,
+    obs_noise: float = DEFAULT_OBS_NOISE,
+    **options,
+) -> FrontierPlan:
     """Checks a whole frontier before anything trains: the teacher, the grid and every point's config."""
 
     depths, widths = int_list(depths, "depths"), int_list(widths, "widths")
     bad = [d for d in depths if d < 0 or d % 4]
     if bad:
-        raise DistillError(f"--depths must be non-negative multiples of 4 (0 = input projection and heads only; "
-                           f"a residual block is 4 layers), got {bad}")
+        raise DistillError(
+            f"--depths must be non-negative multiples of 4 (0 = input projection and heads only; "
+            f"a residual block is 4 layers), got {bad}"
+        )
     bad = [w for w in widths if w <= 0]
     if bad:
         raise DistillError(f"--widths must be positive, got {bad}")
@@ -132,8 +157,9 @@ def make_plan(teacher_run: Path, depths="0,4,8", widths="64,128,256", episodes: 
     record = runs.read_config(Path(teacher_run), kind="teacher")
     if not runs.read_metrics(Path(teacher_run)):
         raise DistillError(f"the teacher in {teacher_run} has not finished an epoch yet")
-    plan = FrontierPlan(str(teacher_run), record["config"]["env"], tuple(depths), tuple(widths), given, episodes,
-                        eval_seed, obs_noise)
+    plan = FrontierPlan(
+        str(teacher_run), record["config"]["env"], tuple(depths), tuple(widths), given, episodes, eval_seed, obs_noise
+    )
     for depth, width in plan.points():
         plan.config(depth, width)
     return plan
@@ -141,19 +167,23 @@ def make_plan(teacher_run: Path, depths="0,4,8", widths="64,128,256", episodes: 
 
 # ---- the recommendation and the Pareto front (pure functions of the measured table) ---------------
 
+
 def pareto_front(points: list[dict], cost: str = "p50_us", value: str = "retention") -> list[dict]:
     """The points no other point beats: none is at most as costly and at least as good, and strictly
     better in one of the two. Points without a value are left out. Sorted by cost."""
     ok = [p for p in points if p.get(value) is not None and p.get(cost) is not None]
 
     def dominated(p):
-        return any(q[cost] <= p[cost] and q[value] >= p[value] and (q[cost] < p[cost] or q[value] > p[value]) for q in ok)
+        return any(
+            q[cost] <= p[cost] and q[value] >= p[value] and (q[cost] < p[cost] or q[value] > p[value]) for q in ok
+        )
 
     return sorted((p for p in ok if not dominated(p)), key=lambda p: (p[cost], -p[value]))
 
 
-def recommend(points: list[dict], tolerance: float = DEFAULT_TOLERANCE, cost: str = "p50_us",
-              value: str = "retention") -> dict | None:
+def recommend(
+    points: list[dict], tolerance: float = DEFAULT_TOLERANCE, cost: str = "p50_us", value: str = "retention"
+) -> dict | None:
     """The fastest point whose retention is within ``tolerance`` of the best retention.
 
     ``tolerance`` is absolute: 0.02 is two points of retention (best 0.98 admits 0.96). Ties in
@@ -172,6 +202,7 @@ def recommend(points: list[dict], tolerance: float = DEFAULT_TOLERANCE, cost: st
 
 # ---- running the points ------------------------------------------------------------------------
 
+
 def _student_finished(run: Path, config) -> bool:
     return runs.finished(run, schedule(config))
 
@@ -186,12 +217,15 @@ def _read_json(path: Path) -> dict | None:
 def evaluate_teacher(plan: FrontierPlan) -> dict:
     """The teacher on the frontier's episodes, without and (if asked) with observation noise."""
 
-
     policy = load_run_policy(Path(plan.teacher_run))
     env = policy.spec.make(backend=policy.backend)
     key = jax.random.PRNGKey(plan.eval_seed)
-    result = {"plain": summarize(make_evaluator(env, policy.spec, policy.apply, plan.episodes)(policy.actor_params, key).success),
-              "params": count_params(policy.actor_params)}
+    result = {
+        "plain": summarize(
+            make_evaluator(env, policy.spec, policy.apply, plan.episodes)(policy.actor_params, key).success
+        ),
+        "params": count_params(policy.actor_params),
+    }
     if plan.obs_noise:
         noisy = make_evaluator(env, policy.spec, policy.apply, plan.episodes, plan.obs_noise)
         result["noisy"] = summarize(noisy(policy.actor_params, key).success)
@@ -200,8 +234,16 @@ def evaluate_teacher(plan: FrontierPlan) -> dict:
     return result
 
 
-def _run_point(plan: FrontierPlan, out: Path, depth: int, width: int, label: str, show_progress: bool,
-               checkpoint_minutes: float, notice) -> dict:
+def _run_point(
+    plan: FrontierPlan,
+    out: Path,
+    depth: int,
+    width: int,
+    label: str,
+    show_progress: bool,
+    checkpoint_minutes: float,
+    notice,
+) -> dict:
     """Trains (or resumes), exports and evaluates one point; returns its record."""
 
     run, config = plan.run_dir(out, depth, width), plan.config(depth, width)
@@ -211,20 +253,37 @@ def _run_point(plan: FrontierPlan, out: Path, depth: int, width: int, label: str
     if not _student_finished(run, config):
         resume = (run / "config.json").is_file()
         notice(f"{label}: training the student" + (" (resuming)" if resume else ""))
-        compress(config, Path(plan.teacher_run), run, resume=resume, show_progress=show_progress,
-                 checkpoint_minutes=checkpoint_minutes, description=f"{label} d{depth} w{width}")
+        compress(
+            config,
+            Path(plan.teacher_run),
+            run,
+            resume=resume,
+            show_progress=show_progress,
+            checkpoint_minutes=checkpoint_minutes,
+            description=f"{label} d{depth} w{width}",
+        )
     notice(f"{label}: exporting to ONNX (parity gate) and evaluating it in closed loop")
     t0 = time.perf_counter()
     exported = export_student(run, run / "policy.onnx")
     plain = evaluate_onnx(run / "policy.onnx", plan.env, plan.episodes, plan.eval_seed)
-    noisy = evaluate_onnx(run / "policy.onnx", plan.env, plan.episodes, plan.eval_seed, plan.obs_noise) if plan.obs_noise else None
+    noisy = (
+        evaluate_onnx(run / "policy.onnx", plan.env, plan.episodes, plan.eval_seed, plan.obs_noise)
+        if plan.obs_noise
+        else None
+    )
     _, _, _, params, step = load_student(run)
     metrics = runs.read_metrics(run)
     record = {
-        "depth": depth, "width": width, "run": run.name, "onnx": f"{run.name}/policy.onnx",
-        "params": count_params(params["actor"]), "params_all_networks": count_params(params),
-        "checkpoint_step": int(step), "parity_max_abs_error": exported["policy_parity_max_abs_error"],
-        "closed_loop": plain, "closed_loop_noisy": noisy,
+        "depth": depth,
+        "width": width,
+        "run": run.name,
+        "onnx": f"{run.name}/policy.onnx",
+        "params": count_params(params["actor"]),
+        "params_all_networks": count_params(params),
+        "checkpoint_step": int(step),
+        "parity_max_abs_error": exported["policy_parity_max_abs_error"],
+        "closed_loop": plain,
+        "closed_loop_noisy": noisy,
         "train_seconds": float(sum(m.get("epoch_seconds", 0.0) for m in metrics)),
         "export_and_evaluate_seconds": time.perf_counter() - t0,
     }
@@ -232,9 +291,15 @@ def _run_point(plan: FrontierPlan, out: Path, depth: int, width: int, label: str
     return record
 
 
-def run_frontier(plan: FrontierPlan, out: Path, tolerance: float = DEFAULT_TOLERANCE,
-                 latency_calls: int = DEFAULT_LATENCY_CALLS, show_progress: bool = True, checkpoint_minutes: float = 10.0,
-                 notice=grid.notice) -> dict:
+def run_frontier(
+    plan: FrontierPlan,
+    out: Path,
+    tolerance: float = DEFAULT_TOLERANCE,
+    latency_calls: int = DEFAULT_LATENCY_CALLS,
+    show_progress: bool = True,
+    checkpoint_minutes: float = 10.0,
+    notice=grid.notice,
+) -> dict:
     """Every point of the frontier not done yet, then the latencies of all and the summary."""
     out = Path(out)
     if not 0.0 <= tolerance <= 1.0 or math.isnan(tolerance):
@@ -244,8 +309,10 @@ def run_frontier(plan: FrontierPlan, out: Path, tolerance: float = DEFAULT_TOLER
     grid.open_grid(out, FRONTIER_CONFIG, plan.record(), "frontier", nested="student_settings")
     teacher = _read_json(out / TEACHER_FILE)
     if teacher is None:
-        notice(f"frontier: evaluating the teacher on {plan.episodes} episodes"
-               + (f", also with observation noise sigma {plan.obs_noise:g}" if plan.obs_noise else ""))
+        notice(
+            f"frontier: evaluating the teacher on {plan.episodes} episodes"
+            + (f", also with observation noise sigma {plan.obs_noise:g}" if plan.obs_noise else "")
+        )
         teacher = evaluate_teacher(plan)
         runs.atomic_write_text(out / TEACHER_FILE, json.dumps(teacher, indent=2, sort_keys=True) + "\n")
     cells = plan.points()
@@ -264,20 +331,33 @@ def _retention(student: dict | None, teacher: dict | None) -> float | None:
     return student["time_at_goal"] / teacher["time_at_goal"]
 
 
-def write_summary(plan: FrontierPlan, out: Path, teacher: dict, records: list[dict], latencies: list[dict],
-                  tolerance: float, latency_calls: int) -> dict:
+def write_summary(
+    plan: FrontierPlan,
+    out: Path,
+    teacher: dict,
+    records: list[dict],
+    latencies: list[dict],
+    tolerance: float,
+    latency_calls: int,
+) -> dict:
     out = Path(out)
     points = []
     for record, latency in zip(records, latencies):
-        point = {**record, **latency,
-                 "time_at_goal": record["closed_loop"]["time_at_goal"],
-                 "success_any": record["closed_loop"]["success_any"],
-                 "retention": _retention(record["closed_loop"], teacher["plain"]),
-                 "noisy_time_at_goal": (record.get("closed_loop_noisy") or {}).get("time_at_goal"),
-                 "noisy_retention": _retention(record.get("closed_loop_noisy"), teacher.get("noisy")),
-                 "command": plan.commands(record["depth"], record["width"],
-                                          out=f"runs/student_d{record['depth']}_w{record['width']}",
-                                          onnx=f"policy_d{record['depth']}_w{record['width']}.onnx")}
+        point = {
+            **record,
+            **latency,
+            "time_at_goal": record["closed_loop"]["time_at_goal"],
+            "success_any": record["closed_loop"]["success_any"],
+            "retention": _retention(record["closed_loop"], teacher["plain"]),
+            "noisy_time_at_goal": (record.get("closed_loop_noisy") or {}).get("time_at_goal"),
+            "noisy_retention": _retention(record.get("closed_loop_noisy"), teacher.get("noisy")),
+            "command": plan.commands(
+                record["depth"],
+                record["width"],
+                out=f"runs/student_d{record['depth']}_w{record['width']}",
+                onnx=f"policy_d{record['depth']}_w{record['width']}.onnx",
+            ),
+        }
         points.append(point)
     front = {(p["depth"], p["width"]) for p in pareto_front(points)}
     params_front = {(p["depth"], p["width"]) for p in pareto_front(points, cost="params")}
@@ -287,19 +367,40 @@ def write_summary(plan: FrontierPlan, out: Path, teacher: dict, records: list[di
     chosen = recommend(points, tolerance)
     best = max((p["retention"] for p in points if p["retention"] is not None), default=None)
     summary = {
-        "teacher_run": plan.teacher_run, "env": plan.env, "episodes": plan.episodes, "eval_seed": plan.eval_seed,
-        "obs_noise": plan.obs_noise, "tolerance": tolerance, "depths": list(plan.depths), "widths": list(plan.widths),
-        "student_options": dict(plan.options), "teacher": teacher, "best_retention": best,
-        "latency": {"calls_per_policy": latencies[0]["calls"] if latencies else 0, "threads": 1, "batch": 1,
-                    "how": "OnnxPolicy (input checks included) and a bare onnxruntime session with IO binding, "
-                           "one intra-op thread, every file in one process, interleaved in 20 rounds"},
+        "teacher_run": plan.teacher_run,
+        "env": plan.env,
+        "episodes": plan.episodes,
+        "eval_seed": plan.eval_seed,
+        "obs_noise": plan.obs_noise,
+        "tolerance": tolerance,
+        "depths": list(plan.depths),
+        "widths": list(plan.widths),
+        "student_options": dict(plan.options),
+        "teacher": teacher,
+        "best_retention": best,
+        "latency": {
+            "calls_per_policy": latencies[0]["calls"] if latencies else 0,
+            "threads": 1,
+            "batch": 1,
+            "how": "OnnxPolicy (input checks included) and a bare onnxruntime session with IO binding, "
+            "one intra-op thread, every file in one process, interleaved in 20 rounds",
+        },
         "points": points,
-        "recommendation": None if chosen is None else {
-            "depth": chosen["depth"], "width": chosen["width"], "run": chosen["run"], "retention": chosen["retention"],
-            "p50_us": chosen["p50_us"], "p99_us": chosen["p99_us"], "params": chosen["params"],
+        "recommendation": None
+        if chosen is None
+        else {
+            "depth": chosen["depth"],
+            "width": chosen["width"],
+            "run": chosen["run"],
+            "retention": chosen["retention"],
+            "p50_us": chosen["p50_us"],
+            "p99_us": chosen["p99_us"],
+            "params": chosen["params"],
             "command": chosen["command"],
-            "rule": f"the fastest p50 (OnnxPolicy) among students with retention >= best - {tolerance:g}"},
-        "shared": SHARED, "not_shared": NOT_SHARED,
+            "rule": f"the fastest p50 (OnnxPolicy) among students with retention >= best - {tolerance:g}",
+        },
+        "shared": SHARED,
+        "not_shared": NOT_SHARED,
     }
     grid.write_summary(out, "frontier", summary, _markdown(summary), lambda path: _plot(path, summary))
     return summary
@@ -343,11 +444,17 @@ def _markdown(s: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in s["points"]:
-        mark = "**recommended**" if s["recommendation"] and (p["depth"], p["width"]) == (
-            s["recommendation"]["depth"], s["recommendation"]["width"]) else ""
-        lines.append(f"| {p['depth']} | {p['width']} | {p['params']:,} | {p['time_at_goal']:.2f} | {_fmt(p['retention'])} | "
-                     f"{_fmt(p['noisy_retention'])} | {p['p50_us']:.1f} | {p['p99_us']:.1f} | {p['session_p50_us']:.1f} | "
-                     f"{'yes' if p['pareto'] else ''} {mark} |")
+        mark = (
+            "**recommended**"
+            if s["recommendation"]
+            and (p["depth"], p["width"]) == (s["recommendation"]["depth"], s["recommendation"]["width"])
+            else ""
+        )
+        lines.append(
+            f"| {p['depth']} | {p['width']} | {p['params']:,} | {p['time_at_goal']:.2f} | {_fmt(p['retention'])} | "
+            f"{_fmt(p['noisy_retention'])} | {p['p50_us']:.1f} | {p['p99_us']:.1f} | {p['session_p50_us']:.1f} | "
+            f"{'yes' if p['pareto'] else ''} {mark} |"
+        )
     lines.append("")
     r = s["recommendation"]
     if r is None:
@@ -380,24 +487,50 @@ def _plot(path: Path, s: dict) -> None:
     depths = sorted({p["depth"] for p in s["points"]})
     colors = {d: plt.cm.viridis(i / max(len(depths) - 1, 1)) for i, d in enumerate(depths)}
     rec = s["recommendation"]
-    for ax, cost, front_key, label in ((axes[0], "p50_us", "pareto", "p50 latency, batch 1, one thread (us)"),
-                                       (axes[1], "params", "pareto_params", "actor parameters")):
+    for ax, cost, front_key, label in (
+        (axes[0], "p50_us", "pareto", "p50 latency, batch 1, one thread (us)"),
+        (axes[1], "params", "pareto_params", "actor parameters"),
+    ):
         for p in points:
-            ax.plot(p[cost], p["retention"], "o", color=colors[p["depth"]], ms=8,
-                    label=f"depth {p['depth']}" if p["width"] == min(q["width"] for q in points if q["depth"] == p["depth"]) else None)
-            ax.annotate(f"d{p['depth']} w{p['width']}", (p[cost], p["retention"]), textcoords="offset points",
-                        xytext=(5, 4), fontsize=7)
+            ax.plot(
+                p[cost],
+                p["retention"],
+                "o",
+                color=colors[p["depth"]],
+                ms=8,
+                label=f"depth {p['depth']}"
+                if p["width"] == min(q["width"] for q in points if q["depth"] == p["depth"])
+                else None,
+            )
+            ax.annotate(
+                f"d{p['depth']} w{p['width']}",
+                (p[cost], p["retention"]),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=7,
+            )
             if p["noisy_retention"] is not None:
                 ax.plot(p[cost], p["noisy_retention"], "o", mfc="none", color=colors[p["depth"]], ms=8)
         front = sorted((p for p in points if p[front_key]), key=lambda p: p[cost])
         if front:
-            ax.step([p[cost] for p in front], [p["retention"] for p in front], where="post", color="k", lw=1,
-                    label="Pareto front")
+            ax.step(
+                [p[cost] for p in front],
+                [p["retention"] for p in front],
+                where="post",
+                color="k",
+                lw=1,
+                label="Pareto front",
+            )
         if rec is not None:
             chosen = next(p for p in points if (p["depth"], p["width"]) == (rec["depth"], rec["width"]))
             ax.plot(chosen[cost], chosen["retention"], "*", color="red", ms=16, label="recommended")
-            ax.axhline(s["best_retention"] - s["tolerance"], color="red", ls=":", lw=1,
-                       label=f"best - tolerance ({s['tolerance']:g})")
+            ax.axhline(
+                s["best_retention"] - s["tolerance"],
+                color="red",
+                ls=":",
+                lw=1,
+                label=f"best - tolerance ({s['tolerance']:g})",
+            )
         ax.axhline(1.0, color="gray", ls="--", lw=1, label="teacher")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))

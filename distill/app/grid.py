@@ -26,7 +26,9 @@ def open_grid(out: Path, record_name: str, record: dict, what: str, **check) -> 
     return runs.open_grid_dir(Path(out), record_name, record, what, **check)
 
 
-def pending(cells: Iterable[Cell], run_of: Callable[[Cell], Path], done: Callable[[Cell], bool]) -> Iterator[tuple[int, int, Cell, bool]]:
+def pending(
+    cells: Iterable[Cell], run_of: Callable[[Cell], Path], done: Callable[[Cell], bool]
+) -> Iterator[tuple[int, int, Cell, bool]]:
     """(index from 1, count, cell, resume) of every cell not done yet; ``resume`` says its run was started."""
     cells = list(cells)
     for index, cell in enumerate(cells, 1):

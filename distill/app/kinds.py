@@ -15,9 +15,11 @@ from distill.eval.evaluation import evaluation_key
 from distill.store import runs
 from distill.train.engine import Schedule
 from students.config import StudentConfig
-from students.train import load_student, schedule as student_schedule
+from students.train import load_student
+from students.train import schedule as student_schedule
 from teachers.config import TeacherConfig
-from teachers.train import load_teacher, schedule as teacher_schedule
+from teachers.train import load_teacher
+from teachers.train import schedule as teacher_schedule
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,17 +12,28 @@ import jax
 import jax.numpy as jnp
 import onnx
 
-from export.latency import SINGLE_THREAD_XLA_FLAGS, jax_policy_latency, plot_latency
 from distill.nn.networks import count_params, make_crl_networks
-from export.latency import gemm_chain_onnx, onnx_session_latency, policy_vs_bare_session_latency
+from export.latency import (
+    SINGLE_THREAD_XLA_FLAGS,
+    gemm_chain_onnx,
+    jax_policy_latency,
+    onnx_session_latency,
+    plot_latency,
+    policy_vs_bare_session_latency,
+)
 from export.onnx_graph import policy_graph, set_metadata
 
 ONNX_POLICY_ROW = "student (onnxruntime, OnnxPolicy)"
 BARE_SESSION_ROW = "student (onnxruntime, bare IO-bound session)"
 
 
-def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path: Path | None,
-                   deep_depth: int = 1024, calls: int = 2000) -> list[dict]:
+def latency_report(
+    teacher_run: Path | None,
+    student_run: Path | None,
+    onnx_path: Path | None,
+    deep_depth: int = 1024,
+    calls: int = 2000,
+) -> list[dict]:
     """Teacher (its depth and ``deep_depth``) and student in JAX, and the student in onnxruntime.
 
     Without runs, randomly initialised reacher-sized networks stand in (latency does not depend on the
@@ -44,13 +55,23 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
         spec, t_depth, width = get_spec("reacher"), 4, 256
         teacher = make_crl_networks(spec, actor_depth=t_depth, critic_depth=t_depth, width=width)
         t_params = teacher.init(jax.random.PRNGKey(0))
-    add("teacher (JAX)", t_depth, width, count_params(t_params["actor"]),
-        jax_policy_latency(teacher, t_params["actor"], teacher.policy_input_dim, calls))
+    add(
+        "teacher (JAX)",
+        t_depth,
+        width,
+        count_params(t_params["actor"]),
+        jax_policy_latency(teacher, t_params["actor"], teacher.policy_input_dim, calls),
+    )
 
     deep = make_crl_networks(spec, actor_depth=deep_depth, critic_depth=4, width=width)
     deep_actor = jax.jit(lambda k: deep.actor.init(k, jnp.zeros((1, spec.obs_dim)))["params"])(jax.random.PRNGKey(1))
-    add(f"teacher depth {deep_depth} (JAX)", deep_depth, width, count_params(deep_actor),
-        jax_policy_latency(deep, deep_actor, spec.obs_dim, max(50, calls // 20)))
+    add(
+        f"teacher depth {deep_depth} (JAX)",
+        deep_depth,
+        width,
+        count_params(deep_actor),
+        jax_policy_latency(deep, deep_actor, spec.obs_dim, max(50, calls // 20)),
+    )
 
     if student_run is not None:
         from students.train import load_student
@@ -61,12 +82,22 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
         s_depth, s_width = 4, 256
         student = make_crl_networks(spec, actor_depth=s_depth, critic_depth=s_depth, width=s_width)
         s_params = student.init(jax.random.PRNGKey(2))
-    add("student (JAX)", s_depth, s_width, count_params(s_params["actor"]),
-        jax_policy_latency(student, s_params["actor"], student.policy_input_dim, calls))
+    add(
+        "student (JAX)",
+        s_depth,
+        s_width,
+        count_params(s_params["actor"]),
+        jax_policy_latency(student, s_params["actor"], student.policy_input_dim, calls),
+    )
 
     if onnx_path is None:
-        model = policy_graph(jax.device_get(s_params["actor"]), state_dim=spec.state_dim, goal_dim=spec.goal_dim,
-                             action_dim=spec.action_dim, sensor_dim=student.sensor_dim)
+        model = policy_graph(
+            jax.device_get(s_params["actor"]),
+            state_dim=spec.state_dim,
+            goal_dim=spec.goal_dim,
+            action_dim=spec.action_dim,
+            sensor_dim=student.sensor_dim,
+        )
         set_metadata(model, {"env": spec.name})
         if student.sensor_dim:
             from students.config import sensor_model
@@ -76,14 +107,29 @@ def latency_report(teacher_run: Path | None, student_run: Path | None, onnx_path
         onnx.save(model, onnx_path)
     # OnnxPolicy and the bare IO-bound session run interleaved, so their ratio is not skewed by drift.
     paired = policy_vs_bare_session_latency(onnx_path, calls * 2)
-    add(ONNX_POLICY_ROW, s_depth, s_width, count_params(s_params["actor"]),
-        {**paired["policy"], "p50_ratio_to_bare_session": paired["p50_ratio"]})
+    add(
+        ONNX_POLICY_ROW,
+        s_depth,
+        s_width,
+        count_params(s_params["actor"]),
+        {**paired["policy"], "p50_ratio_to_bare_session": paired["p50_ratio"]},
+    )
     add(BARE_SESSION_ROW, s_depth, s_width, count_params(s_params["actor"]), paired["bare"])
-    add("student (onnxruntime, IO binding, run only)", s_depth, s_width, count_params(s_params["actor"]),
-        onnx_session_latency(onnx_path, calls * 2))
+    add(
+        "student (onnxruntime, IO binding, run only)",
+        s_depth,
+        s_width,
+        count_params(s_params["actor"]),
+        onnx_session_latency(onnx_path, calls * 2),
+    )
     floor = gemm_chain_onnx(Path(tempfile.mkdtemp()) / "gemm_chain.onnx", s_width)
-    add(f"floor: 4 chained {s_width}x{s_width} Gemms (onnxruntime)", 4, s_width, 4 * s_width * (s_width + 1),
-        onnx_session_latency(floor, calls * 2))
+    add(
+        f"floor: 4 chained {s_width}x{s_width} Gemms (onnxruntime)",
+        4,
+        s_width,
+        4 * s_width * (s_width + 1),
+        onnx_session_latency(floor, calls * 2),
+    )
     return records
 
 
@@ -111,8 +157,15 @@ def print_latency(records: list[dict], deep_depth: int) -> None:
         table.add_column(col, justify="right")
     for r in records:
         ratio = f"{r['p50_ratio_to_bare_session']:.3f}" if "p50_ratio_to_bare_session" in r else ""
-        table.add_row(r["model"], str(r["depth"]), str(r["width"]), f"{r['params']:,}", f"{r['p50_us']:.1f}",
-                      f"{r['p99_us']:.1f}", ratio)
+        table.add_row(
+            r["model"],
+            str(r["depth"]),
+            str(r["width"]),
+            f"{r['params']:,}",
+            f"{r['p50_us']:.1f}",
+            f"{r['p99_us']:.1f}",
+            ratio,
+        )
     print_table(table)
     deep = next(r for r in records if r["depth"] == deep_depth and "teacher" in r["model"])
     onnx_rec = next(r for r in records if r["model"] == ONNX_POLICY_ROW)

@@ -25,9 +25,9 @@ import jax
 import numpy as np
 
 from distill.app.kinds import kind_of
+from distill.errors import DistillError
 from distill.store import runs
 from distill.store.checkpoints import newest_params_dir
-from distill.errors import DistillError
 
 PACKED_FILES = ("metrics.jsonl",)
 PACKED_PATTERNS = ("*.png", "*.md", "*.json")
@@ -65,7 +65,9 @@ def pack_run(run: Path, out: Path) -> dict:
     runs.check_new_out_dir(out, "choose another --out")
     best = run / "checkpoints" / "best"
     if not best.is_dir():
-        raise DistillError(f"{run} has no best checkpoint to pack ({best} is missing); it has not finished an epoch yet")
+        raise DistillError(
+            f"{run} has no best checkpoint to pack ({best} is missing); it has not finished an epoch yet"
+        )
     _, _, _, params, step = kind.load(run, "best")
     info = best_checkpoint(run, step=step)
     final = newest_params_dir(run, "last")
@@ -78,8 +80,11 @@ def pack_run(run: Path, out: Path) -> dict:
         (tmp / "checkpoints" / "best").mkdir(parents=True)
         shutil.copytree(best / str(step), tmp / "checkpoints" / "best" / str(step))
         if final is not None:  # the newest parameters, without the state beside them
-            shutil.copytree(final[0] / str(final[1]), tmp / "checkpoints" / "final" / str(final[1]),
-                            ignore=shutil.ignore_patterns("state"))
+            shutil.copytree(
+                final[0] / str(final[1]),
+                tmp / "checkpoints" / "final" / str(final[1]),
+                ignore=shutil.ignore_patterns("state"),
+            )
         for name in PACKED_FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, tmp / name)
@@ -87,8 +92,7 @@ def pack_run(run: Path, out: Path) -> dict:
             for path in sorted(run.glob(pattern)):
                 if path.is_file() and path.name != "config.json":
                     shutil.copy2(path, tmp / path.name)
-        record["packed"] = {"from": str(run.absolute()), **info,
-                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        record["packed"] = {"from": str(run.absolute()), **info, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         runs.atomic_write_text(tmp / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         for which, original in (("best", params), ("last", None)):
             if which == "last":
@@ -96,8 +100,10 @@ def pack_run(run: Path, out: Path) -> dict:
                     break
                 original = kind.load(run, which)[3]
             copied = kind.load(tmp, which)[3]
-            if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(original)),
-                                                             jax.tree.leaves(jax.device_get(copied)))):
+            if not all(
+                np.array_equal(a, b)
+                for a, b in zip(jax.tree.leaves(jax.device_get(original)), jax.tree.leaves(jax.device_get(copied)))
+            ):
                 raise DistillError(f"the packed {which} parameters of {run} do not read back equal to the original")
         os.rename(tmp, out)  # an empty directory of that name (checked above) is replaced
     except BaseException as err:
@@ -138,8 +144,8 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     ``DistillError`` with both figures when they differ by more than ``tolerance`` (default
     ``verify_tolerance``).
     """
-    from distill.eval.evaluation import make_evaluator, summarize
     from distill.data.sensors import sensor_model
+    from distill.eval.evaluation import make_evaluator, summarize
 
     run = Path(run)
     packed = runs.packed_record(run)
@@ -147,7 +153,9 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
         raise DistillError(f"{run} is not a packed run (its config.json has no 'packed' entry)")
     recorded, epoch = packed.get("time_at_goal"), packed.get("epoch")
     if recorded is None or epoch is None:
-        raise DistillError(f"{run} records no evaluation for its best parameters (no epoch or time_at_goal in 'packed')")
+        raise DistillError(
+            f"{run} records no evaluation for its best parameters (no epoch or time_at_goal in 'packed')"
+        )
     kind = kind_of(run)
     config, spec, networks, params, _ = kind.load(run, "best")
     env = spec.make(backend=config.backend or spec.backend)
@@ -156,14 +164,22 @@ def verify_packed_run(run: Path, tolerance: float | None = None) -> dict:
     sensors = sensor_model(config)
     result = summarize(make_evaluator(env, spec, networks.act, episodes, sensors=sensors)(params["actor"], key).success)
     allowed = verify_tolerance(recorded, spec.episode_length) if tolerance is None else float(tolerance)
-    figures = {"run": str(run), "kind": kind.name, "epoch": int(epoch), "episodes": episodes,
-               "recorded_time_at_goal": float(recorded), "time_at_goal": result["time_at_goal"],
-               "success_any": result["success_any"], "tolerance": allowed}
+    figures = {
+        "run": str(run),
+        "kind": kind.name,
+        "epoch": int(epoch),
+        "episodes": episodes,
+        "recorded_time_at_goal": float(recorded),
+        "time_at_goal": result["time_at_goal"],
+        "success_any": result["success_any"],
+        "tolerance": allowed,
+    }
     if not abs(result["time_at_goal"] - recorded) <= allowed:
         raise DistillError(
             f"packed run {run} fails its recorded evaluation: time_at_goal {result['time_at_goal']:.2f} on the "
             f"recorded {episodes} episodes of epoch {epoch}, against {recorded:.2f} recorded "
-            f"(allowed difference {allowed:.2f}); refusing it")
+            f"(allowed difference {allowed:.2f}); refusing it"
+        )
     return figures
 
 

@@ -8,15 +8,23 @@ import jax
 import numpy as np
 
 from distill.app.evaluate import load_run_policy
+from distill.data.sensors import empty_buffer
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
 from distill.eval.evaluation import evaluation_observer
-from distill.data.sensors import empty_buffer
 from distill.eval.render import rollout_states, write_html, write_maze_png
 
 
-def render_target(target: Path, out: Path, env: str | None = None, episodes: int = 4, seed: int = 0,
-                  png: bool = False, which: str = "best", length: int | None = None) -> dict:
+def render_target(
+    target: Path,
+    out: Path,
+    env: str | None = None,
+    episodes: int = 4,
+    seed: int = 0,
+    png: bool = False,
+    which: str = "best",
+    length: int | None = None,
+) -> dict:
     """Writes ``out`` (HTML) and, with ``png``, the maze top view beside it; returns what was written."""
     target, out = Path(target), Path(out)
     if out.suffix != ".html":
@@ -45,8 +53,11 @@ def render_target(target: Path, out: Path, env: str | None = None, episodes: int
         spec, backend, description = run.spec, run.backend, run.description
         act = jax.jit(run.apply)
         # A policy behind sensors reads them as its evaluation does: the same noise, history and latency.
-        sensed = jax.jit(evaluation_observer(run.sensors, jax.random.PRNGKey(seed), spec.state_dim, episodes)) \
-            if run.sensors else None
+        sensed = (
+            jax.jit(evaluation_observer(run.sensors, jax.random.PRNGKey(seed), spec.state_dim, episodes))
+            if run.sensors
+            else None
+        )
         carry = {"buffer": empty_buffer(run.sensors, episodes), "t": 0}
 
         def policy(obs):
@@ -63,8 +74,9 @@ def render_target(target: Path, out: Path, env: str | None = None, episodes: int
     if png:
         title = f"{description} on {spec.name}: {episodes} episodes, seed {seed}"
         paths, goals = observations[:, :, :2], observations[0, :, spec.state_dim : spec.state_dim + 2]
-        written["png"] = str(write_maze_png(environment.layout, environment.scale, paths, goals,
-                                            out.with_suffix(".png"), title))
+        written["png"] = str(
+            write_maze_png(environment.layout, environment.scale, paths, goals, out.with_suffix(".png"), title)
+        )
     return written
 
 

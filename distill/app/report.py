@@ -13,18 +13,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill.store import runs
+from distill.data.sensors import SensorModel, empty_buffer
 from distill.envs.maze import MazeEnv
 from distill.errors import DistillError
 from distill.eval.evaluation import evaluation_observer, make_evaluator, random_policy_baseline, summarize
-from export.latency import jax_policy_latency
-from distill.nn.networks import count_params, deterministic_action, pairwise_energy
 from distill.eval.render import write_maze_panels
-from distill.data.sensors import SensorModel, empty_buffer
+from distill.nn.networks import count_params, deterministic_action, pairwise_energy
+from distill.store import runs
+from export.latency import jax_policy_latency
 from students.config import sensor_model
-from students.train import compress, load_student, schedule as student_schedule
+from students.train import compress, load_student
+from students.train import schedule as student_schedule
 from teachers.config import sensor_model as teacher_sensor_model
-from teachers.train import load_teacher, schedule as teacher_schedule, train_teacher
+from teachers.train import load_teacher, train_teacher
+from teachers.train import schedule as teacher_schedule
 
 
 def _policy(networks):
@@ -35,18 +37,30 @@ def _policy(networks):
     return policy
 
 
-def _evaluate(spec, env, networks, params, episodes: int, key, paths: dict | None = None, label: str = "",
-              sensors: SensorModel | None = None) -> dict:
+def _evaluate(
+    spec,
+    env,
+    networks,
+    params,
+    episodes: int,
+    key,
+    paths: dict | None = None,
+    label: str = "",
+    sensors: SensorModel | None = None,
+) -> dict:
     """The policy's summary on the key's episodes (read through ``sensors`` if given); ``paths[label]``
     gets its first episodes' paths."""
-    result = jax.device_get(make_evaluator(env, spec, _policy(networks), episodes, sensors=sensors)(params["actor"], key))
+    result = jax.device_get(
+        make_evaluator(env, spec, _policy(networks), episodes, sensors=sensors)(params["actor"], key)
+    )
     if paths is not None:
         paths[label] = (result.path, result.goal)
     return summarize(result.success)
 
 
-def visited_observations(spec, env, networks, params, episodes: int, key, count: int = 4096,
-                         sensors: SensorModel | None = None) -> tuple[jax.Array, jax.Array]:
+def visited_observations(
+    spec, env, networks, params, episodes: int, key, count: int = 4096, sensors: SensorModel | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Observations the student's own deterministic policy visits (where its errors matter), and what
     it read at each (the observation itself without ``sensors``)."""
     policy = _policy(networks)
@@ -82,7 +96,9 @@ def critic_agreement(spec, teacher, teacher_params, student, student_params, obs
     action = teacher.act(teacher_params["actor"], obs)
 
     def logits(nets, params):
-        return np.asarray(pairwise_energy(nets.phi(params["sa_encoder"], state, action), nets.psi(params["goal_encoder"], goal)))
+        return np.asarray(
+            pairwise_energy(nets.phi(params["sa_encoder"], state, action), nets.psi(params["goal_encoder"], goal))
+        )
 
     t, s = logits(teacher, teacher_params), logits(student, student_params)
     rt, rs = _ranks(t), _ranks(s)
@@ -96,9 +112,17 @@ def critic_agreement(spec, teacher, teacher_params, student, student_params, obs
     }
 
 
-def compress_and_report(config, teacher_run: Path, out: Path, resume: bool = False, report_episodes: int = 128,
-                        baseline: bool = True, show_progress: bool = True, checkpoint_minutes: float = 10.0,
-                        baseline_run: Path | None = None):
+def compress_and_report(
+    config,
+    teacher_run: Path,
+    out: Path,
+    resume: bool = False,
+    report_episodes: int = 128,
+    baseline: bool = True,
+    show_progress: bool = True,
+    checkpoint_minutes: float = 10.0,
+    baseline_run: Path | None = None,
+):
     """``distill compress``: distils (or resumes distilling), then writes the report; returns both.
 
     ``baseline_run``, a teacher run of the same environment (say a sweep's depth-4 run), stands in for
@@ -110,18 +134,22 @@ def compress_and_report(config, teacher_run: Path, out: Path, resume: bool = Fal
         if not baseline:
             raise DistillError("--baseline-run names the from-scratch baseline; it cannot go with --no-baseline")
         check_baseline_run(baseline_run, teacher_run)
-    final = compress(config, teacher_run, out, resume=resume, show_progress=show_progress,
-                     checkpoint_minutes=checkpoint_minutes)
-    return final, build_report(out, episodes=report_episodes, baseline=baseline, show_progress=show_progress,
-                               baseline_run=baseline_run)
+    final = compress(
+        config, teacher_run, out, resume=resume, show_progress=show_progress, checkpoint_minutes=checkpoint_minutes
+    )
+    return final, build_report(
+        out, episodes=report_episodes, baseline=baseline, show_progress=show_progress, baseline_run=baseline_run
+    )
 
 
 def check_baseline_run(baseline_run: Path, teacher_run: Path) -> None:
     """A baseline must be a trained CRL run (a teacher run) of the teacher's environment."""
     record = runs.read_config(Path(baseline_run))
     if record.get("kind") != "teacher":
-        raise DistillError(f"--baseline-run {baseline_run} is a {record.get('kind', 'unknown')} run; the baseline must be "
-                           "a network trained from scratch by CRL (a teacher run)")
+        raise DistillError(
+            f"--baseline-run {baseline_run} is a {record.get('kind', 'unknown')} run; the baseline must be "
+            "a network trained from scratch by CRL (a teacher run)"
+        )
     env, teacher_env = record["config"]["env"], runs.read_config(Path(teacher_run), kind="teacher")["config"]["env"]
     if env != teacher_env:
         raise DistillError(f"--baseline-run {baseline_run} was trained on '{env}', the teacher on '{teacher_env}'")
@@ -129,8 +157,14 @@ def check_baseline_run(baseline_run: Path, teacher_run: Path) -> None:
         raise DistillError(f"--baseline-run {baseline_run} has not finished an epoch yet")
 
 
-def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline: bool = True, show_progress: bool = False,
-                 baseline_run: Path | None = None) -> dict:
+def build_report(
+    student_run: Path,
+    episodes: int = 128,
+    seed: int = 0,
+    baseline: bool = True,
+    show_progress: bool = False,
+    baseline_run: Path | None = None,
+) -> dict:
     student_run = Path(student_run)
     record = runs.read_config(student_run, kind="student")
     s_config, spec, student, s_params, s_step = load_student(student_run)
@@ -141,38 +175,57 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
 
     paths = {}
     sensors = sensor_model(s_config)
-    teacher_eval = _evaluate(spec, env, teacher, t_params, episodes, key, paths, f"teacher (depth {t_config.critic_depth})")
+    teacher_eval = _evaluate(
+        spec, env, teacher, t_params, episodes, key, paths, f"teacher (depth {t_config.critic_depth})"
+    )
     student_label = f"student (depth {s_config.student_depth}" + (", sensors)" if sensors else ")")
     student_eval = _evaluate(spec, env, student, s_params, episodes, key, paths, student_label, sensors)
-    obs, seen = visited_observations(spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7),
-                                     sensors=sensors)
+    obs, seen = visited_observations(
+        spec, env, student, s_params, min(episodes, 32), jax.random.fold_in(key, 7), sensors=sensors
+    )
     t_action = teacher.act(t_params["actor"], obs)
     s_action = student.act(s_params["actor"], seen)
     action_error = np.abs(np.asarray(t_action - s_action))
 
     rows = {
-        "teacher": {**teacher_eval, "depth": t_config.critic_depth, "actor_depth": t_config.actor_depth, "width": t_config.width,
-                    "params": {k: count_params(v) for k, v in t_params.items()},
-                    "jax_latency": jax_policy_latency(teacher, t_params["actor"], spec.obs_dim)},
-        "student": {**student_eval, "depth": s_config.student_depth, "actor_depth": s_config.student_depth, "width": s_config.student_width,
-                    "params": {k: count_params(v) for k, v in s_params.items()},
-                    "jax_latency": jax_policy_latency(student, s_params["actor"], student.policy_input_dim),
-                    "action_error": {"mean_abs": float(action_error.mean()), "max_abs": float(action_error.max()),
-                                     "states": int(action_error.shape[0])},
-                    "critic_agreement": critic_agreement(spec, teacher, t_params, student, s_params, obs)},
+        "teacher": {
+            **teacher_eval,
+            "depth": t_config.critic_depth,
+            "actor_depth": t_config.actor_depth,
+            "width": t_config.width,
+            "params": {k: count_params(v) for k, v in t_params.items()},
+            "jax_latency": jax_policy_latency(teacher, t_params["actor"], spec.obs_dim),
+        },
+        "student": {
+            **student_eval,
+            "depth": s_config.student_depth,
+            "actor_depth": s_config.student_depth,
+            "width": s_config.student_width,
+            "params": {k: count_params(v) for k, v in s_params.items()},
+            "jax_latency": jax_policy_latency(student, s_params["actor"], student.policy_input_dim),
+            "action_error": {
+                "mean_abs": float(action_error.mean()),
+                "max_abs": float(action_error.max()),
+                "states": int(action_error.shape[0]),
+            },
+            "critic_agreement": critic_agreement(spec, teacher, t_params, student, s_params, obs),
+        },
     }
     rows["random"] = random_policy_baseline(env, spec, episodes, seed)
     if sensors is not None:
         rows["student"]["sensors"] = sensors.to_json()
         if baseline and sensors.history > 1:
-            rows["student_no_history"] = _no_history_student(student_run, s_config, sensors, spec, env, episodes, key,
-                                                             show_progress, paths)
+            rows["student_no_history"] = _no_history_student(
+                student_run, s_config, sensors, spec, env, episodes, key, show_progress, paths
+            )
 
     if baseline_run is not None:
         check_baseline_run(baseline_run, teacher_run)
         rows["scratch"] = {**_evaluate_run(Path(baseline_run), spec, env, episodes, key, paths), "given": True}
     elif baseline:
-        rows["scratch"] = _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths)
+        rows["scratch"] = _scratch_baseline(
+            student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths
+        )
 
     report = {
         "env": spec.name,
@@ -191,9 +244,15 @@ def build_report(student_run: Path, episodes: int = 128, seed: int = 0, baseline
         if run is not None and name in report and "skipped" not in report[name]:
             report[name]["checkpoint"] = "best"
             report[name]["final"] = _final_evaluation(Path(run))
-    report["budgets"] = {name: _budget(Path(run)) for name, run in (
-        ("teacher", teacher_run), ("student", student_run), ("scratch", rows.get("scratch", {}).get("run")))
-        if run is not None}
+    report["budgets"] = {
+        name: _budget(Path(run))
+        for name, run in (
+            ("teacher", teacher_run),
+            ("student", student_run),
+            ("scratch", rows.get("scratch", {}).get("run")),
+        )
+        if run is not None
+    }
     if report["compress_seconds"] and report["teacher_train_seconds"]:
         report["compress_cost_fraction"] = report["compress_seconds"] / report["teacher_train_seconds"]
     if isinstance(env, MazeEnv):
@@ -219,8 +278,7 @@ def _budget(run: Path) -> dict:
     """What a run spent: env steps collected, SGD updates and seconds of training."""
     metrics = runs.read_metrics(run)
     last = metrics[-1] if metrics else {}
-    return {"env_steps": last.get("env_steps"), "sgd_updates": last.get("sgd_updates"),
-            "seconds": _train_seconds(run)}
+    return {"env_steps": last.get("env_steps"), "sgd_updates": last.get("sgd_updates"), "seconds": _train_seconds(run)}
 
 
 def _train_seconds(run: Path) -> float | None:
@@ -243,8 +301,13 @@ def _scratch_baseline(student_run, t_config, s_config, spec, env, episodes, key,
         return {"skipped": "CRL from scratch needs a depth of at least 4"}
     out = student_run / "scratch_baseline"
     config = dataclasses.replace(
-        t_config, critic_depth=s_config.student_depth, actor_depth=s_config.student_depth, width=s_config.student_width,
-        seed=t_config.seed + 1, remat=None, sensors=s_config.sensors,
+        t_config,
+        critic_depth=s_config.student_depth,
+        actor_depth=s_config.student_depth,
+        width=s_config.student_width,
+        seed=t_config.seed + 1,
+        remat=None,
+        sensors=s_config.sensors,
     )
     if not runs.finished(out, teacher_schedule(config)):
         try:
@@ -264,14 +327,25 @@ def _no_history_student(student_run, s_config, sensors, spec, env, episodes, key
     config = dataclasses.replace(s_config, sensors=single.describe())
     if not runs.finished(out, student_schedule(config)):
         try:
-            compress(config, Path(s_config.teacher_run), out, resume=(out / "config.json").exists(), show_progress=show_progress)
+            compress(
+                config,
+                Path(s_config.teacher_run),
+                out,
+                resume=(out / "config.json").exists(),
+                show_progress=show_progress,
+            )
         except DistillError as err:
             return {"skipped": str(err)}
     n_config, _, networks, params, _ = load_student(out)
     label = f"student (depth {n_config.student_depth}, sensors, history 1)"
-    return {**_evaluate(spec, env, networks, params, episodes, key, paths, label, single), "depth": n_config.student_depth,
-            "width": n_config.student_width, "params": {k: count_params(v) for k, v in params.items()},
-            "sensors": single.to_json(), "run": str(out)}
+    return {
+        **_evaluate(spec, env, networks, params, episodes, key, paths, label, single),
+        "depth": n_config.student_depth,
+        "width": n_config.student_width,
+        "params": {k: count_params(v) for k, v in params.items()},
+        "sensors": single.to_json(),
+        "run": str(out),
+    }
 
 
 def _evaluate_run(run: Path, spec, env, episodes, key, paths) -> dict:
@@ -279,9 +353,14 @@ def _evaluate_run(run: Path, spec, env, episodes, key, paths) -> dict:
     b_config, _, networks, params, _ = load_teacher(run)
     sensors = teacher_sensor_model(b_config)
     label = f"CRL from scratch (depth {b_config.critic_depth}" + (", sensors)" if sensors else ")")
-    row = {**_evaluate(spec, env, networks, params, episodes, key, paths, label, sensors), "depth": b_config.critic_depth,
-           "width": b_config.width, "params": {k: count_params(v) for k, v in params.items()},
-           "env_steps": runs.read_metrics(run)[-1]["env_steps"], "run": str(run)}
+    row = {
+        **_evaluate(spec, env, networks, params, episodes, key, paths, label, sensors),
+        "depth": b_config.critic_depth,
+        "width": b_config.width,
+        "params": {k: count_params(v) for k, v in params.items()},
+        "env_steps": runs.read_metrics(run)[-1]["env_steps"],
+        "run": str(run),
+    }
     if sensors is not None:
         row["sensors"] = sensors.to_json()
     return row
@@ -304,13 +383,19 @@ def _write_markdown(run: Path, r: dict) -> None:
             continue
         lat = row.get("jax_latency")
         lat_text = f"{lat['p50_us']:.0f} / {lat['p99_us']:.0f}" if lat else "-"
-        label = {"scratch": f"CRL from scratch ({'given run' if row.get('given') else 'student size'}{_scratch_sensors(r)})",
-                 "teacher": "teacher (privileged: full state)" if sensed else "teacher",
-                 "student": f"student (sensors, history {r['student']['sensors']['history']})" if sensed else "student",
-                 "student_no_history": "same student without history (history 1)"}.get(name, name)
-        lines.append(f"| {label} | {row['depth']} | {row['width']} | {sum(row['params'].values()):,} | "
-                     f"{row['time_at_goal']:.1f} | {row['success_any']:.3f} | {lat_text} |")
-    lines.append(f"| random actions | - | - | - | {r['random']['time_at_goal']:.1f} | {r['random']['success_any']:.3f} | - |")
+        label = {
+            "scratch": f"CRL from scratch ({'given run' if row.get('given') else 'student size'}{_scratch_sensors(r)})",
+            "teacher": "teacher (privileged: full state)" if sensed else "teacher",
+            "student": f"student (sensors, history {r['student']['sensors']['history']})" if sensed else "student",
+            "student_no_history": "same student without history (history 1)",
+        }.get(name, name)
+        lines.append(
+            f"| {label} | {row['depth']} | {row['width']} | {sum(row['params'].values()):,} | "
+            f"{row['time_at_goal']:.1f} | {row['success_any']:.3f} | {lat_text} |"
+        )
+    lines.append(
+        f"| random actions | - | - | - | {r['random']['time_at_goal']:.1f} | {r['random']['success_any']:.3f} | - |"
+    )
     s = r["student"]
     lines += [
         "",
@@ -320,17 +405,23 @@ def _write_markdown(run: Path, r: dict) -> None:
     for name in ("teacher", "scratch"):
         final = (r.get(name) or {}).get("final")
         if final:
-            lines.append(f"- {name.capitalize()}'s final parameters: time_at_goal {final['time_at_goal']:.1f} in its last "
-                         f"training evaluation (epoch {final['epoch']}, {final['env_steps']:,} env steps; its own episodes)")
+            lines.append(
+                f"- {name.capitalize()}'s final parameters: time_at_goal {final['time_at_goal']:.1f} in its last "
+                f"training evaluation (epoch {final['epoch']}, {final['env_steps']:,} env steps; its own episodes)"
+            )
     if sensed:
         model = s["sensors"]
         kept = ", ".join(f"{x['name']} (noise {x['noise']:g})" for x in model["slices"])
-        lines += [f"- Sensors: the student reads {kept}; history {model['history']}, latency {model['latency']} steps: "
-                  f"{model['reading_dim']} entries a reading, {model['sensor_dim']} in its input (`{model['spec']}`)"]
+        lines += [
+            f"- Sensors: the student reads {kept}; history {model['history']}, latency {model['latency']} steps: "
+            f"{model['reading_dim']} entries a reading, {model['sensor_dim']} in its input (`{model['spec']}`)"
+        ]
         nh = r.get("student_no_history")
         if nh and "skipped" not in nh:
-            lines.append(f"- Without history the same student keeps {nh['time_at_goal'] / max(r['teacher']['time_at_goal'], 1e-9):.3f} "
-                         f"of the teacher, against {r['retention']:.3f} with it")
+            lines.append(
+                f"- Without history the same student keeps {nh['time_at_goal'] / max(r['teacher']['time_at_goal'], 1e-9):.3f} "
+                f"of the teacher, against {r['retention']:.3f} with it"
+            )
         elif nh:
             lines.append(f"- Same student without history: skipped ({nh['skipped']})")
     lines += [
@@ -339,13 +430,19 @@ def _write_markdown(run: Path, r: dict) -> None:
         f"rank correlation of Q {s['critic_agreement']['q_rank_correlation']:.3f} over {s['critic_agreement']['goals_per_query']} goals",
     ]
     if r.get("budgets"):
-        lines.append("- Budgets: " + "; ".join(
-            f"{name} {b['env_steps'] or 0:,} env steps, {b['sgd_updates'] or 0:,} SGD updates, {b['seconds'] or 0:.0f} s"
-            for name, b in r["budgets"].items()))
+        lines.append(
+            "- Budgets: "
+            + "; ".join(
+                f"{name} {b['env_steps'] or 0:,} env steps, {b['sgd_updates'] or 0:,} SGD updates, {b['seconds'] or 0:.0f} s"
+                for name, b in r["budgets"].items()
+            )
+        )
     if "scratch" in r and r["scratch"].get("given"):
         lines.append(f"- CRL from scratch is the given run {r['scratch']['run']}")
     if r.get("compress_cost_fraction"):
-        lines.append(f"- Compression took {r['compress_seconds']:.0f} s, {100 * r['compress_cost_fraction']:.1f}% of the teacher's {r['teacher_train_seconds']:.0f} s of training")
+        lines.append(
+            f"- Compression took {r['compress_seconds']:.0f} s, {100 * r['compress_cost_fraction']:.1f}% of the teacher's {r['teacher_train_seconds']:.0f} s of training"
+        )
     if "scratch" in r and "skipped" in r["scratch"]:
         lines.append(f"- CRL from scratch: skipped ({r['scratch']['skipped']})")
     lines += ["", "![comparison](report.png)", ""]
@@ -369,8 +466,12 @@ def _plot(run: Path, r: dict) -> None:
     import matplotlib.pyplot as plt
 
     names = [n for n in ("teacher", "student", "student_no_history", "scratch") if n in r and "skipped" not in r[n]]
-    labels = {"teacher": f"teacher d{r['teacher']['depth']}", "student": f"student d{r['student']['depth']}",
-              "student_no_history": "student, history 1", "scratch": "CRL scratch"}
+    labels = {
+        "teacher": f"teacher d{r['teacher']['depth']}",
+        "student": f"student d{r['student']['depth']}",
+        "student_no_history": "student, history 1",
+        "scratch": "CRL scratch",
+    }
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     palette = {"teacher": "tab:blue", "student": "tab:orange", "student_no_history": "tab:red", "scratch": "tab:gray"}
     colors = [palette[n] for n in names]

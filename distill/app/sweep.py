@@ -16,8 +16,8 @@ import jax
 import numpy as np
 
 from distill.app import grid
-from distill.store import runs
 from distill.errors import DistillError
+from distill.store import runs
 from teachers.config import TeacherConfig, teacher_config
 from teachers.train import check_seeds_fit, schedule, train_teacher, train_teachers
 
@@ -113,30 +113,48 @@ def run_sweep(plan: SweepPlan, out: Path, show_progress: bool = True, checkpoint
         return _run_sweep_parallel(plan, out, show_progress, checkpoint_minutes)
     cells = [(d, s) for d in plan.depths for s in plan.seeds]
     for index, count, (depth, seed), resume in grid.pending(
-            cells, lambda c: plan.run_dir(out, *c), lambda c: _finished(plan.run_dir(out, *c), plan.config(*c))):
+        cells, lambda c: plan.run_dir(out, *c), lambda c: _finished(plan.run_dir(out, *c), plan.config(*c))
+    ):
         grid.notice(f"sweep {index}/{count}: depth {depth}, seed {seed}" + (" (resuming)" if resume else ""))
-        train_teacher(plan.config(depth, seed), plan.run_dir(out, depth, seed), resume=resume, show_progress=show_progress,
-                      checkpoint_minutes=checkpoint_minutes, description=f"sweep {index}/{count} d{depth} s{seed}")
+        train_teacher(
+            plan.config(depth, seed),
+            plan.run_dir(out, depth, seed),
+            resume=resume,
+            show_progress=show_progress,
+            checkpoint_minutes=checkpoint_minutes,
+            description=f"sweep {index}/{count} d{depth} s{seed}",
+        )
         write_summary(plan, out)
     return write_summary(plan, out)
 
 
 def _run_sweep_parallel(plan: SweepPlan, out: Path, show_progress: bool, checkpoint_minutes: float) -> dict:
     """Each depth's seeds as one program; a depth whose runs all finished is skipped."""
+
     def cells(depth):
         return [(plan.run_dir(out, depth, s), plan.config(depth, s)) for s in plan.seeds]
 
-    for index, count, depth, resume in grid.pending(plan.depths, lambda d: cells(d)[0][0],
-                                                    lambda d: all(_finished(r, c) for r, c in cells(d))):
+    for index, count, depth, resume in grid.pending(
+        plan.depths, lambda d: cells(d)[0][0], lambda d: all(_finished(r, c) for r, c in cells(d))
+    ):
         started = [(run / "config.json").is_file() for run, _ in cells(depth)]
         if any(started) and not all(started):
-            raise DistillError(f"the depth-{depth} runs in {out} were not all started together; "
-                               "continue this sweep without --parallel-seeds")
-        grid.notice(f"sweep depth {index}/{count}: depth {depth}, seeds {list(plan.seeds)} in one program"
-                    + (" (resuming)" if resume else ""))
-        train_teachers([c for _, c in cells(depth)], [r for r, _ in cells(depth)], resume=resume,
-                       show_progress=show_progress, checkpoint_minutes=checkpoint_minutes,
-                       description=f"sweep d{depth} seeds {len(plan.seeds)}")
+            raise DistillError(
+                f"the depth-{depth} runs in {out} were not all started together; "
+                "continue this sweep without --parallel-seeds"
+            )
+        grid.notice(
+            f"sweep depth {index}/{count}: depth {depth}, seeds {list(plan.seeds)} in one program"
+            + (" (resuming)" if resume else "")
+        )
+        train_teachers(
+            [c for _, c in cells(depth)],
+            [r for r, _ in cells(depth)],
+            resume=resume,
+            show_progress=show_progress,
+            checkpoint_minutes=checkpoint_minutes,
+            description=f"sweep d{depth} seeds {len(plan.seeds)}",
+        )
         write_summary(plan, out)
     return write_summary(plan, out)
 
@@ -150,20 +168,33 @@ def _run_summary(plan: SweepPlan, out: Path, depth: int, seed: int) -> dict | No
     if not metrics:
         return None
     config = plan.config(depth, seed)
-    networks = make_crl_networks(get_spec(plan.env), actor_depth=depth, critic_depth=depth, width=config.width,
-                                 repr_dim=config.repr_dim)
+    networks = make_crl_networks(
+        get_spec(plan.env), actor_depth=depth, critic_depth=depth, width=config.width, repr_dim=config.repr_dim
+    )
     params = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
     wall = np.cumsum([m.get("epoch_seconds", 0.0) for m in metrics])
     last = metrics[-1]
     return {
-        "depth": depth, "seed": seed, "run": run.name, "finished": _finished(run, config),
-        "time_at_goal": last["time_at_goal"], "success_any": last["success_any"],
+        "depth": depth,
+        "seed": seed,
+        "run": run.name,
+        "finished": _finished(run, config),
+        "time_at_goal": last["time_at_goal"],
+        "success_any": last["success_any"],
         "best_time_at_goal": max(m["time_at_goal"] for m in metrics),
-        "env_steps": last["env_steps"], "wall_seconds": float(wall[-1]),
+        "env_steps": last["env_steps"],
+        "wall_seconds": float(wall[-1]),
         "env_steps_per_s": float(np.mean([m["steps_per_s"] for m in metrics])),
         "params": {k: count_params(v) for k, v in params.items()},
-        "curve": [{"env_steps": m["env_steps"], "wall_seconds": float(w), "time_at_goal": m["time_at_goal"],
-                   "success_any": m["success_any"]} for m, w in zip(metrics, wall)],
+        "curve": [
+            {
+                "env_steps": m["env_steps"],
+                "wall_seconds": float(w),
+                "time_at_goal": m["time_at_goal"],
+                "success_any": m["success_any"],
+            }
+            for m, w in zip(metrics, wall)
+        ],
     }
 
 
@@ -177,12 +208,20 @@ def write_summary(plan: SweepPlan, out: Path) -> dict:
             continue
         tag, succ = np.array([r["time_at_goal"] for r in done]), np.array([r["success_any"] for r in done])
         best = np.array([r["best_time_at_goal"] for r in done])
-        by_depth.append({"depth": depth, "seeds": len(done),
-                         "time_at_goal_mean": float(tag.mean()), "time_at_goal_std": float(tag.std()),
-                         "best_time_at_goal_mean": float(best.mean()), "best_time_at_goal_std": float(best.std()),
-                         "success_any_mean": float(succ.mean()), "success_any_std": float(succ.std()),
-                         "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in done])),
-                         "wall_seconds": float(np.mean([r["wall_seconds"] for r in done]))})
+        by_depth.append(
+            {
+                "depth": depth,
+                "seeds": len(done),
+                "time_at_goal_mean": float(tag.mean()),
+                "time_at_goal_std": float(tag.std()),
+                "best_time_at_goal_mean": float(best.mean()),
+                "best_time_at_goal_std": float(best.std()),
+                "success_any_mean": float(succ.mean()),
+                "success_any_std": float(succ.std()),
+                "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in done])),
+                "wall_seconds": float(np.mean([r["wall_seconds"] for r in done])),
+            }
+        )
     summary = {**plan.record(), "episode_length": _episode_length(plan), "by_depth": by_depth, "runs": rows}
     return grid.write_summary(out, "sweep", summary, _markdown(summary), lambda path: _plot(path, summary))
 
@@ -209,16 +248,27 @@ def _markdown(s: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for d in s["by_depth"]:
-        best = f"{d['best_time_at_goal_mean']:.1f} ± {d['best_time_at_goal_std']:.1f}" if "best_time_at_goal_mean" in d else "-"
-        lines.append(f"| {d['depth']} | {d['seeds']} | {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f} | {best} | "
-                     f"{d['success_any_mean']:.2f} ± {d['success_any_std']:.2f} | {d['env_steps_per_s']:,.0f} | "
-                     f"{d['wall_seconds'] / 60:.1f} min |")
-    lines += ["", "| run | finished | env steps | time_at_goal (final / best checkpoint) | success_any | parameters (actor + critic) | env steps/s | wall |",
-              "|---|---|---|---|---|---|---|---|"]
+        best = (
+            f"{d['best_time_at_goal_mean']:.1f} ± {d['best_time_at_goal_std']:.1f}"
+            if "best_time_at_goal_mean" in d
+            else "-"
+        )
+        lines.append(
+            f"| {d['depth']} | {d['seeds']} | {d['time_at_goal_mean']:.1f} ± {d['time_at_goal_std']:.1f} | {best} | "
+            f"{d['success_any_mean']:.2f} ± {d['success_any_std']:.2f} | {d['env_steps_per_s']:,.0f} | "
+            f"{d['wall_seconds'] / 60:.1f} min |"
+        )
+    lines += [
+        "",
+        "| run | finished | env steps | time_at_goal (final / best checkpoint) | success_any | parameters (actor + critic) | env steps/s | wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in s["runs"]:
-        lines.append(f"| {r['run']} | {'yes' if r['finished'] else 'no'} | {r['env_steps']:,} | {r['time_at_goal']:.1f} / "
-                     f"{r['best_time_at_goal']:.1f} | {r['success_any']:.2f} | {sum(r['params'].values()):,} | "
-                     f"{r['env_steps_per_s']:,.0f} | {r['wall_seconds'] / 60:.1f} min |")
+        lines.append(
+            f"| {r['run']} | {'yes' if r['finished'] else 'no'} | {r['env_steps']:,} | {r['time_at_goal']:.1f} / "
+            f"{r['best_time_at_goal']:.1f} | {r['success_any']:.2f} | {sum(r['params'].values()):,} | "
+            f"{r['env_steps_per_s']:,.0f} | {r['wall_seconds'] / 60:.1f} min |"
+        )
     lines += ["", "![sweep](sweep.png)", ""]
     return "\n".join(lines)
 
@@ -237,12 +287,26 @@ def _plot(path: Path, s: dict) -> None:
                 ax.plot(r["depth"], r[key], "o", color=colors[r["depth"]], alpha=0.5)
         if s["by_depth"]:
             d = [b["depth"] for b in s["by_depth"]]
-            ax.errorbar(d, [b[f"{key}_mean"] for b in s["by_depth"]], yerr=[b[f"{key}_std"] for b in s["by_depth"]],
-                        color="k", capsize=4, lw=1.5, label="final parameters: mean ± std over seeds")
+            ax.errorbar(
+                d,
+                [b[f"{key}_mean"] for b in s["by_depth"]],
+                yerr=[b[f"{key}_std"] for b in s["by_depth"]],
+                color="k",
+                capsize=4,
+                lw=1.5,
+                label="final parameters: mean ± std over seeds",
+            )
             if key == "time_at_goal" and all("best_time_at_goal_mean" in b for b in s["by_depth"]):
-                ax.errorbar(d, [b["best_time_at_goal_mean"] for b in s["by_depth"]],
-                            yerr=[b["best_time_at_goal_std"] for b in s["by_depth"]], color="tab:red", capsize=4, lw=1,
-                            ls="--", label="best checkpoint: mean ± std")
+                ax.errorbar(
+                    d,
+                    [b["best_time_at_goal_mean"] for b in s["by_depth"]],
+                    yerr=[b["best_time_at_goal_std"] for b in s["by_depth"]],
+                    color="tab:red",
+                    capsize=4,
+                    lw=1,
+                    ls="--",
+                    label="best checkpoint: mean ± std",
+                )
             ax.legend(fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(s["depths"], [str(d) for d in s["depths"]])
@@ -250,8 +314,13 @@ def _plot(path: Path, s: dict) -> None:
         ax.set_title(f"{key} (final parameters{' and best checkpoint' if key == 'time_at_goal' else ''})")
     for ax, x, label in ((axes[1][0], "env_steps", "env steps"), (axes[1][1], "wall_seconds", "wall-clock seconds")):
         for r in s["runs"]:
-            ax.plot([c[x] for c in r["curve"]], [c["time_at_goal"] for c in r["curve"]], color=colors[r["depth"]],
-                    label=f"depth {r['depth']}" if r["seed"] == s["seeds"][0] else None, marker=".")
+            ax.plot(
+                [c[x] for c in r["curve"]],
+                [c["time_at_goal"] for c in r["curve"]],
+                color=colors[r["depth"]],
+                label=f"depth {r['depth']}" if r["seed"] == s["seeds"][0] else None,
+                marker=".",
+            )
         ax.set_xlabel(label)
         ax.set_ylabel("time_at_goal")
         ax.legend(fontsize=8)

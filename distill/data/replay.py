@@ -84,8 +84,9 @@ def truncated_geometric(key: jax.Array, gamma: float, horizon: jax.Array) -> jax
     return jnp.where(horizon > 0, k, 0)
 
 
-def rows_in_trajectory(traj_ids: jax.Array, row: jax.Array, env: jax.Array, horizon: jax.Array,
-                       episode_length: int) -> jax.Array:
+def rows_in_trajectory(
+    traj_ids: jax.Array, row: jax.Array, env: jax.Array, horizon: jax.Array, episode_length: int
+) -> jax.Array:
     """The number of rows row+1..row+horizon of column ``env`` that belong to ``row``'s trajectory.
 
     ``traj_ids`` [capacity, num_envs]; ``row`` unwrapped, and every row up to row + horizon written

@@ -94,7 +94,7 @@ class SensorModel:
             "reading_dim": self.reading_dim,
             "sensor_dim": self.sensor_dim,
             "order": "sensors = concat of the last `history` readings, oldest first; a reading = concat of the "
-                     "slices' state entries in the order listed",
+            "slices' state entries in the order listed",
             "spec": self.describe(),
         }
 
@@ -127,6 +127,7 @@ def canonical_sensors(text: str | None, env: str) -> str:
 
 
 # ---- parsing --------------------------------------------------------------------------------------
+
 
 def parse_sensors(text: str | None, spec: EnvSpec) -> SensorModel | None:
     """The sensor model a spec string or TOML file describes for ``spec``'s state; None for ''/None."""
@@ -161,8 +162,10 @@ def _string_fields(text: str) -> dict[str, Any]:
         name, sep, value = part.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name or not value:
-            raise DistillError(f"--sensors: malformed part '{part}'; write field=value parts separated by ';' "
-                               f"(fields: {', '.join(FIELDS)})")
+            raise DistillError(
+                f"--sensors: malformed part '{part}'; write field=value parts separated by ';' "
+                f"(fields: {', '.join(FIELDS)})"
+            )
         if name in fields:
             raise DistillError(f"--sensors: '{name}' is given twice")
         if name in ("keep", "drop"):
@@ -240,9 +243,13 @@ def _from_fields(fields: dict[str, Any], spec: EnvSpec, where: str) -> SensorMod
     history = _number(f"{where}: history", fields.get("history", 1), integer=True)
     latency = _number(f"{where}: latency", fields.get("latency", 0), integer=True)
     if not 1 <= history <= spec.episode_length:
-        raise DistillError(f"{where}: history must lie in [1, {spec.episode_length}] (the episode length), got {history}")
+        raise DistillError(
+            f"{where}: history must lie in [1, {spec.episode_length}] (the episode length), got {history}"
+        )
     if not 0 <= latency <= spec.episode_length:
-        raise DistillError(f"{where}: latency must lie in [0, {spec.episode_length}] (the episode length), got {latency}")
+        raise DistillError(
+            f"{where}: latency must lie in [0, {spec.episode_length}] (the episode length), got {latency}"
+        )
     slices = tuple((name, start, stop, sigmas.get(name, default)) for name, start, stop in spec.layout if name in kept)
     return SensorModel(slices, history, latency)
 
@@ -255,6 +262,7 @@ def _sigma(where: str, name: str, value: Any) -> float:
 
 
 # ---- readings and history, as pure functions on the device ---------------------------------------
+
 
 def read(model: SensorModel, state: jax.Array, noise: jax.Array | None = None) -> jax.Array:
     """The reading of ``state`` [..., state_dim], plus ``noise`` [..., state_dim] of unit sigma scaled
@@ -275,7 +283,9 @@ def history_start(model: SensorModel, reading: jax.Array) -> jax.Array:
     return jnp.repeat(reading[:, None, :], model.latency + model.history, axis=1)
 
 
-def history_push(model: SensorModel, buffer: jax.Array, reading: jax.Array, fresh: jax.Array | None = None) -> jax.Array:
+def history_push(
+    model: SensorModel, buffer: jax.Array, reading: jax.Array, fresh: jax.Array | None = None
+) -> jax.Array:
     """``buffer`` with ``reading`` appended as the newest; rows where ``fresh`` [batch] is true (a new
     episode) start over from ``reading``."""
     pushed = jnp.concatenate([buffer[:, 1:], reading[:, None, :]], axis=1)
@@ -296,8 +306,14 @@ def empty_buffer(model: SensorModel | None, batch: int) -> jax.Array | None:
     return jnp.zeros((batch, model.latency + model.history, model.reading_dim))
 
 
-def observe(model: SensorModel | None, buffer: jax.Array | None, obs: jax.Array, state_dim: int,
-            noise: jax.Array | None, fresh: jax.Array) -> tuple[jax.Array | None, jax.Array]:
+def observe(
+    model: SensorModel | None,
+    buffer: jax.Array | None,
+    obs: jax.Array,
+    state_dim: int,
+    noise: jax.Array | None,
+    fresh: jax.Array,
+) -> tuple[jax.Array | None, jax.Array]:
     """One control step of a policy behind sensors: the readings buffer after ``obs``
     (concat[state, goal], [batch, obs_dim]) is read with ``noise``, and what the policy sees,
     concat[sensor vector, goal]. Rows where ``fresh`` [batch] is true start a new episode. Without a
@@ -309,5 +325,18 @@ def observe(model: SensorModel | None, buffer: jax.Array | None, obs: jax.Array,
     return buffer, jnp.concatenate([sensor_vector(model, buffer), obs[:, state_dim:]], axis=-1)
 
 
-__all__ = ["FIELDS", "SensorModel", "empty_buffer", "history_push", "history_start", "model_from_json", "observe", "parse_sensors", "read",
-           "canonical_sensors", "sensor_model", "sensor_vector", "step_noise"]
+__all__ = [
+    "FIELDS",
+    "SensorModel",
+    "empty_buffer",
+    "history_push",
+    "history_start",
+    "model_from_json",
+    "observe",
+    "parse_sensors",
+    "read",
+    "canonical_sensors",
+    "sensor_model",
+    "sensor_vector",
+    "step_noise",
+]

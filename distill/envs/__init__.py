@@ -13,7 +13,7 @@ from distill.envs.ant import GoalAnt
 from distill.envs.arm import ArmBinpickHard, ArmPushEasy, ArmPushHard
 from distill.envs.base import EnvSpec, GoalEnv
 from distill.envs.humanoid import GoalHumanoid
-from distill.envs.maze import BIG_MAZE, BIG_MAZE_EVAL, HARDEST_MAZE, U_MAZE, U4_MAZE, U5_MAZE, maze_env
+from distill.envs.maze import BIG_MAZE, BIG_MAZE_EVAL, HARDEST_MAZE, U4_MAZE, U5_MAZE, U_MAZE, maze_env
 from distill.envs.point_mass import GoalPointMass
 from distill.envs.reacher import GoalReacher
 from distill.errors import DistillError
@@ -70,8 +70,10 @@ def _layout(name: str, env_class: type[GoalEnv]) -> tuple[tuple[str, int, int], 
         start += size
     names = [n for n, _, _ in layout]
     if start != env_class.state_dim or len(set(names)) != len(names):
-        raise ValueError(f"{name}: state_layout {env_class.state_layout} must name each of the {env_class.state_dim} "
-                         "state entries exactly once")
+        raise ValueError(
+            f"{name}: state_layout {env_class.state_layout} must name each of the {env_class.state_dim} "
+            "state entries exactly once"
+        )
     return tuple(layout)
 
 
@@ -96,26 +98,30 @@ register_goal_env(
     ),
 )
 register_goal_env("ant", GoalAnt, 8, "quadruped; goal = torso xy on a circle of radius 10")
-register_goal_env(
-    "humanoid", GoalHumanoid, 17, "biped; goal = torso xyz, 1-5 m away at standing height"
-)
-register_goal_env(
-    "ant_u4_maze", maze_env(GoalAnt, U4_MAZE), 8, "ant in a long U-shaped corridor; goal = torso xy"
-)
+register_goal_env("humanoid", GoalHumanoid, 17, "biped; goal = torso xyz, 1-5 m away at standing height")
+register_goal_env("ant_u4_maze", maze_env(GoalAnt, U4_MAZE), 8, "ant in a long U-shaped corridor; goal = torso xy")
 # The paper's budgets, where they differ from its 100M default (TeacherConfig.total_steps).
 PAPER_200M, PAPER_400M = dict(total_steps=200_000_000), dict(total_steps=400_000_000)
 register_goal_env(
-    "ant_u5_maze", maze_env(GoalAnt, U5_MAZE), 8, "ant in a longer U-shaped corridor (7 x 8); goal = torso xy",
+    "ant_u5_maze",
+    maze_env(GoalAnt, U5_MAZE),
+    8,
+    "ant in a longer U-shaped corridor (7 x 8); goal = torso xy",
     preset=PAPER_400M,
 )
 # Trained on every free cell as a goal, evaluated on the far ones only, as in the reference.
 register_goal_env(
-    "ant_big_maze", maze_env(GoalAnt, BIG_MAZE), 8,
+    "ant_big_maze",
+    maze_env(GoalAnt, BIG_MAZE),
+    8,
     "ant in an 8 x 8 maze with dead ends; goal = torso xy (evaluated on its 9 far cells, as the paper)",
     evaluation_class=maze_env(GoalAnt, BIG_MAZE_EVAL),
 )
 register_goal_env(
-    "ant_hardest_maze", maze_env(GoalAnt, HARDEST_MAZE), 8, "ant in a 9 x 12 maze of junctions; goal = torso xy",
+    "ant_hardest_maze",
+    maze_env(GoalAnt, HARDEST_MAZE),
+    8,
+    "ant in a 9 x 12 maze of junctions; goal = torso xy",
     preset=PAPER_200M,
 )
 # The humanoid is about half the ant's reach per step, so its mazes are drawn at half the scale.
@@ -126,7 +132,10 @@ for name, layout, what, budget in (
     ("humanoid_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions", None),
 ):
     register_goal_env(
-        name, maze_env(GoalHumanoid, layout, HUMANOID_MAZE_SCALE), 17, f"humanoid in {what} (2 m cells); goal = torso xyz",
+        name,
+        maze_env(GoalHumanoid, layout, HUMANOID_MAZE_SCALE),
+        17,
+        f"humanoid in {what} (2 m cells); goal = torso xyz",
         preset=budget,
     )
 # The point mass costs a few microseconds a step, so its mazes train on a CPU in minutes: every
@@ -147,30 +156,51 @@ for name, layout, what in (
     ("simple_hardest_maze", HARDEST_MAZE, "a 9 x 12 maze of junctions"),
 ):
     register_goal_env(
-        name, maze_env(GoalPointMass, layout), 2, f"point mass in {what}; goal = xy (the cheapest maze)",
+        name,
+        maze_env(GoalPointMass, layout),
+        2,
+        f"point mass in {what}; goal = xy (the cheapest maze)",
         preset=SIMPLE_MAZE_PRESET,
     )
 
 # MuJoCo's own contact solver (MJX): Brax's other pipelines cannot hold a cube in a gripper. A step
 # costs about 20 times the point mass's, so the preset keeps the reacher's smaller batch.
 ARM_PRESET = dict(
-    num_envs=128, unroll_length=50, batch_size=256, updates_per_step=50, num_evals=10,
-    eval_episodes=128, replay_rows=2_000, prefill_rows=200,
+    num_envs=128,
+    unroll_length=50,
+    batch_size=256,
+    updates_per_step=50,
+    num_evals=10,
+    eval_episodes=128,
+    replay_rows=2_000,
+    prefill_rows=200,
 )
 register_goal_env(
-    "arm_push_easy", ArmPushEasy, 5,
+    "arm_push_easy",
+    ArmPushEasy,
+    5,
     "4-joint arm with a gripper; push the cube 0.17-0.25 m from its fixed start; goal = cube xyz",
-    episode_length=100, backend="mjx", preset=dict(ARM_PRESET, total_steps=2_000_000),
+    episode_length=100,
+    backend="mjx",
+    preset=dict(ARM_PRESET, total_steps=2_000_000),
 )
 register_goal_env(
-    "arm_push_hard", ArmPushHard, 5,
+    "arm_push_hard",
+    ArmPushHard,
+    5,
     "4-joint arm with a gripper; cube start and goal anywhere on a table patch, at least 0.2 m apart",
-    episode_length=150, backend="mjx", preset=dict(ARM_PRESET, total_steps=3_000_000),
+    episode_length=150,
+    backend="mjx",
+    preset=dict(ARM_PRESET, total_steps=3_000_000),
 )
 register_goal_env(
-    "arm_binpick_hard", ArmBinpickHard, 5,
+    "arm_binpick_hard",
+    ArmBinpickHard,
+    5,
     "4-joint arm with a gripper; lift the cube over a wall into a bin; goal = cube xyz",
-    episode_length=150, backend="mjx", preset=dict(ARM_PRESET, total_steps=3_000_000),
+    episode_length=150,
+    backend="mjx",
+    preset=dict(ARM_PRESET, total_steps=3_000_000),
 )
 
 

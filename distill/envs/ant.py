@@ -29,21 +29,34 @@ class GoalAnt(GoalEnv, Ant):
     goal_indices = (0, 1)
     success_radius = 0.5
     healthy_z = (0.2, 1.0)
-    state_layout = (("torso_xy", 2), ("torso_height", 1), ("orientation", 4), ("joint_pos", 8),
-                    ("torso_vel", 6), ("joint_vel", 8))
+    state_layout = (
+        ("torso_xy", 2),
+        ("torso_height", 1),
+        ("orientation", 4),
+        ("joint_pos", 8),
+        ("torso_vel", 6),
+        ("joint_vel", 8),
+    )
     asset = "envs/assets/ant.xml"
     # The feet, and as in the reference's maze model the torso sphere and the four hip capsules.
-    wall_geoms = ("left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
-                  "torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")
+    wall_geoms = (
+        "left_foot_geom",
+        "right_foot_geom",
+        "third_foot_geom",
+        "fourth_foot_geom",
+        "torso_geom",
+        "aux_1_geom",
+        "aux_2_geom",
+        "aux_3_geom",
+        "aux_4_geom",
+    )
 
     def __init__(self, backend: str = "spring", **kwargs):
         Ant.__init__(self, backend=backend, **kwargs)
 
     def _initial_q(self, rng):
         rng_q, rng_qd = jax.random.split(rng)
-        q = self.sys.init_q + jax.random.uniform(
-            rng_q, (self.sys.q_size(),), minval=-RESET_NOISE, maxval=RESET_NOISE
-        )
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-RESET_NOISE, maxval=RESET_NOISE)
         qd = RESET_NOISE * jax.random.normal(rng_qd, (self.sys.qd_size(),))
         return q, qd
 

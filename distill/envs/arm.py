@@ -237,8 +237,14 @@ class ArmEnv(GoalEnv):
     state_dim = 18
     goal_indices = (0, 1, 2)
     success_radius = 0.1
-    state_layout = (("cube_xyz", 3), ("gripper_xyz", 3), ("joint_pos", 4), ("finger_opening", 1),
-                    ("joint_vel", 4), ("cube_vel", 3))
+    state_layout = (
+        ("cube_xyz", 3),
+        ("gripper_xyz", 3),
+        ("joint_pos", 4),
+        ("finger_opening", 1),
+        ("joint_vel", 4),
+        ("cube_vel", 3),
+    )
     with_bin = False
 
     def __init__(self, backend: str = "mjx", n_frames: int = N_FRAMES, **kwargs):
@@ -284,10 +290,16 @@ class ArmEnv(GoalEnv):
         q, qd = pipeline_state.q, pipeline_state.qd
         grip = pipeline_state.x.take(_HAND_LINK).do(_GRIP).pos
         opening = 0.5 * (q[ARM_JOINTS] + q[ARM_JOINTS + 1])
-        return jnp.concatenate([
-            q[CUBE_Q : CUBE_Q + 3], grip, q[:ARM_JOINTS], opening[None],
-            qd[:ARM_JOINTS], qd[CUBE_QD : CUBE_QD + 3],
-        ])
+        return jnp.concatenate(
+            [
+                q[CUBE_Q : CUBE_Q + 3],
+                grip,
+                q[:ARM_JOINTS],
+                opening[None],
+                qd[:ARM_JOINTS],
+                qd[CUBE_QD : CUBE_QD + 3],
+            ]
+        )
 
 
 # Where cubes start and push goals lie: a patch of table in front of the base that the gripper

@@ -90,7 +90,8 @@ def _local_device_first():
     def local_first(backend=None):
         devices = all_devices(backend)
         return [d for d in devices if d.process_index == jax.process_index()] + [
-            d for d in devices if d.process_index != jax.process_index()]
+            d for d in devices if d.process_index != jax.process_index()
+        ]
 
     jax.devices = local_first
     try:

@@ -19,10 +19,10 @@ height leaves [1.0, 2.0], i.e. that has fallen, ends its episode, as in the refe
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import xml.etree.ElementTree as ET
 
+import jax
+import jax.numpy as jnp
 from brax.envs.humanoid import Humanoid
 from brax.io import mjcf
 
@@ -48,9 +48,17 @@ class GoalHumanoid(GoalEnv, Humanoid):
     goal_indices = (0, 1, 2)
     success_radius = 0.5
     healthy_z = (1.0, 2.0)
-    state_layout = (("torso_xy", 2), ("torso_height", 1), ("orientation", 4), ("joint_pos", 17),
-                    ("torso_vel", 6), ("joint_vel", 17), ("com_inertia", 110), ("com_vel", 66),
-                    ("actuator_force", 23))
+    state_layout = (
+        ("torso_xy", 2),
+        ("torso_height", 1),
+        ("orientation", 4),
+        ("joint_pos", 17),
+        ("torso_vel", 6),
+        ("joint_vel", 17),
+        ("com_inertia", 110),
+        ("com_vel", 66),
+        ("actuator_force", 23),
+    )
     asset = "envs/assets/humanoid.xml"
     wall_geoms = WALL_GEOMS
     # What the reference really integrates with (printed under brax 0.10.1, the version it pins): its
@@ -61,9 +69,7 @@ class GoalHumanoid(GoalEnv, Humanoid):
     maze_spring_timestep = 0.0015
 
     def __init__(self, backend: str = "spring", **kwargs):
-        Humanoid.__init__(
-            self, backend=backend, exclude_current_positions_from_observation=False, **kwargs
-        )
+        Humanoid.__init__(self, backend=backend, exclude_current_positions_from_observation=False, **kwargs)
         # Brax tuned its humanoid per backend (time step, solver, gears); keep that tuning on the
         # model whose body collides with the floor.
         tuned = self.sys

@@ -157,8 +157,9 @@ def wall_boxes(layout: tuple[str, ...], scale: float = MAZE_SCALE) -> list[tuple
     return boxes
 
 
-def maze_xml(robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE,
-             wall_geoms: tuple[str, ...] = ()) -> str:
+def maze_xml(
+    robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE, wall_geoms: tuple[str, ...] = ()
+) -> str:
     """A robot's MJCF with the maze walls added to the world body, and its ``wall_geoms`` made to
     collide with them (and with the floor as before: only if they did)."""
     root = ET.fromstring(robot_xml)
@@ -173,9 +174,17 @@ def maze_xml(robot_xml: str, layout: tuple[str, ...], scale: float = MAZE_SCALE,
             raise ValueError(f"the robot's MJCF has no geom named {name!r}")
         geoms[name].set("conaffinity", str(WALL_BIT))
     for k, (x, y, hx, hy) in enumerate(wall_boxes(layout, scale)):
-        ET.SubElement(worldbody[0], "geom", name=f"wall_{k}", type="box", pos=f"{x} {y} {WALL_HEIGHT / 2}",
-                      size=f"{hx} {hy} {WALL_HEIGHT / 2}", contype=str(WALL_BIT), conaffinity="0",
-                      rgba="0.7 0.5 0.3 1")
+        ET.SubElement(
+            worldbody[0],
+            "geom",
+            name=f"wall_{k}",
+            type="box",
+            pos=f"{x} {y} {WALL_HEIGHT / 2}",
+            size=f"{hx} {hy} {WALL_HEIGHT / 2}",
+            contype=str(WALL_BIT),
+            conaffinity="0",
+            rgba="0.7 0.5 0.3 1",
+        )
     return ET.tostring(root, encoding="unicode")
 
 

@@ -46,6 +46,4 @@ class GoalReacher(GoalEnv, Reacher):
         tip = base.Transform.create(pos=_TIP_OFFSET)
         tip_pos = pipeline_state.x.take(1).do(tip).pos
         tip_vel = tip.do(pipeline_state.xd.take(1)).vel
-        return jnp.concatenate(
-            [jnp.cos(theta), jnp.sin(theta), pipeline_state.qd[:2], tip_vel[:2], tip_pos[:2]]
-        )
+        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), pipeline_state.qd[:2], tip_vel[:2], tip_pos[:2]])

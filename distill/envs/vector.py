@@ -48,8 +48,9 @@ def any_done(done: jax.Array, runs_axis: str | None = None) -> jax.Array:
     return jax.lax.psum(anywhere.astype(jnp.int32), runs_axis) > 0
 
 
-def vec_step(env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Array,
-             runs_axis: str | None = None) -> VecState:
+def vec_step(
+    env: GoalEnv, episode_length: int, vec: VecState, actions: jax.Array, runs_axis: str | None = None
+) -> VecState:
     """Steps every slot; slots that reach ``episode_length`` or that their environment ends start a
     new episode."""
     num_envs = vec.steps.shape[0]

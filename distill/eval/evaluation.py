@@ -14,18 +14,16 @@ model (``distill.data.sensors``) reads its sensors instead, their noise drawn fr
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill.data.sensors import SensorModel, empty_buffer, observe, step_noise
 from distill.envs import EnvSpec, GoalEnv
 from distill.errors import DistillError
-from distill.data.sensors import SensorModel, empty_buffer, observe, step_noise
-
 
 # Episodes whose paths an evaluation keeps for pictures (a maze's top view).
 PATH_EPISODES = 4
@@ -85,8 +83,13 @@ class Episodes(NamedTuple):
 
 
 def rollout_success(
-    env: GoalEnv, policy: Callable[[jax.Array], jax.Array], num_episodes: int, episode_length: int, key: jax.Array,
-    obs_noise: float = 0.0, sensors: SensorModel | None = None,
+    env: GoalEnv,
+    policy: Callable[[jax.Array], jax.Array],
+    num_episodes: int,
+    episode_length: int,
+    key: jax.Array,
+    obs_noise: float = 0.0,
+    sensors: SensorModel | None = None,
 ) -> Episodes:
     """Runs ``num_episodes`` episodes in parallel from the key's starts and goals.
 
@@ -162,8 +165,14 @@ def summarize(success) -> dict:
     }
 
 
-def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_episodes: int, obs_noise: float = 0.0,
-                   sensors: SensorModel | None = None):
+def make_evaluator(
+    env: GoalEnv,
+    spec: EnvSpec,
+    policy_apply: Callable,
+    num_episodes: int,
+    obs_noise: float = 0.0,
+    sensors: SensorModel | None = None,
+):
     """A jitted ``evaluate(params, key) -> Episodes`` for a deterministic policy.
 
     It runs on the spec's evaluation environment, on ``env``'s backend (``env`` itself where the
@@ -180,8 +189,9 @@ def make_evaluator(env: GoalEnv, spec: EnvSpec, policy_apply: Callable, num_epis
 
     @jax.jit
     def evaluate(params, key):
-        return rollout_success(env, lambda obs: policy_apply(params, obs), num_episodes, spec.episode_length, key,
-                               obs_noise, sensors)
+        return rollout_success(
+            env, lambda obs: policy_apply(params, obs), num_episodes, spec.episode_length, key, obs_noise, sensors
+        )
 
     return evaluate
 
@@ -208,5 +218,19 @@ def random_policy_baseline(env: GoalEnv, spec: EnvSpec, num_episodes: int, seed:
     return summarize(run(key))
 
 
-__all__ = ["Episodes", "NOISE_STREAM", "PATH_EPISODES", "check_obs_noise", "evaluation_env", "evaluation_observer", "make_evaluator", "noise_key",
-           "noisy_state", "random_policy_baseline", "rollout_success", "scored_env", "summarize", "until_termination"]
+__all__ = [
+    "Episodes",
+    "NOISE_STREAM",
+    "PATH_EPISODES",
+    "check_obs_noise",
+    "evaluation_env",
+    "evaluation_observer",
+    "make_evaluator",
+    "noise_key",
+    "noisy_state",
+    "random_policy_baseline",
+    "rollout_success",
+    "scored_env",
+    "summarize",
+    "until_termination",
+]

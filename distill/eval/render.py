@@ -20,7 +20,9 @@ from distill.nn.networks import energy
 HostPolicy = Callable[[np.ndarray], np.ndarray]
 
 
-def rollout_states(env: GoalEnv, spec: EnvSpec, policy: HostPolicy, episodes: int, seed: int, length: int | None = None):
+def rollout_states(
+    env: GoalEnv, spec: EnvSpec, policy: HostPolicy, episodes: int, seed: int, length: int | None = None
+):
     """Runs ``episodes`` deterministic episodes side by side from the seed's starts and goals.
 
     Returns (pipeline states per step, batched over episodes; observations [steps + 1, episodes, obs]).
@@ -48,8 +50,9 @@ def write_html(env: GoalEnv, states: list, out: Path) -> Path:
     return out
 
 
-def write_maze_png(layout: tuple[str, ...], scale: float, paths: np.ndarray, goals: np.ndarray, out: Path,
-                   title: str) -> Path:
+def write_maze_png(
+    layout: tuple[str, ...], scale: float, paths: np.ndarray, goals: np.ndarray, out: Path, title: str
+) -> Path:
     """Top view of a maze: walls, the start cell, each episode's xy path ([steps, episodes, 2]) and
     its goal ([episodes, 2])."""
     return write_maze_panels(layout, scale, {"": (paths, goals)}, out, title)
@@ -190,4 +193,12 @@ def _write(out: Path, write: Callable[[Path], None]) -> None:
         raise DistillError(f"cannot write {out}: {err.strerror or err}") from None
 
 
-__all__ = ["critic_map", "maze_cell", "rollout_states", "write_critic_map", "write_html", "write_maze_panels", "write_maze_png"]
+__all__ = [
+    "critic_map",
+    "maze_cell",
+    "rollout_states",
+    "write_critic_map",
+    "write_html",
+    "write_maze_panels",
+    "write_maze_png",
+]

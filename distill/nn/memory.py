@@ -46,7 +46,9 @@ def training_bytes(networks: list[Network], width: int, batch: int, remat: bool,
     params = sum(tower_params(n.in_dim, n.out_dim, width, n.depth) for n in networks)
     tensor = batch * width * FLOAT_BYTES
     if remat:  # only block inputs are kept; one block's internals are recomputed at a time
-        kept = sum(n.passes * (n.depth // LAYERS_PER_BLOCK + LAYERS_PER_BLOCK * ACTIVATIONS_PER_LAYER) for n in networks)
+        kept = sum(
+            n.passes * (n.depth // LAYERS_PER_BLOCK + LAYERS_PER_BLOCK * ACTIVATIONS_PER_LAYER) for n in networks
+        )
     else:
         kept = sum(n.passes * (n.depth + 1) * ACTIVATIONS_PER_LAYER for n in networks)
     return TRAINING_COPIES_PER_PARAM * FLOAT_BYTES * params + kept * tensor + BASE_BYTES + extra_bytes

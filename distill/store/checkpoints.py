@@ -49,7 +49,10 @@ class RunCheckpoints:
             self.best = ocp.CheckpointManager(
                 root / "best",
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, best_fn=lambda metrics: metrics["time_at_goal"], best_mode="max", create=True,
+                    max_to_keep=1,
+                    best_fn=lambda metrics: metrics["time_at_goal"],
+                    best_mode="max",
+                    create=True,
                     enable_async_checkpointing=False,
                 ),
             )
@@ -66,15 +69,17 @@ class RunCheckpoints:
 
     def save_last(self, step: int, state: Any, params: Any) -> None:
         """A resumable checkpoint only (between evaluations, so it cannot compete for ``best``)."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_stand_in_for_empty(state)),
-                                  params=ocp.args.StandardSave(params))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(_stand_in_for_empty(state)), params=ocp.args.StandardSave(params)
+        )
         self.last.save(step, args=args, force=True)
         self.wait()
 
     def save(self, step: int, state: Any, params: Any, time_at_goal: float) -> None:
         """A resumable checkpoint, which also becomes ``best`` if its time_at_goal beats the best so far."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_stand_in_for_empty(state)),
-                                  params=ocp.args.StandardSave(params))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(_stand_in_for_empty(state)), params=ocp.args.StandardSave(params)
+        )
         self.last.save(step, args=args, force=True)
         self._save_best(step, params, time_at_goal)
 
@@ -162,7 +167,11 @@ def _empty_again(abstract: Any, restored: Any) -> Any:
         if not _is_empty(target):
             return value
         sharding = getattr(target, "sharding", None)
-        return jax.device_put(np.zeros(target.shape, target.dtype), sharding) if sharding else jnp.zeros(target.shape, target.dtype)
+        return (
+            jax.device_put(np.zeros(target.shape, target.dtype), sharding)
+            if sharding
+            else jnp.zeros(target.shape, target.dtype)
+        )
 
     return jax.tree.map(back, abstract, restored)
 
@@ -182,8 +191,10 @@ def _describe(err: Exception) -> str:
 def _checkpoint_error(err: Exception, where: Path) -> DistillError:
     """Damaged files (unparsable metadata, missing or truncated arrays) vs. a different network."""
     message = str(err)
-    mismatch = isinstance(err, (ValueError, TypeError, KeyError)) and not isinstance(err, json.JSONDecodeError) and any(
-        word in message.lower() for word in ("shape", "structure", "mismatch", "tree", "dtype", "key")
+    mismatch = (
+        isinstance(err, (ValueError, TypeError, KeyError))
+        and not isinstance(err, json.JSONDecodeError)
+        and any(word in message.lower() for word in ("shape", "structure", "mismatch", "tree", "dtype", "key"))
     )
     if mismatch:
         return DistillError(f"checkpoint {where} does not match this configuration: {_describe(err)}")
@@ -206,7 +217,9 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract: dict, where: P
 
 
 def _restore_as(manager: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
-    restored = manager.restore(step, args=ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()}))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()})
+    )
     return {k: restored[k] for k in abstract}
 
 
@@ -220,8 +233,13 @@ def newest_params_dir(run: Path, which: str) -> tuple[Path, int] | None:
     newer of ``last`` (with a state) and ``final`` (parameters alone). None if there are none."""
     root = Path(run).absolute() / "checkpoints"
     kinds = ("best",) if which == "best" else ("last", "final")
-    found = [(root / kind, int(p.name)) for kind in kinds if (root / kind).is_dir()
-             for p in (root / kind).iterdir() if p.name.isdigit()]
+    found = [
+        (root / kind, int(p.name))
+        for kind in kinds
+        if (root / kind).is_dir()
+        for p in (root / kind).iterdir()
+        if p.name.isdigit()
+    ]
     return max(found, key=lambda item: item[1]) if found else None
 
 
@@ -238,8 +256,10 @@ def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[i
         packed = packed_record(run)
         if packed is not None:
             # Not the best in place of last: a figure quoted for "last" must be the last one's.
-            raise DistillError(f"{run} is a packed run without its final parameters: it keeps only its best "
-                               f"(step {packed.get('step')}); use --checkpoint best, or the original run")
+            raise DistillError(
+                f"{run} is a packed run without its final parameters: it keeps only its best "
+                f"(step {packed.get('step')}); use --checkpoint best, or the original run"
+            )
         if not where.is_dir():
             raise DistillError(f"{run} has no checkpoints ({where} is missing)")
         raise DistillError(f"{run} has no checkpoints in {where}")

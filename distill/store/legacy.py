@@ -61,5 +61,3 @@ def unstack_blocks(tree):
         return {**rest, **{f"block_{i}": jax.tree.map(lambda x: take(x, i), stacked) for i in range(count)}}
 
     return _map_dicts(tree, convert)
-
-

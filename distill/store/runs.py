@@ -20,8 +20,17 @@ from typing import Any
 from distill.errors import DistillError
 
 PACKAGES = (
-    "distill", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint",
-    "onnx", "onnxruntime", "numpy",
+    "distill",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "brax",
+    "mujoco",
+    "orbax-checkpoint",
+    "onnx",
+    "onnxruntime",
+    "numpy",
 )
 
 
@@ -60,8 +69,15 @@ def check_new_out_dir(out: Path, hint: str) -> None:
         raise DistillError(f"cannot write to output directory {out}: permission denied")
 
 
-def check_grid_dir(out: Path, record_name: str, record: dict, what: str, nested: str = "settings",
-                   defaults: dict | None = None, ignore: tuple[str, ...] = ()) -> bool:
+def check_grid_dir(
+    out: Path,
+    record_name: str,
+    record: dict,
+    what: str,
+    nested: str = "settings",
+    defaults: dict | None = None,
+    ignore: tuple[str, ...] = (),
+) -> bool:
     """For a command that trains a grid of runs into ``out`` (a sweep, a frontier): True if ``out``
     already holds this grid with the same settings (to continue it), False if it can start there;
     refuses anything else. ``record`` is what ``out/record_name`` holds; its ``nested`` dict is
@@ -78,12 +94,15 @@ def check_grid_dir(out: Path, record_name: str, record: dict, what: str, nested:
         new = json.loads(json.dumps(record))
         changed = _setting_differences({k: old.get(k) for k in new}, new, nested, defaults or {}, ignore)
         if changed:
-            raise DistillError(f"{out} holds a {what} with other settings ({'; '.join(changed)}); "
-                               "rerun it with its own settings to continue it, or choose another --out")
+            raise DistillError(
+                f"{out} holds a {what} with other settings ({'; '.join(changed)}); "
+                "rerun it with its own settings to continue it, or choose another --out"
+            )
         return True
     if out.is_dir() and any(out.iterdir()):
-        raise DistillError(f"output directory {out} already exists and is not empty (it holds no {what}); "
-                           "choose another --out")
+        raise DistillError(
+            f"output directory {out} already exists and is not empty (it holds no {what}); choose another --out"
+        )
     check_out_dir(out, resume=False)
     return False
 
@@ -95,9 +114,15 @@ def open_grid_dir(out: Path, record_name: str, record: dict, what: str, **check)
     if check_grid_dir(out, record_name, record, what, **check):
         return True
     prepare_out_dir(out, resume=False)
-    atomic_write_text(out / record_name, json.dumps(
-        {**record, "versions": package_versions(), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])},
-        indent=2, sort_keys=True) + "\n")
+    atomic_write_text(
+        out / record_name,
+        json.dumps(
+            {**record, "versions": package_versions(), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n",
+    )
     return False
 
 
@@ -108,8 +133,11 @@ def _setting_differences(old: dict, new: dict, nested: str, defaults: dict, igno
 
     flat_old, flat_new = flat(old), flat(new)
     flat_old.update({k: defaults[k] for k in flat_new if k not in flat_old and k in defaults})
-    return [f"{k}: {flat_new.get(k)} here, {flat_old.get(k)} there" for k in sorted(set(flat_old) | set(flat_new))
-            if flat_old.get(k) != flat_new.get(k)]
+    return [
+        f"{k}: {flat_new.get(k)} here, {flat_old.get(k)} there"
+        for k in sorted(set(flat_old) | set(flat_new))
+        if flat_old.get(k) != flat_new.get(k)
+    ]
 
 
 def prepare_out_dir(out: Path, resume: bool) -> Path:
@@ -206,10 +234,15 @@ def check_unchanged(run: Path, recorded: Any, config: Any) -> None:
     """A resumed run must continue with exactly the config it was started with."""
     old, new = dataclasses.asdict(recorded), dataclasses.asdict(config)
     runtime = getattr(type(config), "RUNTIME_FIELDS", ())
-    changed = [f"--{k.replace('_', '-')} {new[k]} (the run has {old.get(k)})" for k in sorted(new)
-               if new[k] != old.get(k) and k not in runtime]
+    changed = [
+        f"--{k.replace('_', '-')} {new[k]} (the run has {old.get(k)})"
+        for k in sorted(new)
+        if new[k] != old.get(k) and k not in runtime
+    ]
     if changed:
-        raise DistillError(f"cannot resume {run} with a changed config: {', '.join(changed)}; start a new --out instead")
+        raise DistillError(
+            f"cannot resume {run} with a changed config: {', '.join(changed)}; start a new --out instead"
+        )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -267,8 +300,11 @@ def finished(run: Path, plan: Any) -> bool:
     """Whether a run has finished its schedule ``plan``: the last epoch is recorded and its final
     checkpoint written (a run killed between the two is resumed, not taken as done)."""
     metrics = read_metrics(run)
-    return (bool(metrics) and metrics[-1].get("epoch") == plan.epochs
-            and (Path(run) / "checkpoints" / "last" / str(plan.steps)).is_dir())
+    return (
+        bool(metrics)
+        and metrics[-1].get("epoch") == plan.epochs
+        and (Path(run) / "checkpoints" / "last" / str(plan.steps)).is_dir()
+    )
 
 
 def packed_record(run: Path) -> dict | None:

@@ -43,14 +43,18 @@ def initialize(
     if timeout_s <= 0:
         raise DistillError(f"--coordinator-timeout must be positive, got {timeout_s}")
     if not detect and not all(given):
-        raise DistillError("a multi-process run needs --coordinator, --num-processes and --process-id together "
-                           "(or --distributed to let JAX detect the cluster)")
+        raise DistillError(
+            "a multi-process run needs --coordinator, --num-processes and --process-id together "
+            "(or --distributed to let JAX detect the cluster)"
+        )
     if not detect:
         parse_coordinator(coordinator)
         if num_processes < 1:
             raise DistillError(f"--num-processes must be at least 1, got {num_processes}")
         if not 0 <= process_id < num_processes:
-            raise DistillError(f"--process-id must lie in [0, {num_processes - 1}] for {num_processes} processes, got {process_id}")
+            raise DistillError(
+                f"--process-id must lie in [0, {num_processes - 1}] for {num_processes} processes, got {process_id}"
+            )
     # The C++ runtime logs connection failures line by line; our own message says what went wrong.
     # It reads this when it is loaded, so before JAX is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -59,18 +63,30 @@ def initialize(
     try:
         with _native_log_held_back(), _errors_reported_in_one_line():
             jax.distributed.initialize(
-                coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-                initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s,
+                coordinator_address=coordinator,
+                num_processes=num_processes,
+                process_id=process_id,
+                initialization_timeout=timeout_s,
+                heartbeat_timeout_seconds=timeout_s,
+                shutdown_timeout_seconds=timeout_s,
             )
     except Exception as err:  # jaxlib raises XlaRuntimeError, ValueError or RuntimeError here
         _abandon_runtime()
         where = f"coordinator {coordinator}" if coordinator else "the detected cluster"
-        detail = str(err).strip().splitlines()[0][:200] if isinstance(err, (ValueError, TypeError)) else (
-            "not every process connected" + (f" (this is process {process_id} of {num_processes})" if num_processes else ""))
+        detail = (
+            str(err).strip().splitlines()[0][:200]
+            if isinstance(err, (ValueError, TypeError))
+            else (
+                "not every process connected"
+                + (f" (this is process {process_id} of {num_processes})" if num_processes else "")
+            )
+        )
         raise DistillError(f"could not join the run through {where} within {timeout_s} s: {detail}") from None
     if num_processes is not None and jax.process_count() != num_processes:
         _abandon_runtime()
-        raise DistillError(f"the run has {jax.process_count()} processes, not the {num_processes} given by --num-processes")
+        raise DistillError(
+            f"the run has {jax.process_count()} processes, not the {num_processes} given by --num-processes"
+        )
     return True
 
 
@@ -117,8 +133,11 @@ def _on_runtime_error(status) -> None:
     """
     if _joined:
         first = (str(status).strip().splitlines() or ["unknown error"])[0][:300]
-        print(f"error: the multi-process run failed (another process stopped or cannot be reached): {first}",
-              file=sys.stderr, flush=True)
+        print(
+            f"error: the multi-process run failed (another process stopped or cannot be reached): {first}",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)
 
 

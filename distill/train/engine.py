@@ -30,11 +30,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from distill.errors import DistillError
 from distill.store import runs
 from distill.store.checkpoints import RunCheckpoints, abstract_of
-from distill.errors import DistillError
 from distill.train.sharding import with_shardings
 
 # progress(env_steps, latest_record, updates=sgd_updates_or_None), e.g. TrainingProgress.advance_to.
@@ -165,8 +166,12 @@ def make_run_steps(trainable: Trainable) -> Callable:
         return state, jax.tree.map(lambda t: t / n, total)
 
     scalar = NamedSharding(trainable.mesh, P())
-    return jax.jit(run_steps, in_shardings=(trainable.shardings, scalar), out_shardings=(trainable.shardings, scalar),
-                   donate_argnums=0)
+    return jax.jit(
+        run_steps,
+        in_shardings=(trainable.shardings, scalar),
+        out_shardings=(trainable.shardings, scalar),
+        donate_argnums=0,
+    )
 
 
 class _Ticker:
@@ -239,8 +244,10 @@ def _restore_members(trainable: Trainable, members: list[_Member], notice) -> tu
     if any(step is None for step in latest):
         if is_writer():
             where = ", ".join(str(m.out) for m, step in zip(members, latest) if step is None)
-            notice(f"note: {where} has no checkpoint yet; starting {'that run' if len(members) == 1 else 'these runs'} "
-                   "from the beginning")
+            notice(
+                f"note: {where} has no checkpoint yet; starting {'that run' if len(members) == 1 else 'these runs'} "
+                "from the beginning"
+            )
         return 0, None
     # Members are saved one after another, so a kill can fall between two of them: all go back to the
     # newest step every member holds.
@@ -254,8 +261,10 @@ def _restore_members(trainable: Trainable, members: list[_Member], notice) -> tu
     states = []
     for member in members:
         if step not in member.checkpoints.last.all_steps():
-            raise DistillError(f"cannot resume {member.out}: it no longer holds step {step}, the newest step "
-                               "every run of this program holds")
+            raise DistillError(
+                f"cannot resume {member.out}: it no longer holds step {step}, the newest step "
+                "every run of this program holds"
+            )
         states.append(member.checkpoints.restore_state(abstract, step)[1])
     return step, stack_members(states, trainable.shardings)
 
@@ -271,9 +280,18 @@ class Training:
     Inside long epochs a state is saved at least every ``checkpoint_minutes``.
     """
 
-    def __init__(self, trainable: Trainable, schedule: Schedule, outs: list[Path], checkpoints: list[RunCheckpoints],
-                 resume: bool = False, checkpoint_minutes: float = 10.0, progress_fn: ProgressFn | None = None,
-                 state_minutes: float = 0.0, notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr)):
+    def __init__(
+        self,
+        trainable: Trainable,
+        schedule: Schedule,
+        outs: list[Path],
+        checkpoints: list[RunCheckpoints],
+        resume: bool = False,
+        checkpoint_minutes: float = 10.0,
+        progress_fn: ProgressFn | None = None,
+        state_minutes: float = 0.0,
+        notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+    ):
         if len(outs) != max(1, trainable.members) or len(checkpoints) != len(outs):
             raise ValueError("one run directory and one RunCheckpoints per member")
         self.trainable, self.schedule = trainable, schedule
@@ -300,8 +318,11 @@ class Training:
         self._epoch = None  # the epoch under way: its start, steps, seconds and metric sums
         self.epoch_seconds: dict = {}  # the last epoch's seconds of training, evaluating and saving
         for m in self.members:
-            m.board = _TensorBoard(m.out, purge_step=_env_steps(self.state) if self.steps_done else None) \
-                if self.writer else None
+            m.board = (
+                _TensorBoard(m.out, purge_step=_env_steps(self.state) if self.steps_done else None)
+                if self.writer
+                else None
+            )
         self.progress = progress_fn or (lambda env_steps, latest, updates=None: None)
         self.last_state_save = time.monotonic()
         self.progress(_env_steps(self.state), self.latest_summary(), updates=_sgd_updates(self.state))
@@ -325,8 +346,9 @@ class Training:
 
     def save_state(self) -> None:
         """A resumable checkpoint (state with replay, and parameters) of every member, now."""
-        if self.steps_done == self.state_saved_at and any(m.checkpoints.latest_step() == self.steps_done
-                                                          for m in self.members):
+        if self.steps_done == self.state_saved_at and any(
+            m.checkpoints.latest_step() == self.steps_done for m in self.members
+        ):
             return
         params = self.trainable.params(self.state)
         for m in self.members:
@@ -339,8 +361,9 @@ class Training:
         for m, evaluation in zip(self.members, evaluations):
             member_params = member_of(params, m.index)
             if with_state:
-                m.checkpoints.save(self.steps_done, member_of(self.state, m.index), member_params,
-                                   evaluation["time_at_goal"])
+                m.checkpoints.save(
+                    self.steps_done, member_of(self.state, m.index), member_params, evaluation["time_at_goal"]
+                )
             else:
                 m.checkpoints.save_params(self.steps_done, member_params, evaluation["time_at_goal"])
         if with_state:
@@ -359,8 +382,10 @@ class Training:
             metrics = jax.device_get(metrics)
             seconds = time.perf_counter() - t0
             self.ticker.record(n, seconds)
-            per_member = [{k: float(np.asarray(v) if m.index is None else np.asarray(v)[m.index])
-                           for k, v in metrics.items()} for m in self.members]
+            per_member = [
+                {k: float(np.asarray(v) if m.index is None else np.asarray(v)[m.index]) for k, v in metrics.items()}
+                for m in self.members
+            ]
             for m, values in zip(self.members, per_member):
                 self._check_finite(m, values)
             self.steps_done += n
@@ -386,10 +411,15 @@ class Training:
         bad = _non_finite(values)
         if bad:
             last = member.checkpoints.latest_step()
-            kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
-                    else "no checkpoint was written yet")
-            raise DistillError(f"{self.trainable.name} diverged: non-finite {', '.join(bad)} by "
-                               f"{self.env_steps} env steps; stopped, {kept} in {member.out}/checkpoints")
+            kept = (
+                f"the last good checkpoint (step {last}) is kept"
+                if last is not None
+                else "no checkpoint was written yet"
+            )
+            raise DistillError(
+                f"{self.trainable.name} diverged: non-finite {', '.join(bad)} by "
+                f"{self.env_steps} env steps; stopped, {kept} in {member.out}/checkpoints"
+            )
 
     def run_epoch(self) -> list[dict]:
         """Trains the next epoch, evaluates it, records it and checkpoints it; returns its records."""
@@ -473,5 +503,16 @@ def train_members(
     return [m.records[-1] if m.records else None for m in training.members]
 
 
-__all__ = ["Schedule", "check_checkpoint_minutes", "Trainable", "is_writer", "make_run_steps", "make_schedule",
-           "member_of", "stack_members", "train", "train_members", "Training"]
+__all__ = [
+    "Schedule",
+    "check_checkpoint_minutes",
+    "Trainable",
+    "is_writer",
+    "make_run_steps",
+    "make_schedule",
+    "member_of",
+    "stack_members",
+    "train",
+    "train_members",
+    "Training",
+]

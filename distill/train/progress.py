@@ -12,8 +12,15 @@ import time
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.progress import ProgressColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
@@ -47,8 +54,8 @@ class _PlainLines:
         self.t_start = time.monotonic()
         self.steps = self.updates = None
         self.latest = None
-        self.mark = None     # (time, steps, updates) at the last line written (or the first step taken)
-        self.anchor = None   # (time, steps) at the first step taken: ETA's rate leaves out the first compile
+        self.mark = None  # (time, steps, updates) at the last line written (or the first step taken)
+        self.anchor = None  # (time, steps) at the first step taken: ETA's rate leaves out the first compile
         self.rate = self.ms_per_update = None
         self.write(f"{description}: started, {total:,} env steps to run (the first steps wait for compilation)")
 
@@ -67,8 +74,10 @@ class _PlainLines:
         if self.anchor is None and steps > self.mark[1]:
             # The first tick's time is mostly compilation: measure rates from here on.
             self.anchor, self.mark = (now, steps), (now, steps, updates)
-            self.write(f"{self.description}: first training steps done after {_clock(now - self.t_start)} "
-                       f"(compilation included), {steps:,}/{self.total:,} env steps")
+            self.write(
+                f"{self.description}: first training steps done after {_clock(now - self.t_start)} "
+                f"(compilation included), {steps:,}/{self.total:,} env steps"
+            )
         new_eval = latest is not None and latest is not self.latest and latest != self.latest
         self.latest = latest
         if new_eval or now - self.mark[0] >= self.interval_s:
@@ -87,8 +96,10 @@ class _PlainLines:
     def line(self, now: float, evaluation: bool = False) -> str:
         self._measure(now)
         steps = min(self.steps, self.total)
-        parts = [f"{self.description}: {steps:,}/{self.total:,} env steps ({100.0 * steps / max(self.total, 1):.0f}%)",
-                 f"{self.rate:,.0f} steps/s" if self.rate else "- steps/s"]
+        parts = [
+            f"{self.description}: {steps:,}/{self.total:,} env steps ({100.0 * steps / max(self.total, 1):.0f}%)",
+            f"{self.rate:,.0f} steps/s" if self.rate else "- steps/s",
+        ]
         if self.ms_per_update:
             parts.append(f"{self.ms_per_update:.2f} ms/SGD update")
         parts.append(f"elapsed {_clock(now - self.t_start)}")
@@ -96,8 +107,10 @@ class _PlainLines:
         text = eval_text(self.latest)
         if text:
             epoch = self.latest.get("epoch")
-            parts.append((f"eval {epoch}: " if evaluation and epoch is not None else "eval: " if evaluation
-                          else "last eval: ") + text)
+            parts.append(
+                (f"eval {epoch}: " if evaluation and epoch is not None else "eval: " if evaluation else "last eval: ")
+                + text
+            )
         return "  ".join(parts)
 
     def _eta(self, now: float) -> str:
@@ -113,8 +126,10 @@ class _PlainLines:
         steps = self.steps if self.steps is not None else 0
         word = "stopped" if failed else "done"
         text = eval_text(self.latest)
-        self.write(f"{self.description} {word}: {steps:,}/{self.total:,} env steps in {_clock(now - self.t_start)}"
-                   + (f"  last eval: {text}" if text else ""))
+        self.write(
+            f"{self.description} {word}: {steps:,}/{self.total:,} env steps in {_clock(now - self.t_start)}"
+            + (f"  last eval: {text}" if text else "")
+        )
 
 
 class TrainingProgress:
@@ -126,8 +141,16 @@ class TrainingProgress:
     ``updates`` (SGD updates done) the lines leave out the time per SGD update.
     """
 
-    def __init__(self, total: int, description: str, enabled: bool = True, *, stream: TextIO | None = None,
-                 plain: bool | None = None, interval_s: float = 30.0):
+    def __init__(
+        self,
+        total: int,
+        description: str,
+        enabled: bool = True,
+        *,
+        stream: TextIO | None = None,
+        plain: bool | None = None,
+        interval_s: float = 30.0,
+    ):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.enabled = enabled

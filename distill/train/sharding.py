@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from distill.data.replay import TrajectoryBuffer
 
@@ -38,7 +39,10 @@ def env_shardings(mesh: Mesh, vec_shape):
 def buffer_shardings(mesh: Mesh, buffer_shape: TrajectoryBuffer) -> TrajectoryBuffer:
     by_column = NamedSharding(mesh, P(None, "data"))
     return buffer_shape.replace(
-        states=by_column, actions=by_column, traj_ids=by_column, steps=by_column,
+        states=by_column,
+        actions=by_column,
+        traj_ids=by_column,
+        steps=by_column,
         rows_written=NamedSharding(mesh, P()),
     )
 
