@@ -85,6 +85,30 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
     sensors = file_sensor_model(policy, spec, path)
     if sensors is not None and obs_noise:
         raise DistillError("--obs-noise does not apply to a student with a sensor model: its noise is the model's own")
+    return closed_loop(policy, spec, backend, sensors, episodes, seed, obs_noise, f"onnx ({Path(path).name})")
+
+
+def evaluate_c(folder: Path, episodes: int, seed: int) -> dict:
+    """The same closed loop through the C export in ``folder`` (compiled here, called through ctypes)."""
+    from distill.data.sensors import parse_sensors
+    from export.c_policy import load_c_policy
+
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
+    policy = load_c_policy(folder)
+    contract = policy.contract
+    spec = get_spec(contract["env"])
+    observation = contract["observation"]
+    sensors = parse_sensors(observation["spec"], spec) if observation["input"] == "sensors" else None
+    backend = contract["control"].get("simulator_backend", spec.backend)
+    return closed_loop(policy, spec, backend, sensors, episodes, seed, 0.0, f"C ({Path(folder).name})")
+
+
+def closed_loop(
+    policy, spec, backend: str, sensors: SensorModel | None, episodes: int, seed: int, obs_noise: float, label: str
+) -> dict:
+    """Episodes of the seed in the environment, every action from ``policy(state or reading, goal)``
+    (an ``OnnxPolicy`` or a ``CPolicy``, batched over the episodes); the evaluation summary."""
     environment = evaluation_env(spec, backend)
     reset = jax.jit(jax.vmap(environment.reset))
     step = jax.jit(jax.vmap(environment.step))
@@ -108,7 +132,7 @@ def evaluate_onnx(path: Path, env: str | None, episodes: int, seed: int, obs_noi
         success[t] = np.asarray(env_state.metrics["success"])
         done[t] = np.asarray(env_state.done)
     result = summarize(until_termination(success, done))
-    result.update({"policy": f"onnx ({Path(path).name})", "env": spec.name, "seed": seed, "obs_noise": obs_noise})
+    result.update({"policy": label, "env": spec.name, "seed": seed, "obs_noise": obs_noise})
     if sensors is not None:
         result["sensors"] = sensors.describe()
     return result

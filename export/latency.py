@@ -19,13 +19,125 @@ from export.runtime import OnnxPolicy, single_thread_session
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def percentiles(times: np.ndarray) -> dict:
-    """p50 and p99 in microseconds of per-call times in seconds."""
-    return {
+def percentiles(times: np.ndarray, tail: bool = False) -> dict:
+    """p50 and p99 in microseconds of per-call times in seconds; with ``tail`` also p99.9 and the max."""
+    result = {
         "p50_us": float(np.percentile(times, 50) * 1e6),
         "p99_us": float(np.percentile(times, 99) * 1e6),
         "calls": int(times.size),
     }
+    if tail:
+        result.update(p999_us=float(np.percentile(times, 99.9) * 1e6), max_us=float(np.max(times) * 1e6))
+    return result
+
+
+C_HARNESS = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "policy.h"
+
+/* Times CALLS calls of the policy at batch 1, one by one, and writes each one's nanoseconds. */
+int main(int argc, char **argv)
+{
+    long calls = atol(argv[1]), i, warmup = calls / 10 + 100;
+    float input[DISTILL_INPUT_DIM], goal[DISTILL_GOAL_DIM], action[DISTILL_ACTION_DIM];
+    double *ns = malloc(sizeof(double) * calls), sink = 0.0;
+    struct timespec t0, t1;
+    FILE *out = fopen(argv[2], "wb");
+#ifdef DISTILL_HISTORY
+    distill_state state;
+    float *reading = input;
+    distill_reset(&state);
+#endif
+    for (i = 0; i < DISTILL_INPUT_DIM; ++i) input[i] = 0.1f * (float)(i % 7) - 0.3f;
+    for (i = 0; i < DISTILL_GOAL_DIM; ++i) goal[i] = 0.2f;
+    if (!ns || !out) return 2;
+    for (i = -warmup; i < calls; ++i) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+#ifdef DISTILL_HISTORY
+        distill_step(&state, reading, goal, action);
+#else
+        distill_act(input, goal, action);
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (i >= 0) ns[i] = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+        sink += action[0];
+        input[0] += 1e-6f;
+    }
+    fwrite(ns, sizeof(double), (size_t)calls, out);
+    fclose(out);
+    printf("%g\n", sink);
+    return 0;
+}
+"""
+
+
+def c_policy_latency(folder: Path, calls: int = 100_000, flags: tuple[str, ...] | None = None) -> dict:
+    """The C policy in ``folder`` (``policy.c``/``policy.h``) timed by a C harness: ``calls`` calls at
+    batch 1 on one core, each timed with ``CLOCK_MONOTONIC``; p50/p99/p99.9/max in microseconds."""
+    import os
+    import subprocess
+    import tempfile
+
+    from export.c_policy import CFLAGS, compiler
+
+    flags = CFLAGS if flags is None else flags
+    with tempfile.TemporaryDirectory() as tmp:
+        build = Path(tmp)
+        for name in ("policy.c", "policy.h"):
+            (build / name).write_bytes((Path(folder) / name).read_bytes())
+        (build / "bench.c").write_text(C_HARNESS)
+        binary, times_path = build / "bench", build / "times.bin"
+        # The harness is no part of the policy: it may use POSIX clocks, so it is not built -pedantic.
+        harness_flags = [f for f in flags if f not in ("-pedantic", "-Werror")]
+        result = subprocess.run(
+            [compiler(), *harness_flags, "-o", str(binary), str(build / "bench.c"), str(build / "policy.c"), "-lm"],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the latency harness does not compile: {result.stderr.strip()[:300]}")
+        core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        preexec = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+        subprocess.run([str(binary), str(calls), str(times_path)], check=True, capture_output=True, preexec_fn=preexec)
+        times = np.fromfile(times_path, dtype=np.float64) / 1e9
+    return {**percentiles(times, tail=True), "flags": " ".join(flags), "core": core}
+
+
+def deployment_latency(onnx_path: Path, c_folder: Path, calls: int = 100_000) -> list[dict]:
+    """One student three ways, in one run, at batch 1 on one thread: the C policy (its own harness),
+    ``OnnxPolicy`` and a bare onnxruntime session with IO binding; p50/p99/p99.9/max each."""
+    rows = [{"model": "student (C, policy.c)", **c_policy_latency(c_folder, calls)}]
+    policy = OnnxPolicy(onnx_path)
+    first = policy.sensor_dim and policy.reading_dim or policy.state_dim
+    x = np.full((first,), 0.1, np.float32)
+    goal = np.full((policy.goal_dim,), 0.2, np.float32)
+    policy.reset()
+    for _ in range(2000):
+        policy(x, goal)
+    times = np.empty(calls)
+    clock = time.perf_counter
+    for i in range(calls):
+        t0 = clock()
+        policy(x, goal)
+        times[i] = clock() - t0
+    rows.append({"model": "student (OnnxPolicy)", **percentiles(times, tail=True)})
+    session = single_thread_session(onnx_path)
+    binding = session.io_binding()
+    for inp in session.get_inputs():
+        binding.bind_cpu_input(inp.name, np.full((1, inp.shape[1]), 0.1, np.float32))
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+    for _ in range(2000):
+        session.run_with_iobinding(binding)
+    for i in range(calls):
+        t0 = clock()
+        session.run_with_iobinding(binding)
+        times[i] = clock() - t0
+    rows.append({"model": "student (onnxruntime session, IO binding)", **percentiles(times, tail=True)})
+    return rows
 
 
 def jax_policy_latency(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:

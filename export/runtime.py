@@ -49,6 +49,7 @@ so a policy may be shared between threads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -208,6 +209,20 @@ class _OnnxModel:
             f"the network's {output} is not finite for finite inputs; they are too large for float32 arithmetic"
         )
 
+    @property
+    def contract(self) -> dict | None:
+        """The contract the file carries (``policy.json``'s content), None for files written before it."""
+        return self.metadata.get("contract")
+
+    def check_contract(self, expected: dict | str | Path) -> None:
+        """Refuses (``PolicyFileError``) a file whose contract is not ``expected``, naming the first difference."""
+        expected = _expected_contract(expected)
+        if self.contract is None:
+            raise PolicyFileError(f"{self.path} carries no contract (exported before contracts were written)")
+        difference = first_difference(expected, self.contract)
+        if difference is not None:
+            raise PolicyFileError(f"{self.path} does not keep the expected contract: {difference}")
+
     def __repr__(self) -> str:
         dims = ", ".join(f"{n}={d}" for n, d in self._input_dims.items())
         return f"{type(self).__name__}({str(self.path)!r}, {dims})"
@@ -215,15 +230,20 @@ class _OnnxModel:
 
 class OnnxPolicy(_OnnxModel):
     """The deterministic policy of an exported student: ``policy(obs, goal) -> action``, or with a
-    sensor model ``policy(reading, goal) -> action`` after ``policy.reset()`` (see the module)."""
+    sensor model ``policy(reading, goal) -> action`` after ``policy.reset()`` (see the module).
+
+    ``contract`` (a dict, or the path of the ``policy.json`` the robot code was written against)
+    refuses a file whose contract differs, naming the first difference."""
 
     kind = "policy"
 
     sensor_model: dict | None = None
     """The file's sensor model (None: the policy reads the state)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, contract: dict | str | Path | None = None):
         super().__init__(path)
+        if contract is not None:
+            self.check_contract(contract)
         if "sensors" in self._input_dims:
             self._init_sensed()
             return
@@ -397,6 +417,55 @@ class OnnxPolicy(_OnnxModel):
                 )
             self._batch_history = history
         return action
+
+
+# ---- contracts (``export.contract`` writes them; the robot's side checks them here) ----------------
+
+CONTRACT_UNHASHED = ("provenance", "sha256")
+
+
+def contract_hash(contract: dict) -> str:
+    """sha256 of a contract's canonical JSON, its provenance left out."""
+    kept = {k: v for k, v in contract.items() if k not in CONTRACT_UNHASHED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def first_difference(expected: Any, actual: Any, where: str = "") -> str | None:
+    """Where two contracts (provenance left out) first differ, in words; None if they agree."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if where == "":
+            expected = {k: v for k, v in expected.items() if k not in CONTRACT_UNHASHED}
+            actual = {k: v for k, v in actual.items() if k not in CONTRACT_UNHASHED}
+        for key in sorted(set(expected) | set(actual)):
+            here = f"{where}.{key}" if where else key
+            if key not in actual:
+                return f"{here} is missing from the file's contract"
+            if key not in expected:
+                return f"{here} is in the file's contract but not in the expected one"
+            found = first_difference(expected[key], actual[key], here)
+            if found:
+                return found
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return f"{where or 'contract'} has {len(actual)} entries in the file, {len(expected)} expected"
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            found = first_difference(e, a, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if expected != actual:
+        return f"{where or 'contract'} is {actual!r} in the file, {expected!r} expected"
+    return None
+
+
+def _expected_contract(contract: Any) -> dict:
+    if isinstance(contract, dict):
+        return contract
+    try:
+        return json.loads(Path(contract).read_text())
+    except (OSError, ValueError) as err:
+        raise PolicyFileError(f"cannot read the expected contract {contract}: {err}") from None
 
 
 def _all_finite(values: np.ndarray) -> bool:

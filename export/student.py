@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from distill import __version__
 from distill.errors import DistillError
 from distill.nn.networks import energy
 from distill.store import runs
+from export.contract import build_contract, contract_hash, write_contract
 from export.onnx_graph import critic_graph, policy_graph
 from export.parity import write_verified
 from export.variants import PRECISIONS, export_variant
@@ -95,10 +97,72 @@ def export_student(
     if not out.name.endswith(".onnx"):
         raise DistillError(f"--out must name an .onnx file, got {out}")
     metadata = file_metadata(record, config, spec, step, sensors)
-    summary = _export_policy(networks, params, spec, sensors, out, opset, precision, gate_episodes, metadata, say)
+    policy_contract = student_contract(run, record, config, spec, sensors)
+    summary = _export_policy(
+        networks,
+        params,
+        spec,
+        sensors,
+        out,
+        opset,
+        precision,
+        gate_episodes,
+        {**metadata, "contract": policy_contract, "contract_sha256": contract_hash(policy_contract)},
+        say,
+    )
+    summary["contract"] = str(write_contract(policy_contract, out.with_suffix(".json")))
+    summary["contract_sha256"] = contract_hash(policy_contract)
     if critic:
-        summary.update(_export_critic(networks, params, spec, out, opset, metadata))
+        critic_contract = student_contract(run, record, config, spec, None, kind="critic")
+        summary.update(
+            _export_critic(
+                networks,
+                params,
+                spec,
+                out,
+                opset,
+                {**metadata, "contract": critic_contract, "contract_sha256": contract_hash(critic_contract)},
+            )
+        )
+        write_contract(critic_contract, Path(summary["critic"]).with_suffix(".json"))
     return summary
+
+
+def student_contract(run: Path, record: dict, config, spec, sensors, kind: str = "policy") -> dict:
+    """The contract of a student's exported files (``export.contract``): the environment's layout and
+    control period, the sensor model, the action, and where the student came from."""
+    teacher = record.get("teacher", {})
+    teacher_config = teacher.get("config", {})
+    report = Path(run) / "report.json"
+    retention = None
+    if report.is_file():
+        try:
+            retention = json.loads(report.read_text()).get("retention")
+        except (OSError, ValueError):
+            retention = None
+    backend = config.backend or spec.backend
+    env = spec.make(backend=backend)
+    provenance = {
+        "student_run": Path(run).name,
+        "student_depth": config.student_depth,
+        "student_width": config.student_width,
+        "teacher_run": Path(teacher.get("run", "")).name,
+        "teacher_depth": teacher_config.get("critic_depth"),
+        "teacher_actor_depth": teacher_config.get("actor_depth"),
+        "teacher_width": teacher_config.get("width"),
+        "retention": retention,
+        "toolkit_version": __version__,
+        "package_versions": _versions(),
+    }
+    return build_contract(
+        spec,
+        float(env.dt),
+        sensors.to_json() if sensors else None,
+        [1.0] * spec.action_dim,
+        [0.0] * spec.action_dim,
+        provenance,
+        kind=kind,
+    )
 
 
 def _export_policy(

@@ -193,6 +193,23 @@ class TeacherConfig:
         return self
 
 
+TOY_SETTINGS = dict(
+    num_envs=4,
+    unroll_length=10,
+    batch_size=16,
+    updates_per_step=2,
+    total_steps=4 * 10 * 4,
+    num_evals=1,
+    eval_episodes=2,
+    replay_rows=60,
+    prefill_rows=20,
+    width=32,
+    repr_dim=8,
+)
+"""A teacher of toy size: trains and evaluates any environment, the 1000-step ones included, in
+seconds on a CPU, to check a whole path (the test suite, the GPU stages' reduced runs). It learns nothing."""
+
+
 def teacher_config(env: str = DEFAULT_ENV, **overrides) -> TeacherConfig:
     """The config for ``env``: its training preset, then the given overrides (None means "not given")."""
     values = dict(get_spec(env).preset)

@@ -1,11 +1,6 @@
-"""Training loop of the CRL teacher.
-
-One training step (collect ``unroll_length`` steps in every slot, insert them, run
-``updates_per_step`` SGD steps on hindsight-relabelled batches) is a single jitted function. The
-replay buffer and environment slots are sharded over the local devices along the slot axis, each
-device draws its share of every batch from its own slots, and parameters are replicated: XLA inserts
-the cross-device reductions, so the same code runs on 1 device, N devices or N hosts.
-"""
+"""Training a CRL teacher, on the host: the teacher as the engine's trainable (one run, or seeds
+stacked in one program), its runs on disk (start, resume, ``--init-from``) and loading a trained one.
+The jitted math is in ``teachers.agent``."""
 
 from __future__ import annotations
 

@@ -118,6 +118,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
+from teachers.config import TOY_SETTINGS  # noqa: E402
+
 # A teacher small enough to train in seconds on 2 CPU cores.
 TINY_TEACHER = dict(
     num_envs=8,
@@ -146,19 +148,7 @@ def tiny_teacher_run(tmp_path_factory):
 
 
 # A teacher for the 1000-step environments, small enough to train in well under a minute.
-TINY_ENV_TEACHER = dict(
-    num_envs=4,
-    unroll_length=10,
-    batch_size=16,
-    updates_per_step=2,
-    total_steps=4 * 10 * 4,
-    num_evals=1,
-    eval_episodes=2,
-    replay_rows=60,
-    prefill_rows=20,
-    width=32,
-    repr_dim=8,
-)
+TINY_ENV_TEACHER = TOY_SETTINGS
 
 
 @pytest.fixture(scope="session")

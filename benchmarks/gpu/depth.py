@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks.gpu.common import CampaignError, check_writable, device_name, read_json, seconds_left, stamp, write_json
 from benchmarks.gpu.depth_report import run_dir, write_outputs
+from teachers.config import TOY_SETTINGS
 
 RECORD = "depth_config.json"
 
@@ -91,18 +92,10 @@ PLANS = {
         seeds=(0, 1),
         target_steps=1_600,
         epoch_steps=2,
-        overrides=dict(
-            num_envs=4,
-            unroll_length=10,
-            batch_size=16,
-            updates_per_step=2,
-            eval_episodes=2,
-            replay_rows=60,
-            prefill_rows=20,
-            width=32,
-            repr_dim=8,
-            keep_checkpoints=1,
-        ),
+        overrides={
+            **{k: v for k, v in TOY_SETTINGS.items() if k not in ("total_steps", "num_evals")},
+            "keep_checkpoints": 1,
+        },
         probe_steps=1,
         min_deadline_s=60.0,
         state_minutes=5.0,

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.gpu.common import ROOT, device_name, seconds_left, stamp, write_json
+from teachers.config import TOY_SETTINGS
 
 COMMAND_BUFFER_FLAG = "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
 MAZE, DEEP_ENV = "ant_hardest_maze", "humanoid_u_maze"
@@ -71,17 +72,7 @@ PLANS = {
         reduced=True,
         matmul_size=256,
         copy_floats=1 << 16,
-        overrides=dict(
-            num_envs=4,
-            unroll_length=10,
-            updates_per_step=2,
-            num_evals=1,
-            eval_episodes=2,
-            replay_rows=60,
-            prefill_rows=20,
-            width=32,
-            repr_dim=8,
-        ),
+        overrides={k: v for k, v in TOY_SETTINGS.items() if k not in ("batch_size", "total_steps")},
     ),
 }
 

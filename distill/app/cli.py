@@ -482,7 +482,14 @@ def compress(
 @one_line_errors
 def export_cmd(
     student_run: Path = typer.Argument(..., help="The student's run directory."),
-    out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
+    out: Path = typer.Option(
+        ..., "--out", help="The .onnx file to write (--format c: the folder for policy.h, policy.c and policy.json)."
+    ),
+    format: str = typer.Option(
+        "onnx",
+        "--format",
+        help="'onnx' (one verified ONNX file) or 'c' (dependency-free C99 files, behind the same parity gate).",
+    ),
     critic: bool = typer.Option(False, "--critic", help="Also write <out>.critic.onnx (phi, psi and Q)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17-20; 17 loads in onnxruntime >= 1.16)."),
     which: opt.Which = "best",
@@ -498,9 +505,23 @@ def export_cmd(
         128, "--gate-episodes", help="Closed-loop episodes on which --int8/--fp16 must match fp32."
     ),
 ):
-    """Export a student to one verified ONNX file (parity-gated against the JAX student)."""
+    """Export a student, parity-gated against the JAX student: one ONNX file, or C99 files for a controller."""
     from export.student import export_student
     from export.variants import describe_gate, precision_from_flags
+
+    if format not in ("onnx", "c"):
+        raise DistillError(f"--format must be 'onnx' or 'c', got '{format}'")
+    if format == "c":
+        from export.c_policy import write_c_policy
+
+        if critic or int8 or fp16:
+            raise DistillError("--format c writes the policy alone in float32: leave out --critic, --int8 and --fp16")
+        summary = write_c_policy(student_run, out, which=which)
+        typer.echo(
+            f"wrote {', '.join(summary['files'])} in {out} (max |c - jax| = {summary['max_abs_error']:.1e}; "
+            f"policy.c {summary['policy_c_bytes'] / 1e6:.1f} MB; contract {summary['contract_sha256'][:12]})"
+        )
+        return
 
     summary = export_student(
         student_run,
@@ -544,7 +565,7 @@ def pack(
 @app.command()
 @one_line_errors
 def evaluate(
-    run: Path = typer.Argument(..., help="A teacher or student run directory, or an exported .onnx file."),
+    run: Path = typer.Argument(..., help="A teacher or student run directory, an exported .onnx file, or a C export folder."),
     episodes: int = typer.Option(128, "--episodes", help="Deterministic evaluation episodes."),
     env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
@@ -658,8 +679,14 @@ def latency(
     json_path: Path = typer.Option(
         Path("results/latency.json"), "--json", help="Where the figures (and a PNG beside) go."
     ),
+    c_policy: Optional[Path] = typer.Option(
+        None,
+        "--c-policy",
+        help="Also time this C export (with --onnx, of the same student): C harness, OnnxPolicy and a bare session, p50 to max.",
+    ),
+    deployment_calls: int = typer.Option(100_000, "--deployment-calls", help="Calls per policy in that comparison."),
 ):
-    """Policy latency at batch 1 on one thread: teacher and student in JAX, the student in onnxruntime."""
+    """Policy latency at batch 1 on one thread: teacher and student in JAX, the student in onnxruntime (and C)."""
     from distill.app.latency import latency_report, print_latency, use_one_thread, write_latency
 
     if calls <= 0 or deep_depth <= 0 or deep_depth % 4:
@@ -668,10 +695,45 @@ def latency(
         )
     if not use_one_thread():
         typer.echo("note: JAX had already started; its figures use every thread", err=True)
+    if c_policy is not None and onnx is None:
+        raise DistillError("--c-policy compares the C export with the same student's ONNX file: give --onnx too")
     records = latency_report(teacher_run, student_run, onnx, deep_depth, calls)
     print_latency(records, deep_depth)
+    if c_policy is not None:
+        from distill.app.latency import print_deployment
+        from export.latency import deployment_latency
+
+        deployment = deployment_latency(onnx, c_policy, deployment_calls)
+        print_deployment(deployment)
+        records += deployment
     path = write_latency(records, json_path)
     typer.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+@app.command("loop-check")
+@one_line_errors
+def loop_check_cmd(
+    policy: Path = typer.Argument(..., help="An exported .onnx file, or a folder written by `export --format c`."),
+    rate: float = typer.Option(1000.0, "--rate", help="Control rate in Hz."),
+    seconds: float = typer.Option(10.0, "--seconds", help="How long the loop runs."),
+    readings: Optional[Path] = typer.Option(
+        None, "--readings", help="Recorded readings (.npy, one row a tick); random ones otherwise."
+    ),
+    json_out: opt.JsonOut = False,
+):
+    """Run a policy at a fixed control rate: deadline overruns, jitter p99 and the worst tick."""
+    from export.loop_check import loop_check
+
+    result = loop_check(policy, rate, seconds, readings)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    typer.echo(
+        f"{result['kind']} policy at {result['rate_hz']:g} Hz ({result['period_us']:.0f} us a tick), "
+        f"{result['ticks']:,} ticks on {result['readings']} readings: {result['overruns']} overruns "
+        f"({100 * result['overrun_share']:.2f}%), jitter p99 {result['jitter_p99_us']:.1f} us, worst tick "
+        f"{result['worst_tick_us']:.0f} us, call p50 {result['call_p50_us']:.1f} us"
+    )
 
 
 @app.command()

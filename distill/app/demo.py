@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,19 +100,32 @@ def run_demo(
     report = build_report(student_dir, episodes=episodes, seed=seed, baseline=baseline, show_progress=show_progress)
     timings["compress_s"] = time.perf_counter() - t0
 
-    t0 = _stage("3/5 exporting to ONNX (parity gate: checker, onnxruntime, reference evaluator)", say)
+    t0 = _stage(
+        "3/5 exporting to ONNX and to C (parity gates: checker, onnxruntime, reference evaluator; C compiler)", say
+    )
+    from export.c_policy import write_c_policy
     from export.student import export_student
 
     export = export_student(student_dir, onnx_path, critic=True)
+    c_dir = out / "policy_c"
+    if not (c_dir / "policy.json").is_file():
+        shutil.rmtree(c_dir, ignore_errors=True)  # a C export cut off before its rename leaves nothing to keep
+        write_c_policy(student_dir, c_dir)
     timings["export_s"] = time.perf_counter() - t0
 
     t0 = _stage("4/5 closed-loop evaluation of the ONNX policy in the environment", say)
+    from export.closed_loop import evaluate_c
+
     onnx_eval = evaluate_target(onnx_path, episodes=episodes, env=None, seed=seed)
     jax_eval = evaluate_target(student_dir, episodes=episodes, env=None, seed=seed)
+    c_eval = evaluate_c(c_dir, episodes=episodes, seed=seed)
     timings["closed_loop_s"] = time.perf_counter() - t0
 
     t0 = _stage("5/5 latency at batch 1, one thread", say)
+    from export.latency import c_policy_latency
+
     latency = _latency(teacher_dir, student_dir, onnx_path, out / "latency.json", quick)
+    c_latency = c_policy_latency(c_dir, 10_000 if quick else 100_000)
     timings["latency_s"] = time.perf_counter() - t0
 
     summary = {
@@ -127,6 +141,7 @@ def run_demo(
             "critic_parity_max_abs_error": export.get("critic_parity_max_abs_error"),
         },
         "student_jax_eval": jax_eval,
+        "c": {**c_eval, "latency": c_latency, "policy_c_bytes": (c_dir / "policy.c").stat().st_size},
         "compression": _compression(report),
         "latency": latency,
         "timings": timings,
@@ -215,6 +230,14 @@ def _write_report(out: Path, s: dict) -> None:
             sum(s["student"]["params"].values()),
             onnx_lat,
         ),
+        (
+            "student (C)",
+            s["student"]["depth"],
+            s["c"]["time_at_goal"],
+            s["c"]["success_any"],
+            sum(s["student"]["params"].values()),
+            s["c"]["latency"],
+        ),
     ]
     lines = [
         f"# distill demo: {s['env']}",
@@ -236,6 +259,28 @@ def _write_report(out: Path, s: dict) -> None:
         f"- ONNX parity: max |onnx - jax| = {s['onnx']['parity_max_abs_error']:.1e} over batch sizes 1, 2, 7, 1024",
         f"- Depth-{deep['depth']} teacher vs ONNX student latency: {deep['p50_us'] / onnx_lat['p50_us']:.0f}x",
         "- Stage times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["timings"].items()),
+        "",
+        "## Calling the student from C",
+        "",
+        f"`policy_c/` holds `policy.h`, `policy.c` ({s['c']['policy_c_bytes'] / 1e3:.0f} kB: the weights as "
+        "`static const float` arrays) and `policy.json`, the contract. C99, `<math.h>` and `<string.h>` only, no allocation:",
+        "",
+        "```c",
+        '#include "policy.h"   /* cc -std=c99 -O2 -c policy.c; link with -lm */',
+        "",
+        "void control_tick(const float *state, const float *goal_xy, float *motor)",
+        "{",
+        "    /* state: DISTILL_OBS_DIM floats in the order policy.h lists; goal_xy: DISTILL_GOAL_DIM */",
+        "    float action[DISTILL_ACTION_DIM];",
+        "    int i;",
+        "    distill_act(state, goal_xy, action);              /* in [-1, 1], tanh inside */",
+        "    for (i = 0; i < DISTILL_ACTION_DIM; ++i) motor[i] = action[i];",
+        "}",
+        "```",
+        "",
+        "A student behind sensors keeps its history in a `distill_state`: `distill_reset(&state)` at an episode's "
+        "start, then `distill_step(&state, reading, goal, action)` every tick. `distill loop-check policy_c "
+        "--rate 1000` runs it at a fixed rate on the robot computer.",
         "",
         "![teacher learning curve](teacher/learning_curve.png)",
         "![student vs teacher](student/report.png)",
@@ -289,6 +334,15 @@ def print_summary(s: dict) -> None:
         f"{sum(s['student']['params'].values()):,}",
         f"{onnx_lat['p50_us']:.1f}",
         f"{onnx_lat['p99_us']:.1f}",
+    )
+    table.add_row(
+        "student (C)",
+        str(s["student"]["depth"]),
+        f"{s['c']['time_at_goal']:.1f}",
+        f"{s['c']['success_any']:.3f}",
+        f"{sum(s['student']['params'].values()):,}",
+        f"{s['c']['latency']['p50_us']:.1f}",
+        f"{s['c']['latency']['p99_us']:.1f}",
     )
     print_table(table)
     print(f"retention {s['retention']:.3f}; ONNX parity {s['onnx']['parity_max_abs_error']:.1e}")

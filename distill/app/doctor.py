@@ -14,21 +14,8 @@ import re
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.store.runs import PACKAGES
 
-PACKAGES = (
-    "jax",
-    "jaxlib",
-    "flax",
-    "optax",
-    "brax",
-    "mujoco",
-    "mujoco-mjx",
-    "orbax-checkpoint",
-    "onnx",
-    "onnxruntime",
-    "numpy",
-    "typer",
-)
 DEFAULT_LOCK = Path(__file__).resolve().parents[2] / "constraints.txt"
 
 

@@ -15,7 +15,7 @@ from distill.errors import DistillError
 from distill.eval.evaluation import check_obs_noise, make_evaluator, summarize
 from distill.nn.networks import CRLNetworks
 from distill.store.checkpoints import CHECKPOINT_KINDS
-from export.closed_loop import evaluate_onnx
+from export.closed_loop import evaluate_c, evaluate_onnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,10 @@ def evaluate_target(
         raise DistillError(f"--checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got '{which}'")
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
+    if target.is_dir() and (target / "policy.c").is_file():
+        if obs_noise:
+            raise DistillError("--obs-noise applies to runs and ONNX files, not to a C export")
+        return evaluate_c(target, episodes=episodes, seed=seed)
     if target.suffix == ".onnx":
         return evaluate_onnx(target, env=env, episodes=episodes, seed=seed, obs_noise=obs_noise)
     policy = load_run_policy(target, which, env)

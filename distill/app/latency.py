@@ -173,6 +173,22 @@ def print_latency(records: list[dict], deep_depth: int) -> None:
     print(f"OnnxPolicy / bare IO-bound session p50 (interleaved): {onnx_rec['p50_ratio_to_bare_session']:.3f}")
 
 
+def print_deployment(rows: list[dict]) -> None:
+    """The C policy, OnnxPolicy and a bare session on one student: p50, p99, p99.9 and max."""
+    from rich.table import Table
+
+    from distill.app.console import print_table
+
+    table = Table(title=f"one student three ways, batch 1, one core ({rows[0]['calls']:,} calls each)")
+    for col in ("policy", "p50 us", "p99 us", "p99.9 us", "max us"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["model"], f"{r['p50_us']:.2f}", f"{r['p99_us']:.2f}", f"{r['p999_us']:.2f}", f"{r['max_us']:.0f}"
+        )
+    print_table(table)
+
+
 def write_latency(records: list[dict], json_path: Path) -> Path:
     """``json_path`` and the plot beside it (same name, .png)."""
     json_path = Path(json_path)

@@ -19,6 +19,7 @@ from typing import Any
 
 from distill.errors import DistillError
 
+# What a run records beside its config, and what ``distill doctor`` reports.
 PACKAGES = (
     "distill",
     "jax",
@@ -27,10 +28,12 @@ PACKAGES = (
     "optax",
     "brax",
     "mujoco",
+    "mujoco-mjx",
     "orbax-checkpoint",
     "onnx",
     "onnxruntime",
     "numpy",
+    "typer",
 )
 
 
