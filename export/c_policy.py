@@ -474,8 +474,7 @@ def write_c_policy(run: Path, out: Path, which: str = "best") -> dict:
     are renamed into place only after the gate passed, so a refusal leaves nothing."""
     from distill.data.sensors import sensor_model
     from distill.store import runs
-    from export.contract import contract_hash, write_contract
-    from export.student import student_contract
+    from export.contract import contract_hash, student_contract, write_contract
     from students.train import load_student
 
     run, out = Path(run), Path(out)

@@ -17,6 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distill import __version__
+from distill.store import runs
+
 # The robot's side compares contracts with nothing but the runtime module.
 from export.runtime import contract_hash, first_difference  # noqa: F401
 
@@ -100,3 +103,49 @@ def write_contract(contract: dict, path: Path) -> Path:
     tmp.write_text(json.dumps({**contract, "sha256": contract_hash(contract)}, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
+
+
+def package_versions() -> dict:
+    """The versions a deployer's report needs: Python and the numerical stack."""
+    return {
+        k: v
+        for k, v in runs.package_versions().items()
+        if k in ("python", "jax", "flax", "onnx", "onnxruntime", "numpy")
+    }
+
+
+def student_contract(run: Path, record: dict, config, spec, sensors, kind: str = "policy") -> dict:
+    """The contract of a student's exported files (``export.contract``): the environment's layout and
+    control period, the sensor model, the action, and where the student came from."""
+    teacher = record.get("teacher", {})
+    teacher_config = teacher.get("config", {})
+    report = Path(run) / "report.json"
+    retention = None
+    if report.is_file():
+        try:
+            retention = json.loads(report.read_text()).get("retention")
+        except (OSError, ValueError):
+            retention = None
+    backend = config.backend or spec.backend
+    env = spec.make(backend=backend)
+    provenance = {
+        "student_run": Path(run).name,
+        "student_depth": config.student_depth,
+        "student_width": config.student_width,
+        "teacher_run": Path(teacher.get("run", "")).name,
+        "teacher_depth": teacher_config.get("critic_depth"),
+        "teacher_actor_depth": teacher_config.get("actor_depth"),
+        "teacher_width": teacher_config.get("width"),
+        "retention": retention,
+        "toolkit_version": __version__,
+        "package_versions": package_versions(),
+    }
+    return build_contract(
+        spec,
+        float(env.dt),
+        sensors.to_json() if sensors else None,
+        [1.0] * spec.action_dim,
+        [0.0] * spec.action_dim,
+        provenance,
+        kind=kind,
+    )

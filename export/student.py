@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -13,20 +12,12 @@ from distill import __version__
 from distill.errors import DistillError
 from distill.nn.networks import energy
 from distill.store import runs
-from export.contract import build_contract, contract_hash, write_contract
+from export.contract import contract_hash, package_versions, student_contract, write_contract
 from export.onnx_graph import critic_graph, policy_graph
 from export.parity import write_verified
 from export.variants import PRECISIONS, export_variant
 from students.config import sensor_model
 from students.train import load_student
-
-
-def _versions() -> dict:
-    return {
-        k: v
-        for k, v in runs.package_versions().items()
-        if k in ("python", "jax", "flax", "onnx", "onnxruntime", "numpy")
-    }
 
 
 def file_metadata(record: dict, config, spec, step: int, sensors) -> dict:
@@ -53,7 +44,7 @@ def file_metadata(record: dict, config, spec, step: int, sensors) -> dict:
         "teacher_checkpoint_sha256": teacher.get("checkpoint_sha256", ""),
         "student_checkpoint_step": int(step),
         "toolkit_version": __version__,
-        "package_versions": _versions(),
+        "package_versions": package_versions(),
         "precision": "fp32",  # a variant's gate overwrites this with its own (export.variants)
     }
     if sensors is not None:
@@ -126,43 +117,6 @@ def export_student(
         )
         write_contract(critic_contract, Path(summary["critic"]).with_suffix(".json"))
     return summary
-
-
-def student_contract(run: Path, record: dict, config, spec, sensors, kind: str = "policy") -> dict:
-    """The contract of a student's exported files (``export.contract``): the environment's layout and
-    control period, the sensor model, the action, and where the student came from."""
-    teacher = record.get("teacher", {})
-    teacher_config = teacher.get("config", {})
-    report = Path(run) / "report.json"
-    retention = None
-    if report.is_file():
-        try:
-            retention = json.loads(report.read_text()).get("retention")
-        except (OSError, ValueError):
-            retention = None
-    backend = config.backend or spec.backend
-    env = spec.make(backend=backend)
-    provenance = {
-        "student_run": Path(run).name,
-        "student_depth": config.student_depth,
-        "student_width": config.student_width,
-        "teacher_run": Path(teacher.get("run", "")).name,
-        "teacher_depth": teacher_config.get("critic_depth"),
-        "teacher_actor_depth": teacher_config.get("actor_depth"),
-        "teacher_width": teacher_config.get("width"),
-        "retention": retention,
-        "toolkit_version": __version__,
-        "package_versions": _versions(),
-    }
-    return build_contract(
-        spec,
-        float(env.dt),
-        sensors.to_json() if sensors else None,
-        [1.0] * spec.action_dim,
-        [0.0] * spec.action_dim,
-        provenance,
-        kind=kind,
-    )
 
 
 def _export_policy(

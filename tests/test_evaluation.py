@@ -50,7 +50,7 @@ def test_evaluation_counts_no_success_after_termination():
 def test_evaluators_of_ant_big_maze_use_its_far_goals():
     spec = REGISTRY["ant_big_maze"]
     env = evaluation_env(spec)
-    assert len(env.goals) == 10 and env.backend == spec.backend
+    assert len(env.goals) == 9 and env.backend == spec.backend
     assert scored_env(spec.make(), spec).layout == env.layout
     reacher = REGISTRY["reacher"]
     plain = reacher.make()

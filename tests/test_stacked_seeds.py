@@ -94,7 +94,7 @@ def test_stacked_runs_resume_after_a_kill_and_read_as_ordinary_runs(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--seeds", ""], "at least one value"),
+        (["--seeds", ""], "--seeds must not be empty"),
         (["--seeds", "1,1"], "more than once"),
         (["--seeds", "0,x"], "integers"),
         (["--seeds", "0,1", "--seed", "2"], "either --seed or --seeds"),

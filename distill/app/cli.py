@@ -565,7 +565,9 @@ def pack(
 @app.command()
 @one_line_errors
 def evaluate(
-    run: Path = typer.Argument(..., help="A teacher or student run directory, an exported .onnx file, or a C export folder."),
+    run: Path = typer.Argument(
+        ..., help="A teacher or student run directory, an exported .onnx file, or a C export folder."
+    ),
     episodes: int = typer.Option(128, "--episodes", help="Deterministic evaluation episodes."),
     env: Optional[str] = typer.Option(None, "--env", help="Environment (needed only for an .onnx file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),

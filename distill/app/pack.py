@@ -73,13 +73,15 @@ def pack_run(run: Path, out: Path) -> dict:
     final = newest_params_dir(run, "last")
     if final is not None:
         info["final"] = runs.best_checkpoint_info(run, final[1], kind.schedule(kind.config(run, record)))
+        # The final parameters are the best ones (the last evaluation was the best): kept once.
+        info["final"]["same_as_best"] = final[1] == step
 
     tmp = out.parent / f".{out.name}.packing-{os.getpid()}"
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         (tmp / "checkpoints" / "best").mkdir(parents=True)
         shutil.copytree(best / str(step), tmp / "checkpoints" / "best" / str(step))
-        if final is not None:  # the newest parameters, without the state beside them
+        if final is not None and final[1] != step:  # the newest parameters, without the state beside them
             shutil.copytree(
                 final[0] / str(final[1]),
                 tmp / "checkpoints" / "final" / str(final[1]),

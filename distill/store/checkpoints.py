@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from distill.errors import DistillError
 from distill.store.legacy import stack_blocks, unstack_blocks
+from distill.store.runs import packed_record
 
 # Orbax logs every save at INFO and damaged files at ERROR; we report both ourselves, in one line.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
@@ -240,6 +241,11 @@ def newest_params_dir(run: Path, which: str) -> tuple[Path, int] | None:
         for p in (root / kind).iterdir()
         if p.name.isdigit()
     ]
+    if not found and which == "last":
+        # A packed run whose final parameters are its best ones keeps them once, under best.
+        final = (packed_record(run) or {}).get("final") or {}
+        if final.get("same_as_best"):
+            return newest_params_dir(run, "best")
     return max(found, key=lambda item: item[1]) if found else None
 
 
@@ -251,8 +257,6 @@ def load_params(run: Path, abstract_params: Any, which: str = "best") -> tuple[i
     where = root / which
     newest = newest_params_dir(run, which)
     if newest is None:
-        from distill.store.runs import packed_record
-
         packed = packed_record(run)
         if packed is not None:
             # Not the best in place of last: a figure quoted for "last" must be the last one's.
