@@ -401,7 +401,14 @@ def gate(
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in sources.items():
             (Path(tmp) / name).write_text(text)
-        policy = CPolicy(compile_library(Path(tmp)), dims["input_dim"], dims["goal_dim"], dims["action_dim"])
+        policy = CPolicy(
+            compile_library(Path(tmp)),
+            dims["input_dim"],
+            dims["goal_dim"],
+            dims["action_dim"],
+            dims.get("reading_dim", 0),
+            dims.get("history", 0),
+        )
         worst = 0.0
         for x, goal in inputs:
             # The gate calls the network on whole stacked inputs: the history is checked on its own.
@@ -508,9 +515,14 @@ def write_c_policy(run: Path, out: Path, which: str = "best") -> dict:
     def reference(x, goal):
         return np.asarray(networks.act(params["actor"], np.concatenate([x, goal], axis=-1)))
 
-    error = gate(
-        sources, {"input_dim": input_dim, "goal_dim": spec.goal_dim, "action_dim": spec.action_dim}, reference, inputs
-    )
+    dims = {
+        "input_dim": input_dim,
+        "goal_dim": spec.goal_dim,
+        "action_dim": spec.action_dim,
+        "reading_dim": sensors.reading_dim if sensors else 0,
+        "history": sensors.history if sensors else 0,
+    }
+    error = gate(sources, dims, reference, inputs)
     tmp = out.parent / f".{out.name}.writing-{os.getpid()}"
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:

@@ -144,8 +144,8 @@ def test_the_contract_hash_agrees_across_policy_json_the_onnx_file_and_the_heade
     assert contract["control"]["period_s"] > 0 and [s["name"] for s in contract["state"]["slices"]][0] == "joint_cos"
     # Robot code written against another contract is refused, with the first difference named.
     other = json.loads(json.dumps(onnx_contract))
-    other["control"]["period_s"] = 0.02
-    with pytest.raises(PolicyFileError, match=r"control\.period_s is .* in the file, 0\.02 expected"):
+    other["control"]["period_s"] = 0.125
+    with pytest.raises(PolicyFileError, match=r"control\.period_s is .* in the file, 0\.125 expected"):
         OnnxPolicy(tiny_student_onnx, contract=other)
     other = json.loads(json.dumps(onnx_contract))
     other["provenance"]["retention"] = 0.5  # provenance is not part of the contract

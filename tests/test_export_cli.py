@@ -27,8 +27,14 @@ def test_export_writes_gated_files_with_metadata(tiny_student_onnx, tiny_student
     assert 0 <= meta["parity_max_abs_error"] <= 1e-5
     assert meta["action_low"] == -1.0 and meta["action_high"] == 1.0
     assert sorted(p.name for p in tiny_student_onnx.parent.iterdir()) == [
-        "policy.critic.json", "policy.critic.onnx", "policy.json", "policy.onnx"]  # each beside its contract
-    assert json.loads(tiny_student_onnx.with_name("policy.critic.json").read_text())["critic"]["energy"].startswith("q = ")
+        "policy.critic.json",
+        "policy.critic.onnx",
+        "policy.json",
+        "policy.onnx",
+    ]  # each beside its contract
+    assert json.loads(tiny_student_onnx.with_name("policy.critic.json").read_text())["critic"]["energy"].startswith(
+        "q = "
+    )
     critic = OnnxCritic(tiny_student_onnx.with_name("policy.critic.onnx"))
     q = critic(np.zeros((3, 10), np.float32), np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
     assert q.shape == (3,) and np.all(q <= 0)
