@@ -109,35 +109,11 @@ def c_policy_latency(folder: Path, calls: int = 100_000, flags: tuple[str, ...] 
 def deployment_latency(onnx_path: Path, c_folder: Path, calls: int = 100_000) -> list[dict]:
     """One student three ways, in one run, at batch 1 on one thread: the C policy (its own harness),
     ``OnnxPolicy`` and a bare onnxruntime session with IO binding; p50/p99/p99.9/max each."""
-    rows = [{"model": "student (C, policy.c)", **c_policy_latency(c_folder, calls)}]
-    policy = OnnxPolicy(onnx_path)
-    first = policy.sensor_dim and policy.reading_dim or policy.state_dim
-    x = np.full((first,), 0.1, np.float32)
-    goal = np.full((policy.goal_dim,), 0.2, np.float32)
-    policy.reset()
-    for _ in range(2000):
-        policy(x, goal)
-    times = np.empty(calls)
-    clock = time.perf_counter
-    for i in range(calls):
-        t0 = clock()
-        policy(x, goal)
-        times[i] = clock() - t0
-    rows.append({"model": "student (OnnxPolicy)", **percentiles(times, tail=True)})
-    session = single_thread_session(onnx_path)
-    binding = session.io_binding()
-    for inp in session.get_inputs():
-        binding.bind_cpu_input(inp.name, np.full((1, inp.shape[1]), 0.1, np.float32))
-    for out in session.get_outputs():
-        binding.bind_output(out.name)
-    for _ in range(2000):
-        session.run_with_iobinding(binding)
-    for i in range(calls):
-        t0 = clock()
-        session.run_with_iobinding(binding)
-        times[i] = clock() - t0
-    rows.append({"model": "student (onnxruntime session, IO binding)", **percentiles(times, tail=True)})
-    return rows
+    return [
+        {"model": "student (C, policy.c)", **c_policy_latency(c_folder, calls)},
+        {"model": "student (OnnxPolicy)", **onnx_policy_latency(onnx_path, calls, tail=True)},
+        {"model": "student (onnxruntime session, IO binding)", **onnx_session_latency(onnx_path, calls, tail=True)},
+    ]
 
 
 def jax_policy_latency(networks, actor_params, obs_dim: int, calls: int = 2000) -> dict:
@@ -184,7 +160,7 @@ def plot_latency(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def onnx_policy_latency(path: Path, calls: int = 5000) -> dict:
+def onnx_policy_latency(path: Path, calls: int = 5000, tail: bool = False) -> dict:
     """Latency of ``OnnxPolicy`` at batch 1 (one intra-op thread), input checks included; a policy with a
     sensor model gets one reading per call and stacks its history as in a control loop."""
     policy = OnnxPolicy(path)
@@ -198,10 +174,10 @@ def onnx_policy_latency(path: Path, calls: int = 5000) -> dict:
         t0 = time.perf_counter()
         policy(obs, goal)
         times[i] = time.perf_counter() - t0
-    return percentiles(times)
+    return percentiles(times, tail)
 
 
-def onnx_session_latency(path: Path, calls: int = 5000) -> dict:
+def onnx_session_latency(path: Path, calls: int = 5000, tail: bool = False) -> dict:
     """Latency of the bare onnxruntime session with IO binding: the floor a C++ controller sees."""
     session = single_thread_session(path)
     binding = session.io_binding()
@@ -216,7 +192,7 @@ def onnx_session_latency(path: Path, calls: int = 5000) -> dict:
         t0 = time.perf_counter()
         session.run_with_iobinding(binding)
         times[i] = time.perf_counter() - t0
-    return percentiles(times)
+    return percentiles(times, tail)
 
 
 def policy_vs_bare_session_latency(path: Path, calls: int = 5000, seed: int = 0) -> dict:

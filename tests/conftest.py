@@ -203,3 +203,28 @@ def tiny_student_onnx(tiny_student_run, tmp_path_factory):
     result = run_cli("export", str(tiny_student_run), "--out", str(out), "--critic")
     assert result.returncode == 0, result.stderr
     return out
+
+
+# Velocities dropped, a history of 3 readings, one step late: the sensor student several test files read.
+SENSOR_SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
+
+
+@pytest.fixture(scope="session")
+def sensor_student_run(tiny_teacher_run, tmp_path_factory):
+    """A tiny reacher student behind sensors, made through the CLI (its report's baselines are a slow
+    test's)."""
+    out = tmp_path_factory.mktemp("sensors") / "student"
+    result = run_cli(
+        "compress",
+        str(tiny_teacher_run),
+        "--student-depth",
+        "4",
+        "--out",
+        str(out),
+        "--sensors",
+        SENSOR_SPEC,
+        *TINY_STUDENT_FLAGS,
+        "--no-baseline",
+    )
+    assert result.returncode == 0, result.stderr
+    return out

@@ -11,34 +11,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
-
-SPEC = "drop=fingertip_vel,joint_vel;noise=0.02;history=3;latency=1"  # velocities dropped, history 3
+from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 
 @pytest.fixture(scope="module")
 def c_export(tiny_student_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("c") / "policy_c"
     result = run_cli("export", str(tiny_student_run), "--format", "c", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def sensor_student(tiny_teacher_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("c_sensors") / "student"
-    result = run_cli(
-        "compress",
-        str(tiny_teacher_run),
-        "--student-depth",
-        "4",
-        "--out",
-        str(out),
-        "--sensors",
-        SPEC,
-        *TINY_STUDENT_FLAGS,
-        "--no-baseline",
-    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -59,14 +38,14 @@ def test_the_c_policy_is_what_the_jax_student_and_the_onnx_file_compute(tiny_stu
     assert np.abs(c_policy(obs[0], goal[0]) - jax_action[0]).max() <= 1e-5
 
 
-def test_a_sensor_students_c_history_is_onnxpolicys_through_resets(sensor_student, tmp_path):
+def test_a_sensor_students_c_history_is_onnxpolicys_through_resets(sensor_student_run, tmp_path):
     from export.c_policy import load_c_policy, write_c_policy
     from export.runtime import OnnxPolicy
     from export.student import export_student
 
-    summary = write_c_policy(sensor_student, tmp_path / "c")
+    summary = write_c_policy(sensor_student_run, tmp_path / "c")
     assert summary["sensors"] and summary["max_abs_error"] <= 1e-5
-    export_student(sensor_student, tmp_path / "policy.onnx")
+    export_student(sensor_student_run, tmp_path / "policy.onnx")
     c_policy, onnx_policy = load_c_policy(tmp_path / "c"), OnnxPolicy(tmp_path / "policy.onnx")
     assert c_policy.reading_dim == onnx_policy.reading_dim and c_policy.history == onnx_policy.history == 3
     rng = np.random.default_rng(2)

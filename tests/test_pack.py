@@ -92,6 +92,33 @@ def test_evaluate_and_render_a_packed_run_as_the_original(tiny_teacher_run, pack
     assert (tmp_path / "0.html").read_bytes() == (tmp_path / "1.html").read_bytes(), pages
 
 
+def test_newer_final_parameters_travel_beside_the_best(tiny_teacher_run, tmp_path):
+    """Parameters saved after the best (an epoch that scored lower, saved without its state) are what
+    --checkpoint last reads, in the run and in its packed copy."""
+    import shutil
+
+    import jax
+
+    from distill.app.pack import pack_run
+    from distill.store.checkpoints import RunCheckpoints
+    from teachers.train import load_teacher
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher_run, run)
+    _, _, _, params, step = load_teacher(run, "last")
+    later = jax.tree.map(lambda x: x + 1.0, params)
+    checkpoints = RunCheckpoints(run)
+    checkpoints.save_params(step + 1, later, time_at_goal=-1.0)
+    checkpoints.close()
+    packed = pack_run(run, tmp_path / "packed")
+    assert packed["final"]["step"] == step + 1 and not packed["final"]["same_as_best"]
+    for where in (run, tmp_path / "packed"):
+        _, _, _, final, final_step = load_teacher(where, "last")
+        assert final_step == step + 1
+        assert_same_tree(later, final)
+    assert load_teacher(tmp_path / "packed")[4] == load_teacher(run)[4]  # the best stays the best
+
+
 def test_a_packed_run_keeps_its_final_parameters_but_no_state_and_cannot_resume(tiny_teacher_run, packed_teacher):
     from teachers.train import load_teacher
 
@@ -99,8 +126,12 @@ def test_a_packed_run_keeps_its_final_parameters_but_no_state_and_cannot_resume(
     _, _, _, packed_final, packed_step = load_teacher(packed_teacher, "last")
     assert packed_step == step
     assert_same_tree(final, packed_final)
-    assert sorted(p.name for p in (packed_teacher / "checkpoints" / "final" / str(step)).iterdir()) != []
-    assert not (packed_teacher / "checkpoints" / "final" / str(step) / "state").exists()
+    packed = json.loads((packed_teacher / "config.json").read_text())["packed"]
+    # Final parameters that are also the best are kept once (under best); others in final/, without a state.
+    same = packed["final"]["same_as_best"]
+    assert same == (step == packed["step"])
+    assert (packed_teacher / "checkpoints" / "final").exists() != same
+    assert not any(p.name == "state" for p in (packed_teacher / "checkpoints").rglob("*"))
     before = files_of(packed_teacher)
     assert_one_line_error(
         run_cli_in_process("train-teacher", "--out", str(packed_teacher), "--resume", "--no-progress"),

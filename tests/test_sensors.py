@@ -12,9 +12,9 @@ import pytest
 from distill.data.sensors import empty_buffer, observe, parse_sensors, read, step_noise
 from distill.envs import get_spec
 from distill.errors import DistillError
-from tests.conftest import TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
+from tests.conftest import SENSOR_SPEC, TINY_STUDENT_FLAGS, assert_one_line_error, run_cli, run_cli_in_process
 
-SPEC = "drop=joint_vel,fingertip_vel;noise=0.02;history=3;latency=1"
+SPEC = SENSOR_SPEC
 
 
 # ---- the spec -------------------------------------------------------------------------------------
@@ -125,24 +125,8 @@ def test_every_model_sees_the_same_noise_draws_of_a_key():
 
 
 @pytest.fixture(scope="module")
-def sensor_student(tiny_teacher_run, tmp_path_factory):
-    """A tiny reacher student behind sensors, made through the CLI (its report's baselines are the
-    slow test's)."""
-    out = tmp_path_factory.mktemp("sensors") / "student"
-    result = run_cli(
-        "compress",
-        str(tiny_teacher_run),
-        "--student-depth",
-        "4",
-        "--out",
-        str(out),
-        "--sensors",
-        SPEC,
-        *TINY_STUDENT_FLAGS,
-        "--no-baseline",
-    )
-    assert result.returncode == 0, result.stderr
-    return out
+def sensor_student(sensor_student_run):
+    return sensor_student_run
 
 
 @pytest.fixture(scope="module")

@@ -68,16 +68,14 @@ def write_tar(path: Path, members: dict[str, Path], exclude: tuple[str, ...] = (
 
 
 def check_writable(folder: Path, what: str) -> Path:
-    """Creates ``folder`` if needed and proves it takes a file, or a one-line CampaignError."""
-    folder = Path(folder)
+    """``runs.writable_dir``, its refusal as a CampaignError."""
+    from distill.errors import DistillError
+    from distill.store.runs import writable_dir
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise CampaignError(f"cannot write to {what} {folder}: {err.strerror or err}") from None
-    return folder
+        return writable_dir(folder, what)
+    except DistillError as err:
+        raise CampaignError(str(err)) from None
 
 
 def strip_machine_paths(folder: Path, *places: Path) -> None:

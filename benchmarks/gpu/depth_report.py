@@ -142,22 +142,8 @@ def depth_markdown(r: dict) -> str:
             f"At the env steps every run reached ({c['common_env_steps']:,}, epoch {c['common_epoch']}), "
             "mean over seeds:",
             "",
-            "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |",
-            "|---|---|---|",
         ]
-        for depth, d in c["by_depth"].items():
-            lines.append(
-                f"| {depth} | {d['final_time_at_goal_mean']:.1f} "
-                f"({', '.join(f'{v:.1f}' for v in d['final_time_at_goal'])}) | "
-                f"{d['best_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['best_time_at_goal'])}) |"
-            )
-        fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
-        lines += [
-            "",
-            f"Deep over shallow: {fmt(c['final_ratio_deep_over_shallow'])} on final parameters, "
-            f"{fmt(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: 2x).",
-            "",
-        ]
+        lines += comparison_lines(c)
     lines += ["![curves](depth.png)", ""]
     return "\n".join(lines)
 
@@ -191,3 +177,27 @@ def plot(r: dict, path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
+
+
+def comparison_lines(c: dict) -> list[str]:
+    """The depths side by side at the env steps every run reached: final parameters and best checkpoint."""
+    lines = [
+        "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |",
+        "|---|---|---|",
+    ]
+    for depth, d in c["by_depth"].items():
+        final = ", ".join(f"{v:.1f}" for v in d["final_time_at_goal"])
+        best = ", ".join(f"{v:.1f}" for v in d["best_time_at_goal"])
+        lines.append(
+            f"| {depth} | {d['final_time_at_goal_mean']:.1f} ({final}) | {d['best_time_at_goal_mean']:.1f} ({best}) |"
+        )
+
+    def ratio(v):
+        return "-" if v is None else f"{v:.2f}x"
+
+    return lines + [
+        "",
+        f"Deep over shallow: {ratio(c['final_ratio_deep_over_shallow'])} on final parameters, "
+        f"{ratio(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: at least 2x).",
+        "",
+    ]

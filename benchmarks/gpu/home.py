@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gpu.common import ROOT, CampaignError, read_json, stamp, write_json
+from benchmarks.gpu.depth_report import comparison_lines
 
 # DAgger's default rounds (6 of 50 steps a slot) see only the first 300 steps of the maze's 1000-step
 # episodes; 10 rounds of 200 steps see two whole episodes a slot, the later stretches included.
@@ -237,20 +238,9 @@ def report_markdown(r: dict) -> str:
         "",
         f"## Teachers at {c['common_env_steps']:,} env steps per run (mean over seeds {r['seeds']})",
         "",
-        "| depth | final parameters: time_at_goal (seeds) | best checkpoint: time_at_goal (seeds) |",
-        "|---|---|---|",
     ]
-    for depth, d in c["by_depth"].items():
-        lines.append(
-            f"| {depth} | {d['final_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['final_time_at_goal'])}) "
-            f"| {d['best_time_at_goal_mean']:.1f} ({', '.join(f'{v:.1f}' for v in d['best_time_at_goal'])}) |"
-        )
-    fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+    lines += comparison_lines(c)
     lines += [
-        "",
-        f"Deep over shallow: {fmt(c['final_ratio_deep_over_shallow'])} on final parameters, "
-        f"{fmt(c['best_ratio_deep_over_shallow'])} on best checkpoints (the goal: at least 2x).",
-        "",
         f"## The student ({rep['episodes']} episodes each, on this CPU)",
         "",
         "| policy | depth | parameters | time_at_goal | success_any |",

@@ -149,14 +149,20 @@ def prepare_out_dir(out: Path, resume: bool) -> Path:
     check_out_dir(out, resume)
     if resume:
         return out
+    return writable_dir(out, "output directory")
+
+
+def writable_dir(folder: Path, what: str) -> Path:
+    """Creates ``folder`` if needed and proves it takes a file, or a one-line error naming ``what`` it is."""
+    folder = Path(folder)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise DistillError(f"cannot write to output directory {out}: {err.strerror}") from None
-    return out
+        raise DistillError(f"cannot write to {what} {folder}: {err.strerror or err}") from None
+    return folder
 
 
 def start_run(out: Path, resume: bool, kind: str, config: Any, extra: dict | None = None) -> None:
