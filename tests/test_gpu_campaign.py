@@ -51,7 +51,7 @@ def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
         "--work",
         str(tmp_path / "work"),
         "--deadline-s",
-        "100",
+        "200",
     )
     assert result.returncode == 2
     assert_one_line_error(result, "cannot write to the results folder")
@@ -84,7 +84,7 @@ def test_a_continuing_call_with_other_settings_or_a_smaller_budget_is_refused(tm
         path = _record(work, **changes)
         before = path.read_bytes()
         result = campaign(
-            "--stage", "depth", "--reduced", "--out", str(out), "--work", str(work), "--deadline-s", "100"
+            "--stage", "depth", "--reduced", "--out", str(out), "--work", str(work), "--deadline-s", "200"
         )
         assert result.returncode == 2, result.stderr[-2000:]
         assert_one_line_error(result, *fragments)
@@ -167,7 +167,7 @@ def test_the_depth_stage_cut_by_its_deadline_continues_from_the_cache_and_goes_h
         "--work",
         str(work),
         "--deadline-s",
-        "100",
+        "210",
         cache=cache,
     )
     assert first.returncode == 0, first.stderr[-3000:]
@@ -215,15 +215,15 @@ def test_the_depth_stage_cut_by_its_deadline_continues_from_the_cache_and_goes_h
         "--work",
         str(work),
         "--deadline-s",
-        "100",
+        "150",
         "--target-steps",
-        "2400",
+        "12000",
         cache=cache,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "continuing the depth stage" in second.stdout and "restored at" in second.stdout
     two = json.loads((second_out / "depth.json").read_text())
-    assert [c["call"] for c in two["calls"]] == [1, 2] and two["target_steps"] == 2400
+    assert [c["call"] for c in two["calls"]] == [1, 2] and two["target_steps"] == 12000
     for depth in ("4", "8"):  # compiled programs came from the cache
         assert two["calls"][1]["probe"][depth]["compile_s"] < two["calls"][0]["probe"][depth]["compile_s"]
     assert two["comparison"]["common_epoch"] > one["comparison"]["common_epoch"]
