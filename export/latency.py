@@ -99,9 +99,14 @@ def c_policy_latency(folder: Path, calls: int = 100_000, flags: tuple[str, ...] 
         )
         if result.returncode != 0:
             raise RuntimeError(f"the latency harness does not compile: {result.stderr.strip()[:300]}")
+        # One core for the harness, set on the running child: a preexec hook would fork this
+        # multithreaded process by hand. The harness warms up before it times anything.
         core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        preexec = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-        subprocess.run([str(binary), str(calls), str(times_path)], check=True, capture_output=True, preexec_fn=preexec)
+        child = subprocess.Popen([str(binary), str(calls), str(times_path)], stdout=subprocess.DEVNULL)
+        if core is not None:
+            os.sched_setaffinity(child.pid, {core})
+        if child.wait() != 0:
+            raise RuntimeError(f"the latency harness failed with status {child.returncode}")
         times = np.fromfile(times_path, dtype=np.float64) / 1e9
     return {**percentiles(times, tail=True), "flags": " ".join(flags), "core": core}
 

@@ -31,6 +31,52 @@ def test_bad_training_input(tmp_path, flags, fragments):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "command, fragments",
+    [
+        (["train-teacher", "--env", ""], ["--env must not be empty"]),
+        (["train-teacher", "--env", "  "], ["--env must not be empty"]),
+        (["train-teacher", "--block-unroll", ""], ["--block-unroll must not be empty"]),
+        (["sweep", "--env", "reacher", "--depths", ""], ["--depths must not be empty"]),
+    ],
+)
+def test_an_empty_choice_is_refused_and_leaves_nothing(tmp_path, command, fragments):
+    result = run_cli_in_process(*command, "--out", str(tmp_path / "run"), "--no-progress")
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sensor_file_that_sets_nothing_is_refused_and_leaves_nothing(tiny_teacher_run, tmp_path):
+    empty = tmp_path / "sensors.toml"
+    empty.write_text("# nothing set\n")
+    for command in (["train-teacher", "--total-steps", "400"], ["compress", str(tiny_teacher_run)]):
+        result = run_cli_in_process(*command, "--sensors", str(empty), "--out", str(tmp_path / "run"), "--no-progress")
+        assert_one_line_error(result, "sensors.toml sets nothing", "keep, drop, noise, history, latency")
+        assert not (tmp_path / "run").exists()
+
+
+def test_an_old_demo_folder_is_read_or_refused_in_one_line(tiny_teacher_run, tmp_path):
+    """A demo folder made by an older version: a retired setting is dropped when its run is read; a
+    setting this version does not know is a one-line error, not a traceback."""
+    from distill.app.kinds import finished
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_teacher_run, demo / "teacher")
+    record = json.loads((demo / "teacher" / "config.json").read_text())
+    record["config"]["unrolled_blocks"] = False  # retired since
+    (demo / "teacher" / "config.json").write_text(json.dumps(record))
+    assert finished(demo / "teacher")
+    record["config"]["a_setting_from_the_future"] = 1
+    (demo / "teacher" / "config.json").write_text(json.dumps(record))
+    before = sorted(p.relative_to(demo) for p in demo.rglob("*"))
+    assert_one_line_error(
+        run_cli_in_process("demo", "--out", str(demo), "--quick", "--no-progress"),
+        "config.json does not describe a teacher",
+        "a_setting_from_the_future",
+    )
+    assert sorted(p.relative_to(demo) for p in demo.rglob("*")) == before
+
+
 def test_resume_without_a_run_or_checkpoint(tmp_path):
     assert_one_line_error(
         run_cli_in_process("train-teacher", "--out", str(tmp_path / "nothing"), "--resume"), "cannot resume"
