@@ -188,32 +188,30 @@ def c_sources(
     ``reading_dim`` and ``history`` (both > 0) make it a sensor student with ``distill_step``."""
     layers = _layers(actor)
     width = layers[0][1].shape[1]
-    # After LayerNorm every entry lies within sqrt(width) of zero before its scale and offset, so a
-    # swish input is bounded by the largest |scale| * sqrt(width) + |offset| of any layer.
-    bound = max(
-        float(np.abs(sc).max()) * np.sqrt(width) + float(np.abs(of).max())
-        for _, _, _, sc, of in layers
-        if sc is not None
-    )
-    fast_exp = bound <= EXP_POLY_RANGE
     if layers[0][1].shape[0] != input_dim + goal_dim:
         raise DistillError(f"the actor reads {layers[0][1].shape[0]} inputs, not {input_dim} + {goal_dim}")
     if layers[-1][1].shape[1] != action_dim:
         raise DistillError(f"the actor gives {layers[-1][1].shape[1]} actions, not {action_dim}")
-    sensed = reading_dim > 0
     blocks = (len(layers) - 2) // LAYERS_PER_BLOCK
+    defines = {"INPUT_DIM": input_dim, "GOAL_DIM": goal_dim, "ACTION_DIM": action_dim, "WIDTH": width, "BLOCKS": blocks}
+    defines.update({"READING_DIM": reading_dim, "HISTORY": history} if reading_dim else {"OBS_DIM": input_dim})
+    header = _header(defines, reading_dim > 0, header_comment)
+    return {"policy.h": header, "policy.c": _source(layers, input_dim, goal_dim, action_dim, blocks, reading_dim > 0)}
+
+
+def _swish_bound(layers) -> float:
+    """After LayerNorm every entry lies within sqrt(width) of zero before its scale and offset, so a
+    swish input is bounded by the largest |scale| * sqrt(width) + |offset| of any layer."""
+    width = layers[0][1].shape[1]
+    return max(
+        float(np.abs(sc).max()) * np.sqrt(width) + float(np.abs(of).max())
+        for _, _, _, sc, of in layers
+        if sc is not None
+    )
+
+
+def _header(defines: dict, sensed: bool, header_comment: str) -> str:
     guard = "DISTILL_POLICY_H"
-    defines = [
-        f"#define DISTILL_INPUT_DIM {input_dim}",
-        f"#define DISTILL_GOAL_DIM {goal_dim}",
-        f"#define DISTILL_ACTION_DIM {action_dim}",
-        f"#define DISTILL_WIDTH {width}",
-        f"#define DISTILL_BLOCKS {blocks}",
-    ]
-    if sensed:
-        defines += [f"#define DISTILL_READING_DIM {reading_dim}", f"#define DISTILL_HISTORY {history}"]
-    else:
-        defines += [f"#define DISTILL_OBS_DIM {input_dim}"]
     network = [
         "/* The network alone on a whole input: action[DISTILL_ACTION_DIM] for input[DISTILL_INPUT_DIM]",
         "   (the stacked history of a sensor student, oldest reading first) and goal[DISTILL_GOAL_DIM]. */",
@@ -240,13 +238,13 @@ def c_sources(
         ]
     )
     comment = "\n".join(f" * {line}".rstrip() for line in header_comment.splitlines())
-    header = "\n".join(
+    return "\n".join(
         [
             f"/*\n{comment}\n */" if comment else "",
             f"#ifndef {guard}",
             f"#define {guard}",
             "",
-            *defines,
+            *(f"#define DISTILL_{name} {value}" for name, value in defines.items()),
             "",
             "#ifdef __cplusplus",
             'extern "C" {',
@@ -263,18 +261,23 @@ def c_sources(
         ]
     )
 
-    weights = []
+
+def _weights(layers) -> list[str]:
+    """Every layer's arrays as ``static const float`` initializers."""
+    lines = []
     for name, kernel, bias, scale, offset in layers:
-        weights.append(f"/* {name}: {kernel.shape[0]} -> {kernel.shape[1]}, kernel[in][out] */")
-        weights.append(f"static const float {name}_kernel[{kernel.size}] = {_floats(kernel)};")
-        weights.append(f"static const float {name}_bias[{bias.size}] = {_floats(bias)};")
+        lines.append(f"/* {name}: {kernel.shape[0]} -> {kernel.shape[1]}, kernel[in][out] */")
+        lines.append(f"static const float {name}_kernel[{kernel.size}] = {_floats(kernel)};")
+        lines.append(f"static const float {name}_bias[{bias.size}] = {_floats(bias)};")
         if scale is not None:
-            weights.append(f"static const float {name}_scale[{scale.size}] = {_floats(scale)};")
-            weights.append(f"static const float {name}_offset[{offset.size}] = {_floats(offset)};")
-    calls = [
-        "    dense_input(x, input_kernel, input_bias, h);",
-        "    norm_swish(h, input_scale, input_offset);",
-    ]
+            lines.append(f"static const float {name}_scale[{scale.size}] = {_floats(scale)};")
+            lines.append(f"static const float {name}_offset[{offset.size}] = {_floats(offset)};")
+    return lines
+
+
+def _tower_calls(blocks: int) -> list[str]:
+    """The body of the residual tower: the input layer, then each block's 4 layers and its skip."""
+    calls = ["    dense_input(x, input_kernel, input_bias, h);", "    norm_swish(h, input_scale, input_offset);"]
     for i in range(blocks):
         calls.append("    memcpy(skip, h, sizeof skip);")
         for j in range(LAYERS_PER_BLOCK):
@@ -283,6 +286,13 @@ def c_sources(
             calls.append(f"    norm_swish(t, {name}_scale, {name}_offset);")
             calls.append("    memcpy(h, t, sizeof t);")
         calls.append("    for (i = 0; i < DISTILL_WIDTH; ++i) h[i] += skip[i];")
+    return calls
+
+
+def _source(layers, input_dim: int, goal_dim: int, action_dim: int, blocks: int, sensed: bool) -> str:
+    width = layers[0][1].shape[1]
+    weights, calls = _weights(layers), _tower_calls(blocks)
+    fast_exp = _swish_bound(layers) <= EXP_POLY_RANGE
     body = [
         "/* Generated by distill: the student's deterministic policy, action = tanh(mean(concat[input, goal])). */",
         "#include <math.h>",
@@ -371,7 +381,7 @@ def c_sources(
             "}",
             "",
         ]
-    return {"policy.h": header, "policy.c": "\n".join(body)}
+    return "\n".join(body)
 
 
 # ---- compiling and calling -----------------------------------------------------------------------

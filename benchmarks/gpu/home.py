@@ -97,13 +97,6 @@ def extract(folder: Path, record: dict, work: Path) -> dict[tuple[int, int], Pat
 
 
 def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> dict:
-    from distill.app.pack import pack_run, verify_packed_run
-    from distill.app.render import critic_map_target
-    from distill.app.report import compress_and_report
-    from export.closed_loop import evaluate_onnx
-    from export.student import export_student
-    from students.config import student_config
-
     size = "reduced" if reduced else "full"
     folder = Path(folder)
     record, out = check_folder(folder, out)
@@ -115,74 +108,24 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     raw = extract(folder, record, work)
-    packed_dir = work / "packed"
-    checks = {}
-    for (depth, seed), run in raw.items():
-        packed = packed_dir / run.name
-        if not (packed / "config.json").is_file():
-            pack_run(run, packed)
-        checks[run.name] = verify_packed_run(packed)
-        stamp(
-            "home",
-            f"{run.name}: packed; recorded evaluation {checks[run.name]['recorded_time_at_goal']:.1f}, "
-            f"{checks[run.name]['time_at_goal']:.1f} on this CPU (tolerance {checks[run.name]['tolerance']:.1f})",
-        )
-
+    checks = pack_and_verify(raw, work / "packed")
     deep, shallow = max(record["depths"]), min(record["depths"])
     rows = {(r["depth"], r["seed"]): r for r in record["runs"]}
     best_seed = max(record["seeds"], key=lambda s: (rows[(deep, s)]["best"]["time_at_goal"], -s))
-    teacher, scratch = packed_dir / raw[(deep, best_seed)].name, packed_dir / raw[(shallow, best_seed)].name
+    teacher = work / "packed" / raw[(deep, best_seed)].name
+    scratch = work / "packed" / raw[(shallow, best_seed)].name
     stamp("home", f"distilling depth-{deep} seed {best_seed} into a depth-4 student against {scratch.name}")
-    student = work / "student"
-    if not (student / "report.json").is_file():
-        options = dict(STUDENT[size])
-        config = student_config(teacher, steps=STUDENT_STEPS[size], **options)
-        compress_and_report(
-            config,
-            teacher,
-            student,
-            resume=(student / "config.json").is_file(),
-            report_episodes=REPORT_EPISODES[size],
-            show_progress=False,
-            baseline_run=scratch,
-        )
-    report = json.loads((student / "report.json").read_text())
-    onnx = work / "student.onnx"
-    if not onnx.is_file():
-        export_student(student, onnx, gate_episodes=REPORT_EPISODES[size])
-    closed_loop = evaluate_onnx(onnx, None, REPORT_EPISODES[size], seed=0)
-    stamp("home", f"student retention {report['retention']:.3f}; ONNX closed loop {closed_loop['time_at_goal']:.1f}")
-
-    goal = far_goal(record["env"])
-    pictures = {}
-    for name, run in (("critic_teacher", teacher), ("critic_scratch", scratch)):
-        path = out / f"{name}.png"
-        critic_map_target(run, f"{goal[0]:g},{goal[1]:g}", path, points_per_cell=CRITIC_POINTS[size])
-        pictures[name] = path.name
-
-    final_dir = out / "packed"
-    for name, run in (("teacher", teacher), ("scratch", scratch), ("student", None)):
-        dest = final_dir / name
-        shutil.rmtree(dest, ignore_errors=True)
-        if run is None:
-            pack_run(student, dest)
-        else:
-            shutil.copytree(run, dest)
-    for name in ("report.png", "report_maze.png"):
-        if (student / name).is_file():
-            shutil.copy2(student / name, out / f"student_{name}")
-    from benchmarks.gpu.common import strip_machine_paths
-
-    strip_machine_paths(final_dir, ROOT / "runs", ROOT, folder.absolute())
-    strip_machine_paths(out, ROOT / "runs", ROOT, folder.absolute())
+    report, onnx, closed_loop = distil(teacher, scratch, work, size)
+    pictures = critic_maps(record["env"], teacher, scratch, out, size)
+    keep(teacher, scratch, work / "student", out, folder)
     result = {
         "device": record["device"],
         "env": record["env"],
         "depths": record["depths"],
         "seeds": record["seeds"],
         "comparison": record["comparison"],
-        "teacher": {"run": raw[(deep, best_seed)].name, "seed": best_seed},
-        "scratch": {"run": raw[(shallow, best_seed)].name},
+        "teacher": {"run": teacher.name, "seed": best_seed},
+        "scratch": {"run": scratch.name},
         "verification": {
             name: {k: c[k] for k in ("epoch", "episodes", "recorded_time_at_goal", "time_at_goal", "tolerance")}
             for name, c in checks.items()
@@ -199,7 +142,7 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
         },
         "onnx_closed_loop": closed_loop,
         "onnx_bytes": onnx.stat().st_size,
-        "critic_goal": list(goal),
+        "critic_goal": list(far_goal(record["env"])),
         "pictures": pictures,
         "seconds": time.perf_counter() - t0,
         "command": f"python benchmarks/gpu/campaign.py --home DIR --out {_shown(out)}"
@@ -209,6 +152,85 @@ def take_home(folder: Path, reduced: bool = False, out: Path | None = None) -> d
     (out / "report.md").write_text(report_markdown(result))
     stamp("home", f"report.json, report.md, pictures and packed runs in {out} ({result['seconds']:.0f} s)")
     return result
+
+
+def pack_and_verify(raw: dict, packed_dir: Path) -> dict:
+    """Every run packed (once) and checked against its recorded evaluation on this CPU."""
+    from distill.app.pack import pack_run, verify_packed_run
+
+    checks = {}
+    for run in raw.values():
+        packed = packed_dir / run.name
+        if not (packed / "config.json").is_file():
+            pack_run(run, packed)
+        check = checks[run.name] = verify_packed_run(packed)
+        stamp(
+            "home",
+            f"{run.name}: packed; recorded evaluation {check['recorded_time_at_goal']:.1f}, "
+            f"{check['time_at_goal']:.1f} on this CPU (tolerance {check['tolerance']:.1f})",
+        )
+    return checks
+
+
+def distil(teacher: Path, scratch: Path, work: Path, size: str) -> tuple[dict, Path, dict]:
+    """The student (reused if done), its report against ``scratch``, its ONNX file and closed loop."""
+    from distill.app.report import compress_and_report
+    from export.closed_loop import evaluate_onnx
+    from export.student import export_student
+    from students.config import student_config
+
+    student = work / "student"
+    if not (student / "report.json").is_file():
+        config = student_config(teacher, steps=STUDENT_STEPS[size], **STUDENT[size])
+        compress_and_report(
+            config,
+            teacher,
+            student,
+            resume=(student / "config.json").is_file(),
+            report_episodes=REPORT_EPISODES[size],
+            show_progress=False,
+            baseline_run=scratch,
+        )
+    report = json.loads((student / "report.json").read_text())
+    onnx = work / "student.onnx"
+    if not onnx.is_file():
+        export_student(student, onnx, gate_episodes=REPORT_EPISODES[size])
+    closed_loop = evaluate_onnx(onnx, None, REPORT_EPISODES[size], seed=0)
+    stamp("home", f"student retention {report['retention']:.3f}; ONNX closed loop {closed_loop['time_at_goal']:.1f}")
+    return report, onnx, closed_loop
+
+
+def critic_maps(env: str, teacher: Path, scratch: Path, out: Path, size: str) -> dict:
+    """The teacher's and the scratch run's critic for the goal cell farthest from the start."""
+    from distill.app.render import critic_map_target
+
+    goal = far_goal(env)
+    pictures = {}
+    for name, run in (("critic_teacher", teacher), ("critic_scratch", scratch)):
+        critic_map_target(run, f"{goal[0]:g},{goal[1]:g}", out / f"{name}.png", points_per_cell=CRITIC_POINTS[size])
+        pictures[name] = f"{name}.png"
+    return pictures
+
+
+def keep(teacher: Path, scratch: Path, student: Path, out: Path, folder: Path) -> None:
+    """What the repository keeps: the packed teacher, scratch run and student, and the student's
+    report pictures, with this machine's folders left out of their text."""
+    from benchmarks.gpu.common import strip_machine_paths
+    from distill.app.pack import pack_run
+
+    final_dir = out / "packed"
+    for name, run in (("teacher", teacher), ("scratch", scratch), ("student", None)):
+        dest = final_dir / name
+        shutil.rmtree(dest, ignore_errors=True)
+        if run is None:
+            pack_run(student, dest)
+        else:
+            shutil.copytree(run, dest)
+    for name in ("report.png", "report_maze.png"):
+        if (student / name).is_file():
+            shutil.copy2(student / name, out / f"student_{name}")
+    strip_machine_paths(final_dir, ROOT / "runs", ROOT, folder.absolute())
+    strip_machine_paths(out, ROOT / "runs", ROOT, folder.absolute())
 
 
 def _shown(path: Path) -> str:
