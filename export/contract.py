@@ -7,7 +7,7 @@ into the ONNX metadata and the C header, so robot code can pin the contract it w
 (``OnnxPolicy(path, contract=...)`` refuses a file whose contract differs, naming the first
 difference).
 
-The hash covers everything but ``provenance`` (which run, which versions, what retention): two exports
+The hash covers everything but ``provenance`` (which teacher, which versions, what retention): two exports
 of the same student on other package versions keep one contract.
 """
 
@@ -128,8 +128,8 @@ def student_contract(run: Path, record: dict, config, spec, sensors, kind: str =
             retention = None
     backend = config.backend or spec.backend
     env = spec.make(backend=backend)
+    # No folder names of the student: packing or moving a run must not change what it exports.
     provenance = {
-        "student_run": Path(run).name,
         "student_depth": config.student_depth,
         "student_width": config.student_width,
         "teacher_run": Path(teacher.get("run", "")).name,
