@@ -645,13 +645,16 @@ def load_c_policy(folder: Path) -> CPolicy:
         shutil.copy2(folder / name, build / name)
     obs = contract["observation"]
     sensed = obs["input"] == "sensors"
-    policy = CPolicy(
-        compile_library(build),
-        obs["size"],
-        contract["goal"]["size"],
-        contract["action"]["size"],
-        obs.get("reading_size", 0) if sensed else 0,
-        obs.get("history", 0) if sensed else 0,
-    )
+    try:
+        policy = CPolicy(
+            compile_library(build),
+            obs["size"],
+            contract["goal"]["size"],
+            contract["action"]["size"],
+            obs.get("reading_size", 0) if sensed else 0,
+            obs.get("history", 0) if sensed else 0,
+        )
+    finally:  # a loaded library stays mapped after its file is gone
+        shutil.rmtree(build, ignore_errors=True)
     policy.contract = contract
     return policy

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +30,9 @@ def test_the_c_policy_is_what_the_jax_student_and_the_onnx_file_compute(tiny_stu
     from students.train import load_student
 
     _, spec, networks, params, _ = load_student(tiny_student_run)
+    builds = set(Path(tempfile.gettempdir()).glob("distill-c-*"))
     c_policy, onnx_policy = load_c_policy(c_export), OnnxPolicy(tiny_student_onnx)
+    assert set(Path(tempfile.gettempdir()).glob("distill-c-*")) == builds  # its build folder is gone
     rng = np.random.default_rng(1)
     obs = rng.standard_normal((64, spec.state_dim)).astype(np.float32)
     goal = rng.standard_normal((64, spec.goal_dim)).astype(np.float32)
