@@ -39,98 +39,93 @@ def latency_report(
     Without runs, randomly initialised reacher-sized networks stand in (latency does not depend on the
     weights). Call with JAX limited to one thread (``SINGLE_THREAD_XLA_FLAGS``) for robot-like numbers.
     """
-    from distill.envs import get_spec
-
     records = []
 
     def add(name, depth, width, params, result):
         records.append({"model": name, "depth": depth, "width": width, "params": params, **result})
 
-    if teacher_run is not None:
-        from teachers.train import load_teacher
-
-        t_config, spec, teacher, t_params, _ = load_teacher(teacher_run)
-        t_depth, width = t_config.actor_depth, t_config.width
-    else:
-        spec, t_depth, width = get_spec("reacher"), 4, 256
-        teacher = make_crl_networks(spec, actor_depth=t_depth, critic_depth=t_depth, width=width)
-        t_params = teacher.init(jax.random.PRNGKey(0))
-    add(
-        "teacher (JAX)",
-        t_depth,
-        width,
-        count_params(t_params["actor"]),
-        jax_policy_latency(teacher, t_params["actor"], teacher.policy_input_dim, calls),
-    )
+    spec, teacher, t_params, t_depth, width = _teacher_for_latency(teacher_run)
+    teacher_latency = jax_policy_latency(teacher, t_params["actor"], teacher.policy_input_dim, calls)
+    add("teacher (JAX)", t_depth, width, count_params(t_params["actor"]), teacher_latency)
 
     deep = make_crl_networks(spec, actor_depth=deep_depth, critic_depth=4, width=width)
     deep_actor = jax.jit(lambda k: deep.actor.init(k, jnp.zeros((1, spec.obs_dim)))["params"])(jax.random.PRNGKey(1))
-    add(
-        f"teacher depth {deep_depth} (JAX)",
-        deep_depth,
-        width,
-        count_params(deep_actor),
-        jax_policy_latency(deep, deep_actor, spec.obs_dim, max(50, calls // 20)),
-    )
+    deep_latency = jax_policy_latency(deep, deep_actor, spec.obs_dim, max(50, calls // 20))
+    add(f"teacher depth {deep_depth} (JAX)", deep_depth, width, count_params(deep_actor), deep_latency)
 
-    if student_run is not None:
-        from students.train import load_student
-
-        s_config, _, student, s_params, _ = load_student(student_run)
-        s_depth, s_width = s_config.student_depth, s_config.student_width
-    else:
-        s_depth, s_width = 4, 256
-        student = make_crl_networks(spec, actor_depth=s_depth, critic_depth=s_depth, width=s_width)
-        s_params = student.init(jax.random.PRNGKey(2))
+    s_config, student, s_params, s_depth, s_width = _student_for_latency(student_run, spec)
+    s_count = count_params(s_params["actor"])
     add(
         "student (JAX)",
         s_depth,
         s_width,
-        count_params(s_params["actor"]),
+        s_count,
         jax_policy_latency(student, s_params["actor"], student.policy_input_dim, calls),
     )
 
-    if onnx_path is None:
-        model = policy_graph(
-            jax.device_get(s_params["actor"]),
-            state_dim=spec.state_dim,
-            goal_dim=spec.goal_dim,
-            action_dim=spec.action_dim,
-            sensor_dim=student.sensor_dim,
+    with tempfile.TemporaryDirectory() as tmp:
+        if onnx_path is None:
+            onnx_path = _student_onnx(spec, student, s_params, s_config, Path(tmp) / "student.onnx")
+        # OnnxPolicy and the bare IO-bound session run interleaved, so their ratio is not skewed by drift.
+        paired = policy_vs_bare_session_latency(onnx_path, calls * 2)
+        add(
+            ONNX_POLICY_ROW,
+            s_depth,
+            s_width,
+            s_count,
+            {**paired["policy"], "p50_ratio_to_bare_session": paired["p50_ratio"]},
         )
-        set_metadata(model, {"env": spec.name})
-        if student.sensor_dim:
-            from students.config import sensor_model
-
-            set_metadata(model, {"sensor_model": sensor_model(s_config).to_json()})
-        onnx_path = Path(tempfile.mkdtemp()) / "student.onnx"
-        onnx.save(model, onnx_path)
-    # OnnxPolicy and the bare IO-bound session run interleaved, so their ratio is not skewed by drift.
-    paired = policy_vs_bare_session_latency(onnx_path, calls * 2)
-    add(
-        ONNX_POLICY_ROW,
-        s_depth,
-        s_width,
-        count_params(s_params["actor"]),
-        {**paired["policy"], "p50_ratio_to_bare_session": paired["p50_ratio"]},
-    )
-    add(BARE_SESSION_ROW, s_depth, s_width, count_params(s_params["actor"]), paired["bare"])
-    add(
-        "student (onnxruntime, IO binding, run only)",
-        s_depth,
-        s_width,
-        count_params(s_params["actor"]),
-        onnx_session_latency(onnx_path, calls * 2),
-    )
-    floor = gemm_chain_onnx(Path(tempfile.mkdtemp()) / "gemm_chain.onnx", s_width)
-    add(
-        f"floor: 4 chained {s_width}x{s_width} Gemms (onnxruntime)",
-        4,
-        s_width,
-        4 * s_width * (s_width + 1),
-        onnx_session_latency(floor, calls * 2),
-    )
+        add(BARE_SESSION_ROW, s_depth, s_width, s_count, paired["bare"])
+        run_only = onnx_session_latency(onnx_path, calls * 2)
+        add("student (onnxruntime, IO binding, run only)", s_depth, s_width, s_count, run_only)
+        floor = onnx_session_latency(gemm_chain_onnx(Path(tmp) / "gemm_chain.onnx", s_width), calls * 2)
+        add(f"floor: 4 chained {s_width}x{s_width} Gemms (onnxruntime)", 4, s_width, 4 * s_width * (s_width + 1), floor)
     return records
+
+
+def _teacher_for_latency(teacher_run: Path | None):
+    """The run's teacher, or a randomly initialised reacher-sized one: (spec, networks, params, actor
+    depth, width)."""
+    from distill.envs import get_spec
+
+    if teacher_run is not None:
+        from teachers.train import load_teacher
+
+        t_config, spec, teacher, t_params, _ = load_teacher(teacher_run)
+        return spec, teacher, t_params, t_config.actor_depth, t_config.width
+    spec, depth, width = get_spec("reacher"), 4, 256
+    teacher = make_crl_networks(spec, actor_depth=depth, critic_depth=depth, width=width)
+    return spec, teacher, teacher.init(jax.random.PRNGKey(0)), depth, width
+
+
+def _student_for_latency(student_run: Path | None, spec):
+    """The run's student, or a randomly initialised depth-4 width-256 one: (config or None, networks,
+    params, depth, width)."""
+    if student_run is not None:
+        from students.train import load_student
+
+        s_config, _, student, s_params, _ = load_student(student_run)
+        return s_config, student, s_params, s_config.student_depth, s_config.student_width
+    student = make_crl_networks(spec, actor_depth=4, critic_depth=4, width=256)
+    return None, student, student.init(jax.random.PRNGKey(2)), 4, 256
+
+
+def _student_onnx(spec, student, s_params, s_config, path: Path) -> Path:
+    """The student's policy as an ONNX file at ``path`` (no parity gate: only its speed is measured)."""
+    model = policy_graph(
+        jax.device_get(s_params["actor"]),
+        state_dim=spec.state_dim,
+        goal_dim=spec.goal_dim,
+        action_dim=spec.action_dim,
+        sensor_dim=student.sensor_dim,
+    )
+    set_metadata(model, {"env": spec.name})
+    if student.sensor_dim:
+        from students.config import sensor_model
+
+        set_metadata(model, {"sensor_model": sensor_model(s_config).to_json()})
+    onnx.save(model, path)
+    return path
 
 
 def use_one_thread() -> bool:

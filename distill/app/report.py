@@ -175,6 +175,55 @@ def build_report(
 
     paths = {}
     sensors = sensor_model(s_config)
+    rows = _policy_rows(
+        spec, env, (t_config, teacher, t_params), (s_config, student, s_params), sensors, episodes, key, paths
+    )
+    teacher_eval, student_eval = rows["teacher"], rows["student"]
+    rows["random"] = random_policy_baseline(env, spec, episodes, seed)
+    if sensors is not None:
+        rows["student"]["sensors"] = sensors.to_json()
+        if baseline and sensors.history > 1:
+            rows["student_no_history"] = _no_history_student(
+                student_run, s_config, sensors, spec, env, episodes, key, show_progress, paths
+            )
+
+    if baseline_run is not None:
+        check_baseline_run(baseline_run, teacher_run)
+        rows["scratch"] = {**_evaluate_run(Path(baseline_run), spec, env, episodes, key, paths), "given": True}
+    elif baseline:
+        rows["scratch"] = _scratch_baseline(
+            student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths
+        )
+
+    report = {
+        "env": spec.name,
+        "episodes": episodes,
+        "seed": seed,
+        "teacher_run": str(teacher_run),
+        "student_run": str(student_run),
+        "retention": student_eval["time_at_goal"] / max(teacher_eval["time_at_goal"], 1e-9),
+        "compress_seconds": _train_seconds(student_run),
+        "teacher_train_seconds": _train_seconds(teacher_run),
+        **rows,
+    }
+    _add_finals_and_budgets(report, teacher_run, student_run)
+    if report["compress_seconds"] and report["teacher_train_seconds"]:
+        report["compress_cost_fraction"] = report["compress_seconds"] / report["teacher_train_seconds"]
+    if isinstance(env, MazeEnv):
+        title = f"{spec.name}: the same {len(next(iter(paths.values()))[1])} evaluation episodes for every policy"
+        write_maze_panels(env.layout, env.scale, paths, student_run / "report_maze.png", title)
+        report["maze_paths"] = "report_maze.png"
+    runs.atomic_write_text(student_run / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _write_markdown(student_run, report)
+    _plot(student_run, report)
+    return report
+
+
+def _policy_rows(spec, env, teacher_parts, student_parts, sensors, episodes, key, paths) -> dict:
+    """The teacher's and the student's rows: closed-loop scores on the same episodes, sizes, latency,
+    and how far the student's actions and critic are from the teacher's on states the student visits."""
+    t_config, teacher, t_params = teacher_parts
+    s_config, student, s_params = student_parts
     teacher_eval = _evaluate(
         spec, env, teacher, t_params, episodes, key, paths, f"teacher (depth {t_config.critic_depth})"
     )
@@ -211,58 +260,22 @@ def build_report(
             "critic_agreement": critic_agreement(spec, teacher, t_params, student, s_params, obs),
         },
     }
-    rows["random"] = random_policy_baseline(env, spec, episodes, seed)
-    if sensors is not None:
-        rows["student"]["sensors"] = sensors.to_json()
-        if baseline and sensors.history > 1:
-            rows["student_no_history"] = _no_history_student(
-                student_run, s_config, sensors, spec, env, episodes, key, show_progress, paths
-            )
+    return rows
 
-    if baseline_run is not None:
-        check_baseline_run(baseline_run, teacher_run)
-        rows["scratch"] = {**_evaluate_run(Path(baseline_run), spec, env, episodes, key, paths), "given": True}
-    elif baseline:
-        rows["scratch"] = _scratch_baseline(
-            student_run, t_config, s_config, spec, env, episodes, key, show_progress, paths
-        )
 
-    report = {
-        "env": spec.name,
-        "episodes": episodes,
-        "seed": seed,
-        "teacher_run": str(teacher_run),
-        "student_run": str(student_run),
-        "retention": student_eval["time_at_goal"] / max(teacher_eval["time_at_goal"], 1e-9),
-        "compress_seconds": _train_seconds(student_run),
-        "teacher_train_seconds": _train_seconds(teacher_run),
-        **rows,
-    }
-    # Teacher and scratch are scored on their best checkpoints; the paper's code reports final
-    # parameters, so their last training evaluation stands beside them.
-    for name, run in (("teacher", teacher_run), ("scratch", rows.get("scratch", {}).get("run"))):
+def _add_finals_and_budgets(report: dict, teacher_run: Path, student_run: Path) -> None:
+    """Teacher and scratch are scored on their best checkpoints; the paper's code reports final
+    parameters, so their last training evaluation stands beside them, and every run's budget."""
+    scratch_run = report.get("scratch", {}).get("run")
+    for name, run in (("teacher", teacher_run), ("scratch", scratch_run)):
         if run is not None and name in report and "skipped" not in report[name]:
             report[name]["checkpoint"] = "best"
             report[name]["final"] = _final_evaluation(Path(run))
     report["budgets"] = {
         name: _budget(Path(run))
-        for name, run in (
-            ("teacher", teacher_run),
-            ("student", student_run),
-            ("scratch", rows.get("scratch", {}).get("run")),
-        )
+        for name, run in (("teacher", teacher_run), ("student", student_run), ("scratch", scratch_run))
         if run is not None
     }
-    if report["compress_seconds"] and report["teacher_train_seconds"]:
-        report["compress_cost_fraction"] = report["compress_seconds"] / report["teacher_train_seconds"]
-    if isinstance(env, MazeEnv):
-        title = f"{spec.name}: the same {len(next(iter(paths.values()))[1])} evaluation episodes for every policy"
-        write_maze_panels(env.layout, env.scale, paths, student_run / "report_maze.png", title)
-        report["maze_paths"] = "report_maze.png"
-    runs.atomic_write_text(student_run / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _write_markdown(student_run, report)
-    _plot(student_run, report)
-    return report
 
 
 def _final_evaluation(run: Path) -> dict | None:
