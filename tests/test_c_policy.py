@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
+from tests.conftest import assert_one_line_error, run_cli_in_process
 
 
 @pytest.fixture(scope="module")
 def c_export(tiny_student_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("c") / "policy_c"
-    result = run_cli("export", str(tiny_student_run), "--format", "c", "--out", str(out))
+    result = run_cli_in_process("export", str(tiny_student_run), "--format", "c", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 

@@ -194,6 +194,7 @@ def test_int8_and_fp16_files_act_like_fp32_and_refuse_non_finite_inputs(small_fp
     assert np.isfinite(policy(np.full(SPEC.state_dim, 0.3, np.float32), np.zeros(SPEC.goal_dim, np.float32))).all()
 
 
+@pytest.mark.slow  # whole commands on trained runs: CI runs it with the learning tests
 def test_export_variant_end_to_end(tiny_student_run, tmp_path):
     """The command ships the int8 file with both sides recorded, or refuses in one line with the figures."""
     out = tmp_path / "policy.onnx"

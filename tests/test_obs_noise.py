@@ -17,6 +17,7 @@ from tests.conftest import assert_one_line_error, run_cli, run_cli_in_process
 EPISODES = 8
 
 
+@pytest.mark.slow  # whole commands on trained runs: CI runs it with the learning tests
 def test_sigma_zero_is_plain_evaluation_exactly(tiny_teacher_run, tiny_student_run, tiny_student_onnx):
     for target in (tiny_teacher_run, tiny_student_run, tiny_student_onnx):
         plain = evaluate_target(target, EPISODES, None, 0)

@@ -76,6 +76,7 @@ def test_a_packed_run_holds_the_best_parameters_and_the_record_only(tiny_teacher
     assert sorted(p.name for p in packed_teacher.parent.iterdir()) == ["teacher"]
 
 
+@pytest.mark.slow  # whole commands on trained runs: CI runs it with the learning tests
 def test_evaluate_and_render_a_packed_run_as_the_original(tiny_teacher_run, packed_teacher, tmp_path):
     from distill.app.render import render_target
 
@@ -209,6 +210,7 @@ def test_compress_and_export_of_a_packed_run_equal_the_original(tiny_teacher_run
         assert metadata[0] == metadata[1]
 
 
+@pytest.mark.slow  # whole commands on trained runs: CI runs it with the learning tests
 def test_init_from_starts_from_the_packed_parameters_and_nothing_else(tiny_teacher_run, packed_teacher):
     """The new run's initial state holds the packed parameters bit for bit, and evaluating it gives the
     figures the original run recorded for its best epoch; optimisers and alpha start afresh."""

@@ -87,7 +87,8 @@ def distiller(tiny_teacher_run):
 
 def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller):
     state = distiller.init(jax.random.PRNGKey(0))
-    _, _, rows, teacher_acted = jax.jit(distiller.collect)(
+    collect = jax.jit(distiller.collect)  # one compilation for both betas
+    _, _, rows, teacher_acted = collect(
         state.params, state.env, state.readings, jax.random.PRNGKey(1), jnp.float32(0.0)
     )
     obs, action, _, _ = rows
@@ -103,7 +104,7 @@ def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller
     np.testing.assert_allclose(labels.mean, mean, atol=1e-6)
     np.testing.assert_allclose(labels.log_std, log_std, atol=1e-6)
     # And with beta = 1 the teacher's action is executed.
-    _, _, rows, teacher_acted = jax.jit(distiller.collect)(
+    _, _, rows, teacher_acted = collect(
         state.params, state.env, state.readings, jax.random.PRNGKey(1), jnp.float32(1.0)
     )
     assert bool(teacher_acted.all())
@@ -111,6 +112,7 @@ def test_dagger_labels_come_from_the_teacher_on_student_visited_states(distiller
     np.testing.assert_allclose(rows[1], teacher_action, atol=1e-6)
 
 
+@pytest.mark.slow  # two compiled DAgger rounds: CI runs it with the learning tests
 def test_aggregated_dataset_keeps_every_round(distiller):
     state = jax.jit(distiller.init)(jax.random.PRNGKey(0))
     round_fn = jax.jit(distiller.dagger_round)

@@ -123,6 +123,7 @@ def test_sensor_teacher_evaluates_through_its_sensors(sensor_teacher):
     assert summarize(evaluate(params["actor"], key).success)["time_at_goal"] == pytest.approx(last["time_at_goal"])
 
 
+@pytest.mark.slow  # whole commands on trained runs: CI runs it with the learning tests
 def test_sensor_teacher_resumes_after_its_first_epoch(sensor_teacher, tmp_path):
     """The run as a kill after the first epoch's checkpoint leaves it: its readings come back with it."""
     out = tmp_path / "run"

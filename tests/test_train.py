@@ -78,6 +78,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "run" / "config.json").is_file()
 
 
+@pytest.mark.slow  # whole commands on trained runs: CI runs it with the learning tests
 def test_a_run_saved_with_unrolled_blocks_loads_and_evaluates_to_its_recorded_figures(tmp_path):
     """tests/data/legacy_unrolled_teacher was trained with the unrolled layout (block_0, block_1, ...)
     that runs had before the stacked one was the only one; it loads, converted, and evaluates as then."""
