@@ -400,6 +400,23 @@ def compile_library(folder: Path, flags: tuple[str, ...] = CFLAGS) -> Path:
     return library
 
 
+def build_c_program(folder: Path, build: Path, name: str, main_source: str, flags: tuple[str, ...] = CFLAGS) -> Path:
+    """``main_source`` compiled with the C export in ``folder`` into the program ``build/name``. The
+    program is no part of the policy and may use POSIX clocks, so it is built without -pedantic and
+    -Werror; a one-line DistillError if it does not compile."""
+    for source in ("policy.c", "policy.h"):
+        shutil.copy2(Path(folder) / source, build / source)
+    (build / f"{name}.c").write_text(main_source)
+    program = build / name
+    relaxed = [f for f in flags if f not in ("-pedantic", "-Werror")]
+    command = [compiler(), *relaxed, "-o", str(program), str(build / f"{name}.c"), str(build / "policy.c"), "-lm"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no compiler output"])[0]
+        raise DistillError(f"the C {name} program does not compile: {first[:300]}")
+    return program
+
+
 class CPolicy:
     """A compiled C policy through ``ctypes``: ``policy(obs, goal)`` (or ``policy(reading, goal)``
     after ``policy.reset()`` for a sensor student), one input or a batch of rows, like ``OnnxPolicy``."""
@@ -631,15 +648,26 @@ def write_c_policy(run: Path, out: Path, which: str = "best") -> dict:
     }
 
 
-def load_c_policy(folder: Path) -> CPolicy:
-    """Compiles the C files in ``folder`` (as ``write_c_policy`` left them) into a temporary library."""
+def read_c_contract(folder: Path) -> dict:
+    """The contract of the C export in ``folder``; a one-line DistillError if the folder holds none."""
     import json
 
     folder = Path(folder)
-    contract_path = folder / "policy.json"
-    if not (folder / "policy.c").is_file() or not contract_path.is_file():
+    if not (folder / "policy.c").is_file() or not (folder / "policy.json").is_file():
         raise DistillError(f"{folder} holds no C policy (policy.c and policy.json)")
-    contract = json.loads(contract_path.read_text())
+    return json.loads((folder / "policy.json").read_text())
+
+
+def c_reading_size(contract: dict) -> int:
+    """How many floats the C policy reads a tick: a sensor reading, or the whole observation."""
+    observation = contract["observation"]
+    return observation.get("reading_size", 0) if observation["input"] == "sensors" else observation["size"]
+
+
+def load_c_policy(folder: Path) -> CPolicy:
+    """Compiles the C files in ``folder`` (as ``write_c_policy`` left them) into a temporary library."""
+    folder = Path(folder)
+    contract = read_c_contract(folder)
     build = Path(tempfile.mkdtemp(prefix="distill-c-"))
     for name in ("policy.c", "policy.h"):
         shutil.copy2(folder / name, build / name)

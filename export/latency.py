@@ -81,24 +81,12 @@ def c_policy_latency(folder: Path, calls: int = 100_000, flags: tuple[str, ...] 
     import subprocess
     import tempfile
 
-    from export.c_policy import CFLAGS, compiler
+    from export.c_policy import CFLAGS, build_c_program
 
     flags = CFLAGS if flags is None else flags
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(tmp)
-        for name in ("policy.c", "policy.h"):
-            (build / name).write_bytes((Path(folder) / name).read_bytes())
-        (build / "bench.c").write_text(C_HARNESS)
-        binary, times_path = build / "bench", build / "times.bin"
-        # The harness is no part of the policy: it may use POSIX clocks, so it is not built -pedantic.
-        harness_flags = [f for f in flags if f not in ("-pedantic", "-Werror")]
-        result = subprocess.run(
-            [compiler(), *harness_flags, "-o", str(binary), str(build / "bench.c"), str(build / "policy.c"), "-lm"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"the latency harness does not compile: {result.stderr.strip()[:300]}")
+        binary, times_path = build_c_program(folder, build, "bench", C_HARNESS, flags), build / "times.bin"
         # One core for the harness, set on the running child: a preexec hook would fork this
         # multithreaded process by hand. The harness warms up before it times anything.
         core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None

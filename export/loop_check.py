@@ -21,13 +21,13 @@ from distill.errors import DistillError
 
 def load_policy(path: Path):
     """An exported policy to call: an ONNX file (``OnnxPolicy``) or a folder the C export wrote."""
-    from export.c_policy import load_c_policy
+    from export.c_policy import c_reading_size, read_c_contract
     from export.runtime import OnnxPolicy, PolicyFileError
 
     path = Path(path)
-    if path.is_dir():
-        policy = load_c_policy(path)
-        return policy, policy.reading_dim or policy.input_dim, policy.goal_dim, "C"
+    if path.is_dir():  # the C loop is compiled with the policy: only its sizes are needed here
+        contract = read_c_contract(path)
+        return None, c_reading_size(contract), contract["goal"]["size"], "C"
     if path.suffix != ".onnx" or not path.is_file():
         raise DistillError(f"{path} is not a policy: give an exported .onnx file or a folder written by --format c")
     try:
@@ -103,25 +103,15 @@ def _c_loop(folder: Path, ticks: int, period_s: float, recorded: np.ndarray) -> 
     import subprocess
     import tempfile
 
-    from export.c_policy import CFLAGS, compiler
+    from export.c_policy import build_c_program
 
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(tmp)
-        for name in ("policy.c", "policy.h"):
-            (build / name).write_bytes((Path(folder) / name).read_bytes())
-        (build / "loop.c").write_text(C_LOOP)
-        flags = [f for f in CFLAGS if f not in ("-pedantic", "-Werror")]
-        built = subprocess.run(
-            [compiler(), *flags, "-o", str(build / "loop"), str(build / "loop.c"), str(build / "policy.c"), "-lm"],
-            capture_output=True,
-            text=True,
-        )
-        if built.returncode != 0:
-            raise DistillError(f"the C loop does not compile: {built.stderr.strip().splitlines()[0][:300]}")
+        program = build_c_program(folder, build, "loop", C_LOOP)
         recorded.astype(np.float32).tofile(build / "readings.bin")
         run = subprocess.run(
             [
-                str(build / "loop"),
+                str(program),
                 str(ticks),
                 str(int(round(period_s * 1e9))),
                 str(build / "readings.bin"),

@@ -402,14 +402,13 @@ def stage_depth(plan: DepthPlan, out: Path, work: Path, deadline_s: float, targe
 def run_one_epoch(program: Program, plan: DepthPlan) -> None:
     training = program.training
     remaining = training.schedule.epoch_end(training.epochs_done + 1) - training.steps_done
+    # The first epoch of a call holds the probe's compiled first step; later epochs are pure training.
+    first = "epoch_overhead_s" not in program.timings
     t0 = time.perf_counter()
     records = training.run_epoch()
     seconds = time.perf_counter() - t0
     program.timings["epoch_overhead_s"] = max(0.0, seconds - remaining * program.step_seconds()) + 0.5
     took = training.epoch_seconds
-    # The first epoch of a call holds the probe's compiled first step; later epochs are pure training.
-    first = program.timings.get("epochs_run", 0) == 0
-    program.timings["epochs_run"] = program.timings.get("epochs_run", 0) + 1
     scores = ", ".join(f"{r['time_at_goal']:.1f}" for r in records)
     stamp(
         f"train d{program.depth}",

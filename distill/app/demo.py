@@ -68,7 +68,13 @@ def run_demo(
     timings = {}
 
     teacher_dir, student_dir, onnx_path = out / "teacher", out / "student", out / "policy.onnx"
-    t0 = _train_teacher_and_student(teacher_dir, student_dir, quick, seed, show_progress, say, timings)
+    t0 = _stage("1/5 training the teacher", say)
+    _train_teacher(teacher_dir, quick, seed, show_progress)
+    timings["teacher_s"] = time.perf_counter() - t0
+
+    width = QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH
+    t0 = _stage(f"2/5 compressing it into a depth-{STUDENT_DEPTH} student of width {width}", say)
+    _train_student(teacher_dir, student_dir, width, quick, seed, show_progress)
     report = build_report(student_dir, episodes=episodes, seed=seed, baseline=baseline, show_progress=show_progress)
     timings["compress_s"] = time.perf_counter() - t0
 
@@ -123,40 +129,27 @@ def run_demo(
     return summary
 
 
-def _train_teacher_and_student(teacher_dir, student_dir, quick, seed, show_progress, say, timings) -> float:
-    """Stages 1 and 2: the teacher, then its student, each skipped when finished and resumed when
-    cut off; returns when stage 2 started (its report is timed with it)."""
-    from students.config import StudentConfig
-    from students.train import compress
+def _train_teacher(teacher_dir: Path, quick: bool, seed: int, show_progress: bool) -> None:
+    """The demo's teacher: skipped when finished, resumed when cut off."""
     from teachers.config import teacher_config
     from teachers.train import train_teacher
 
-    t0 = _stage("1/5 training the teacher", say)
     if not _finished(teacher_dir):
         config = teacher_config(DEFAULT_ENV, seed=seed, **(QUICK_TEACHER if quick else {}))
         train_teacher(config, teacher_dir, resume=(teacher_dir / "config.json").exists(), show_progress=show_progress)
-    timings["teacher_s"] = time.perf_counter() - t0
 
-    t0 = _stage(
-        f"2/5 compressing it into a depth-{STUDENT_DEPTH} student of width "
-        f"{QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH}",
-        say,
-    )
+
+def _train_student(teacher_dir: Path, student_dir: Path, width: int, quick: bool, seed: int, show_progress: bool):
+    """The demo's student: skipped when finished, resumed when cut off."""
+    from students.config import StudentConfig
+    from students.train import compress
+
     if not _finished(student_dir):
-        s_config = StudentConfig(
-            student_depth=STUDENT_DEPTH,
-            student_width=QUICK_STUDENT_WIDTH if quick else STUDENT_WIDTH,
-            seed=seed,
-            **(QUICK_STUDENT if quick else {}),
+        config = StudentConfig(
+            student_depth=STUDENT_DEPTH, student_width=width, seed=seed, **(QUICK_STUDENT if quick else {})
         )
-        compress(
-            s_config,
-            teacher_dir,
-            student_dir,
-            resume=(student_dir / "config.json").exists(),
-            show_progress=show_progress,
-        )
-    return t0
+        resume = (student_dir / "config.json").exists()
+        compress(config, teacher_dir, student_dir, resume=resume, show_progress=show_progress)
 
 
 def _compression(report: dict) -> dict:
